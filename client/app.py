@@ -1,0 +1,83 @@
+"""The Corolla ClientApp: load the global adapter, train or evaluate locally, reply.
+
+Handlers only parse config, fetch the cached worker and call library code; see
+``client.worker`` for what is built once per process.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from adapters.payload import extract, load
+from client.training import local_train
+from client.worker import get_worker
+from strategies.contract import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NUM_EXAMPLES,
+    SERVER_ROUND,
+    TRAIN_LOSS,
+    parse_run_config,
+)
+
+app = ClientApp()
+
+
+def _node_partition(context: Context) -> tuple[int, int]:
+    try:
+        return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+    except KeyError as exc:
+        raise ValueError(
+            f"node config lacks {exc}; start the SuperNode with "
+            "--node-config 'partition-id=<i> num-partitions=<n>'"
+        ) from exc
+
+
+def _client_seed(seed: int, server_round: int, partition_id: int) -> int:
+    return (seed * 1_000_003 + server_round * 10_007 + partition_id) % (2**31)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the adapter on this node's shard for ``train.local-steps`` steps."""
+    config = parse_run_config(context.run_config)
+    worker = get_worker(config)
+    partition_id, num_partitions = _node_partition(context)
+    server_round = int(msg.content[CONFIG][SERVER_ROUND])
+    load(worker.model, {key: array.numpy() for key, array in msg.content[ARRAYS].items()})
+    rows = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
+    stats = local_train(
+        worker.model,
+        worker.task,
+        worker.tokenizer,
+        rows,
+        steps=config.train.local_steps,
+        batch_size=config.train.batch_size,
+        lr=config.train.lr,
+        weight_decay=config.train.weight_decay,
+        seed=_client_seed(config.seed, server_round, partition_id),
+    )
+    payload = extract(worker.model)
+    reply = RecordDict(
+        {
+            ARRAYS: ArrayRecord({key: Array(value) for key, value in payload.items()}),
+            METRICS: MetricRecord({TRAIN_LOSS: stats.loss, NUM_EXAMPLES: len(rows)}),
+        }
+    )
+    return Message(content=reply, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the global adapter on this node's share of the task's test split."""
+    config = parse_run_config(context.run_config)
+    worker = get_worker(config)
+    partition_id, num_partitions = _node_partition(context)
+    load(worker.model, {key: array.numpy() for key, array in msg.content[ARRAYS].items()})
+    rows = worker.test_rows(partition_id=partition_id, num_partitions=num_partitions, seed=config.seed)
+    result = worker.task.evaluate(worker.model, worker.tokenizer, rows, batch_size=config.eval.batch_size)
+    metrics = {f"eval_{name}": float(value) for name, value in result.values.items()}
+    metrics[NUM_EXAMPLES] = result.num_examples
+    return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)

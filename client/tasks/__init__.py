@@ -1,0 +1,24 @@
+"""Client-side tasks: the :class:`Task` contract, the registry, the built-in tasks and partitioning.
+
+Importing this package registers the built-in tasks ``topics`` and ``arithmetic``.
+"""
+
+from client.tasks.base import ModelKind, Task, TaskMetrics
+from client.tasks.registry import build_task, get_task_class, register_task, task_names
+from client.tasks.partition import clear_partition_cache, partition_dataset
+from client.tasks.topics import TopicClassification
+from client.tasks.arithmetic import ArithmeticWordProblems
+
+__all__ = [
+    "ArithmeticWordProblems",
+    "ModelKind",
+    "Task",
+    "TaskMetrics",
+    "TopicClassification",
+    "build_task",
+    "clear_partition_cache",
+    "get_task_class",
+    "partition_dataset",
+    "register_task",
+    "task_names",
+]

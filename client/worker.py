@@ -1,0 +1,90 @@
+"""Per-process state of a client worker: the frozen base model, built once, and the task data.
+
+A simulation worker (a Ray actor) serves many clients in turn. Building the base model and the
+task's data pool is the expensive part, and both are the same for every client of a run, so they
+are built on the first message and reused; a client's own state is only its adapter payload, which
+arrives with every message and is loaded over the previous client's. Nothing per client is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.lora import AdapterSpec, build_adapted_model
+from client.tasks import build_task
+from client.tasks.base import Task
+from client.tasks.partition import partition_dataset
+from strategies.contract import RunConfig
+
+
+@dataclass
+class Worker:
+    """The reusable pieces: task, adapted model, tokenizer, and the task's data pool."""
+
+    key: str
+    task: Task
+    model: Any
+    tokenizer: Any
+    datasets: Any
+
+    def train_rows(self, config: RunConfig, *, partition_id: int, num_partitions: int) -> list[dict[str, Any]]:
+        """This client's shard of the training pool (seed-stable; flwr-datasets partitioners)."""
+        shard = partition_dataset(
+            self.datasets["train"],
+            partitioner=config.data.partitioner,
+            num_partitions=num_partitions,
+            partition_id=partition_id,
+            alpha=config.data.alpha,
+            seed=config.seed,
+            label_column=self.task.label_column,
+        )
+        return shard.to_list()
+
+    def test_rows(self, *, partition_id: int, num_partitions: int, seed: int) -> list[dict[str, Any]]:
+        """This client's IID share of the global test split, for federated evaluation."""
+        shard = partition_dataset(
+            self.datasets["test"],
+            partitioner="iid",
+            num_partitions=num_partitions,
+            partition_id=partition_id,
+            alpha=1.0,
+            seed=seed,
+            label_column=None,
+        )
+        return shard.to_list()
+
+
+_CACHE: dict[str, Worker] = {}
+
+
+def worker_key(config: RunConfig) -> str:
+    """What determines the base model, adapter shape and data: equal keys may share a worker."""
+    relevant = {
+        "model": config.model.model_dump(),
+        "task": config.task.model_dump(),
+        "adapter": config.adapter.model_dump(),
+        "seed": config.seed,
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def get_worker(config: RunConfig) -> Worker:
+    """The cached worker for ``config``, built on first use (one per process; older ones dropped)."""
+    key = worker_key(config)
+    worker = _CACHE.get(key)
+    if worker is None:
+        _CACHE.clear()  # a new run in the same process: free the previous base model first
+        task = build_task(config.task.name, seed=config.seed, max_length=config.task.max_length)
+        model, tokenizer = build_adapted_model(
+            config.model.name,
+            AdapterSpec.from_config(config.adapter),
+            kind=task.model_kind,
+            num_labels=task.num_labels,
+            init_seed=config.seed,
+        )
+        worker = Worker(key=key, task=task, model=model, tokenizer=tokenizer, datasets=task.build_datasets())
+        _CACHE[key] = worker
+    return worker

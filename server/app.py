@@ -1,0 +1,91 @@
+"""The Corolla ServerApp: typed config -> base model spec -> strategy -> metered round loop -> run folder."""
+
+from __future__ import annotations
+
+import time
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from adapters.lora import AdapterSpec, build_adapted_model
+from adapters.payload import extract, layout, load
+from client.tasks import build_task
+from server.central_eval import CentralEvaluator
+from server.metering import DOWN, UP, Metered
+from server.recorder import RoundRecorder
+from server.run_folder import RunFolder
+from strategies import build_strategy
+from strategies.contract import RunConfig, parse_run_config
+from strategies.layout import layout_from_config
+
+app = ServerApp()
+
+
+def run(grid: Grid, config: RunConfig) -> RunFolder:
+    """Run the whole federation described by ``config`` on ``grid``; returns the run folder."""
+    started = time.perf_counter()
+    task = build_task(config.task.name, seed=config.seed, max_length=config.task.max_length)
+    model, tokenizer = build_adapted_model(
+        config.model.name,
+        AdapterSpec.from_config(config.adapter),
+        kind=task.model_kind,
+        num_labels=task.num_labels,
+        init_seed=config.seed,
+    )
+    initial = ArrayRecord({key: Array(value) for key, value in extract(model).items()})
+    strategy = build_strategy(
+        config.strategy.name,
+        layout=layout_from_config(layout(model)),
+        weighted=config.strategy.weighted,
+        fraction_train=config.fraction_train,
+        fraction_evaluate=config.fraction_evaluate,
+        min_train_nodes=config.min_train_nodes,
+        min_evaluate_nodes=1,
+        min_available_nodes=config.min_train_nodes,
+    )
+    folder = RunFolder.create(config)  # only once everything above resolved: a bad name leaves nothing
+    meter = Metered(strategy)
+    evaluator = None
+    if config.eval.central:
+        rows = task.build_datasets()["test"].to_list()
+        if config.eval.max_examples:
+            rows = rows[: config.eval.max_examples]
+        evaluator = CentralEvaluator(task, model, tokenizer, rows, batch_size=config.eval.batch_size)
+    recorder = RoundRecorder(
+        folder, meter, evaluator, main_metric=task.main_metric, num_rounds=config.num_server_rounds
+    )
+    result = meter.start(
+        grid=grid,
+        initial_arrays=initial,
+        num_rounds=config.num_server_rounds,
+        train_config=ConfigRecord({}),
+        evaluate_config=ConfigRecord({}),
+        evaluate_fn=recorder,
+    )
+    final = result.arrays if len(result.arrays) else initial
+    meter.ledger.write_csv(folder.ledger_path)
+    load(model, {key: array.numpy() for key, array in final.items()})
+    model.save_pretrained(folder.adapter_dir)
+    last = recorder.rows[-1] if recorder.rows else {}
+    folder.write_summary(
+        {
+            "rounds": config.num_server_rounds,
+            "strategy": config.strategy.name,
+            "model": config.model.name,
+            "task": config.task.name,
+            "main_metric": task.main_metric,
+            "final": {k: v for k, v in last.items() if k.startswith("eval_")},
+            "bytes_down": meter.ledger.total(direction=DOWN),
+            "bytes_up": meter.ledger.total(direction=UP),
+            "dropped": sum(int(r.get("dropped", 0)) for r in recorder.rows),
+            "wall_s": round(time.perf_counter() - started, 2),
+        }
+    )
+    print(f"Corolla run complete: {folder.path}", flush=True)
+    return folder
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Flower entry point."""
+    run(grid, parse_run_config(context.run_config))

@@ -1,0 +1,130 @@
+"""Communication metering: bytes per round, per client, per direction, from the serialised records.
+
+``Metered`` wraps any Flower strategy (a wrapper, not a flag in each strategy) and records, for
+every message the strategy sends and every reply it receives, the size of the records it carries
+(``Record.count_bytes()``: the npy-serialised arrays plus key and metadata bytes). Flower adds no
+compression, so these are the payload bytes on the wire; the message envelope adds about 1.5 KB.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from strategies.contract import message_bytes
+
+DOWN, UP = "down", "up"
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One message: the round, the node, ``down`` (server to client) or ``up``, and its bytes."""
+
+    round: int
+    node: int
+    direction: str
+    phase: str
+    bytes: int
+
+
+@dataclass
+class ByteLedger:
+    """All metered messages of a run, appended as they happen."""
+
+    rows: list[LedgerRow] = field(default_factory=list)
+
+    def add(self, *, server_round: int, node: int, direction: str, phase: str, nbytes: int) -> None:
+        """Record one message."""
+        self.rows.append(LedgerRow(server_round, node, direction, phase, nbytes))
+
+    def total(self, *, server_round: int | None = None, direction: str | None = None) -> int:
+        """Sum of bytes, optionally for one round and/or one direction."""
+        return sum(
+            r.bytes
+            for r in self.rows
+            if (server_round is None or r.round == server_round)
+            and (direction is None or r.direction == direction)
+        )
+
+    def write_csv(self, path: Path) -> None:
+        """``round,node,direction,phase,bytes``, one line per message."""
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["round", "node", "direction", "phase", "bytes"])
+            writer.writerows((r.round, r.node, r.direction, r.phase, r.bytes) for r in self.rows)
+
+
+class Metered(Strategy):
+    """Wrap ``inner`` so that every message in both directions is entered in ``ledger``.
+
+    The wrapper delegates all decisions to ``inner``; ``start`` is Flower's own round loop calling
+    these methods. ``last_train_metrics`` keeps the latest aggregated train metrics per round for
+    the run recorder.
+    """
+
+    def __init__(self, inner: Strategy, ledger: ByteLedger | None = None) -> None:
+        self.inner = inner
+        self.ledger = ledger if ledger is not None else ByteLedger()
+        self.train_metrics: dict[int, MetricRecord] = {}
+        self.evaluate_metrics: dict[int, MetricRecord] = {}
+
+    def _meter(self, messages: Iterable[Message], *, server_round: int, direction: str, phase: str) -> list[Message]:
+        messages = list(messages)
+        for msg in messages:
+            node = msg.metadata.dst_node_id if direction == DOWN else msg.metadata.src_node_id
+            self.ledger.add(
+                server_round=server_round, node=node, direction=direction, phase=phase, nbytes=message_bytes(msg)
+            )
+        return messages
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Delegate, then meter what goes down."""
+        out = self.inner.configure_train(server_round, arrays, config, grid)
+        return self._meter(out, server_round=server_round, direction=DOWN, phase="train")
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Meter what came up (every reply, valid or not), then delegate."""
+        replies = [r for r in replies]
+        self._meter([r for r in replies if r.has_content()], server_round=server_round, direction=UP, phase="train")
+        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        if metrics is not None:
+            self.train_metrics[server_round] = metrics
+        return arrays, metrics
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Delegate, then meter what goes down."""
+        out = self.inner.configure_evaluate(server_round, arrays, config, grid)
+        return self._meter(out, server_round=server_round, direction=DOWN, phase="evaluate")
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Meter what came up, then delegate."""
+        replies = [r for r in replies]
+        self._meter([r for r in replies if r.has_content()], server_round=server_round, direction=UP, phase="evaluate")
+        metrics = self.inner.aggregate_evaluate(server_round, replies)
+        if metrics is not None:
+            self.evaluate_metrics[server_round] = metrics
+        return metrics
+
+    def summary(self) -> None:
+        """Delegate."""
+        self.inner.summary()
+
+    def __getattr__(self, name: str) -> object:  # e.g. `last_dropped` of the inner strategy
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]

@@ -1,0 +1,97 @@
+"""The per-round record: one ``rounds.jsonl`` row and one printed table line per round.
+
+It is Flower's ``evaluate_fn``: ``Strategy.start`` calls it before round 1 (round 0, the initial
+model) and after every round, once training, aggregation and federated evaluation are done, so it
+sees the round's metered bytes and aggregated train metrics, and adds central evaluation.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from flwr.app import ArrayRecord, MetricRecord
+
+from server.central_eval import CentralEvaluator
+from server.metering import DOWN, UP, Metered
+from server.run_folder import RunFolder
+
+_COLUMNS = ("round", "clients", "dropped", "train_loss", "eval_loss", "eval_main", "MB_down", "MB_up", "secs")
+
+
+def _fmt(value: Any, width: int) -> str:
+    if value is None:
+        return "-".rjust(width)
+    if isinstance(value, float):
+        return f"{value:.4f}".rjust(width)
+    return str(value).rjust(width)
+
+
+class RoundRecorder:
+    """Writes and prints one row per round; call it as Flower's ``evaluate_fn``."""
+
+    def __init__(
+        self,
+        folder: RunFolder,
+        meter: Metered,
+        evaluator: CentralEvaluator | None,
+        *,
+        main_metric: str,
+        num_rounds: int,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.folder = folder
+        self.meter = meter
+        self.evaluator = evaluator
+        self.main_metric = main_metric
+        self.num_rounds = num_rounds
+        self.stream = stream or sys.stdout
+        self.rows: list[dict[str, Any]] = []
+        self._last = time.perf_counter()
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Record round ``server_round`` (0: the initial model)."""
+        train = dict(self.meter.train_metrics.get(server_round, {}))
+        fed_eval = dict(self.meter.evaluate_metrics.get(server_round, {}))
+        row: dict[str, Any] = {
+            "round": server_round,
+            "clients": int(train.pop("clients", 0)),
+            "dropped": int(train.pop("dropped", 0)),
+            "bytes_down": self.meter.ledger.total(server_round=server_round, direction=DOWN),
+            "bytes_up": self.meter.ledger.total(server_round=server_round, direction=UP),
+            "train_loss": train.pop("train_loss", None),
+        }
+        row["bytes_down_total"] = self.meter.ledger.total(direction=DOWN)
+        row["bytes_up_total"] = self.meter.ledger.total(direction=UP)
+        row.update({k: v for k, v in train.items() if k != "num-examples"})
+        row.update({f"fed_{k}": v for k, v in fed_eval.items() if k != "num-examples"})
+        result = None
+        if self.evaluator is not None:
+            metrics = self.evaluator(arrays)
+            row.update({f"eval_{name}": value for name, value in metrics.values.items()})
+            result = MetricRecord({f"eval_{name}": float(value) for name, value in metrics.values.items()})
+        now = time.perf_counter()
+        row["wall_s"] = round(now - self._last, 3)
+        self._last = now
+        self.rows.append(row)
+        self.folder.append_round(row)
+        self._print(row)
+        return result
+
+    def _print(self, row: dict[str, Any]) -> None:
+        if row["round"] == 0:
+            print(f"Corolla run folder: {self.folder.path}", file=self.stream)
+            print(" ".join(c.rjust(10) for c in _COLUMNS), file=self.stream)
+        values = (
+            f"{row['round']}/{self.num_rounds}",
+            row["clients"],
+            row["dropped"],
+            row["train_loss"],
+            row.get("eval_loss"),
+            row.get(f"eval_{self.main_metric}"),
+            round(row["bytes_down"] / 1e6, 3),
+            round(row["bytes_up"] / 1e6, 3),
+            row["wall_s"],
+        )
+        print(" ".join(_fmt(v, 10) for v in values), file=self.stream, flush=True)

@@ -1,0 +1,79 @@
+"""The run folder: everything a run leaves behind, and all that reports are rendered from.
+
+``<output-dir>/<run-name>/``
+    ``config.json``   the resolved run config (every key, defaults filled in)
+    ``rounds.jsonl``  one JSON object per round (round 0 is the initial evaluation)
+    ``ledger.csv``    ``round,node,direction,phase,bytes``: every metered message
+    ``adapter/``      the final adapter in PEFT format (``PeftModel.from_pretrained`` loads it)
+    ``summary.json``  totals and the final metrics, written when the run completes
+
+The output directory is resolved to an absolute path before use: a ServerApp's working directory
+is the SuperLink's, not the app's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from strategies.contract import RunConfig
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths of one run's artifacts."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, config: RunConfig) -> RunFolder:
+        """Make a fresh folder under ``output-dir`` and write ``config.json``."""
+        root = Path(config.output_dir).expanduser().resolve()
+        name = config.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{config.strategy.name}-{config.model.name}"
+        name = name.replace("/", "_")
+        path = root / name
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = root / f"{name}-{suffix}"
+        path.mkdir(parents=True)
+        folder = cls(path)
+        folder.config_path.write_text(json.dumps(config.to_flat(), indent=2, sort_keys=True) + "\n")
+        return folder
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def rounds_path(self) -> Path:
+        return self.path / "rounds.jsonl"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.path / "ledger.csv"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    def append_round(self, row: dict[str, Any]) -> None:
+        """Append one round's metrics as a JSON line (flushed at once, so a crash keeps it)."""
+        with self.rounds_path.open("a") as handle:
+            handle.write(json.dumps(row, sort_keys=True) + "\n")
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Write ``summary.json``."""
+        self.summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+def read_rounds(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``rounds.jsonl`` file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

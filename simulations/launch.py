@@ -1,0 +1,156 @@
+"""Launching a simulation through the real Flower path: ``flwr run`` on Flower's Ray engine.
+
+``corolla run`` is a thin, checked wrapper around ``flwr run <app> --stream``:
+
+* the run config (``[tool.flwr.app.config]`` plus overrides) is validated *before* anything
+  starts, and every problem is reported together;
+* ``output-dir`` is made absolute (the ServerApp runs in the SuperLink's working directory);
+* the managed SuperLink is Corolla's own (``$COROLLA_FLWR_HOME``, default ``~/.corolla/flwr``, on
+  its own ports), started with runtime dependency installation off, so runs work offline and never
+  reinstall torch;
+* ``flwr run --stream`` exits 0 even when the run failed, so the final status is read with
+  ``flwr ls --run-id`` and a run that did not finish as ``completed`` exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flwr.common.config import flatten_dict, parse_config_args
+
+from strategies.contract import RunConfig, parse_run_config
+
+DEFAULT_SUPERLINK_PORT = 39191  # Corolla's managed SuperLink; Flower's own default is 39091
+DEFAULT_CONTROL_PORT = 39193
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    """The outcome of one ``flwr run``: run id, final status, and whether it completed."""
+
+    run_id: int | None
+    status: str
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished:completed"
+
+
+def find_app_dir(start: Path | None = None) -> Path:
+    """The Corolla app directory: ``start`` (default: cwd) or the installed source tree."""
+    candidates = [start or Path.cwd(), Path(__file__).resolve().parent.parent]
+    for candidate in candidates:
+        pyproject = candidate / "pyproject.toml"
+        if pyproject.is_file() and "[tool.flwr.app]" in pyproject.read_text():
+            return candidate.resolve()
+    raise FileNotFoundError(
+        "no Flower app found: run from the Corolla checkout (the folder with pyproject.toml) or pass --app DIR"
+    )
+
+
+def app_defaults(app_dir: Path) -> dict[str, Any]:
+    """The flat ``[tool.flwr.app.config]`` of the app's pyproject.toml."""
+    with (app_dir / "pyproject.toml").open("rb") as handle:
+        data = tomllib.load(handle)
+    return flatten_dict(data["tool"]["flwr"]["app"]["config"])
+
+
+def resolve_config(app_dir: Path, overrides: list[str]) -> tuple[RunConfig, dict[str, Any]]:
+    """Validate defaults + overrides; returns the config and the overrides to pass on (output-dir
+    made absolute against the current directory)."""
+    flat_overrides = parse_config_args(overrides) if overrides else {}
+    merged = {**app_defaults(app_dir), **flat_overrides}
+    config = parse_run_config(merged)
+    flat_overrides["output-dir"] = str(Path(config.output_dir).expanduser().resolve())
+    return config, flat_overrides
+
+
+def toml_overrides(values: Mapping[str, Any]) -> str:
+    """``key=value`` pairs in the TOML syntax ``--run-config`` expects."""
+    def literal(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return json.dumps(value)
+        return repr(value)
+
+    return " ".join(f"{key}={literal(value)}" for key, value in values.items())
+
+
+def flower_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for ``flwr``: Corolla's own managed SuperLink, offline-safe."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("FLWR_HOME", str(Path(env.get("COROLLA_FLWR_HOME", Path.home() / ".corolla" / "flwr"))))
+    env.setdefault("FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", str(DEFAULT_SUPERLINK_PORT))
+    env.setdefault("FLWR_LOCAL_CONTROL_API_PORT", str(DEFAULT_CONTROL_PORT))
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+    env.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def flwr_executable() -> str:
+    """``flwr`` next to the running interpreter (the same environment), else on PATH."""
+    local = Path(sys.executable).parent / "flwr"
+    return str(local) if local.exists() else "flwr"
+
+
+def run_status(run_id: int, *, env: Mapping[str, str], connection: str | None = None) -> str:
+    """The run's status from ``flwr ls --run-id`` (e.g. ``finished:completed``)."""
+    cmd = [flwr_executable(), "ls", *( [connection] if connection else [] ), "--run-id", str(run_id), "--format", "json"]
+    out = subprocess.run(cmd, env=dict(env), capture_output=True, text=True, timeout=120)
+    try:
+        payload = json.loads(out.stdout[out.stdout.index("{"):])
+    except ValueError:
+        return f"unknown (flwr ls said: {out.stdout.strip() or out.stderr.strip()})"
+    runs = payload.get("runs", [])
+    return str(runs[0].get("status", "unknown")) if runs else "unknown (run not listed)"
+
+
+def launch(
+    app_dir: Path,
+    overrides: Mapping[str, Any],
+    *,
+    num_supernodes: int,
+    cpus_per_client: int = 1,
+    connection: str | None = None,
+    env: Mapping[str, str] | None = None,
+    echo: bool = True,
+) -> LaunchResult:
+    """``flwr run`` the app with ``overrides``; stream its output; return the checked outcome."""
+    env = flower_env(env)
+    cmd = [flwr_executable(), "run", str(app_dir)]
+    if connection:
+        cmd.append(connection)
+    cmd += ["--stream", "--run-config", toml_overrides(overrides)]
+    if connection is None:
+        cmd += ["--federation-config", f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=app_dir)
+    lines = []
+    run_id = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if echo:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        match = re.search(r"Successfully started run (\d+)", line)
+        if match:
+            run_id = int(match.group(1))
+    proc.wait()
+    output = "".join(lines)
+    if run_id is None:
+        return LaunchResult(None, f"not started (flwr run exited {proc.returncode})", output)
+    return LaunchResult(run_id, run_status(run_id, env=env, connection=connection), output)

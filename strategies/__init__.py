@@ -1,0 +1,19 @@
+"""Server-side aggregation strategies (flwr + numpy only; no torch, no peft).
+
+Importing the package registers every built-in strategy with :mod:`strategies.registry`.
+"""
+
+from .fedit import FedIT
+from .layout import Layout, LoraPair, layout_from_config, layout_to_config
+from .registry import build_strategy, register_strategy, strategy_names
+
+__all__ = [
+    "FedIT",
+    "Layout",
+    "LoraPair",
+    "build_strategy",
+    "layout_from_config",
+    "layout_to_config",
+    "register_strategy",
+    "strategy_names",
+]

@@ -1,0 +1,59 @@
+"""The message contract shared by the ServerApp and the ClientApp (record keys and reductions)."""
+
+from .records import (
+    ARRAYS,
+    BYTES_DOWN,
+    BYTES_UP,
+    CLIENTS,
+    CONFIG,
+    DEFAULT_REDUCTION,
+    DEV_REL_MEAN,
+    DEV_REL_PREFIX,
+    DROPPED,
+    EPSILON,
+    EVAL_LOSS,
+    LOCAL_STEPS,
+    LR,
+    METRIC_REDUCTIONS,
+    METRICS,
+    NUM_EXAMPLES,
+    PREFIX_REDUCTIONS,
+    SERVER_ROUND,
+    TRAIN_LOSS,
+    Reduction,
+    message_bytes,
+    reduce_metrics,
+    reduction_for,
+    train_reply_content,
+)
+
+__all__ = [
+    "ARRAYS",
+    "BYTES_DOWN",
+    "BYTES_UP",
+    "CLIENTS",
+    "CONFIG",
+    "DEFAULT_REDUCTION",
+    "DEV_REL_MEAN",
+    "DEV_REL_PREFIX",
+    "DROPPED",
+    "EPSILON",
+    "EVAL_LOSS",
+    "LOCAL_STEPS",
+    "LR",
+    "METRICS",
+    "METRIC_REDUCTIONS",
+    "NUM_EXAMPLES",
+    "PREFIX_REDUCTIONS",
+    "SERVER_ROUND",
+    "TRAIN_LOSS",
+    "Reduction",
+    "message_bytes",
+    "reduce_metrics",
+    "reduction_for",
+    "train_reply_content",
+]
+
+from .run_config import ConfigError, RunConfig, allowed_keys, parse_run_config  # noqa: E402
+
+__all__ += ["ConfigError", "RunConfig", "allowed_keys", "parse_run_config"]

@@ -1,0 +1,210 @@
+"""The message contract between the Corolla ServerApp and ClientApp.
+
+Both sides import these names instead of spelling record keys by hand. A train instruction carries
+``RecordDict({ARRAYS: ArrayRecord, CONFIG: ConfigRecord})``; a train reply MUST carry exactly one
+``ArrayRecord`` (same keys, shapes and dtypes as sent) and exactly one ``MetricRecord`` holding a
+positive integer ``NUM_EXAMPLES`` plus any metrics (see :func:`train_reply_content`).
+
+Metric reductions
+-----------------
+Every metric has one reduction used when the server combines client metrics
+(:func:`reduce_metrics`): loss-like values are averaged weighted by ``num-examples``, ``epsilon``
+takes the max (the federation is only as private as its least private client), example and byte
+counters are summed. Unknown metrics default to the weighted mean, like Flower's
+``aggregate_metricrecords``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal, cast
+
+from flwr.app import (
+    ArrayRecord,
+    Message,
+    MetricRecord,
+    MetricRecordValues,
+    RecordDict,
+)
+
+# --- RecordDict keys ------------------------------------------------------------------------------
+ARRAYS = "arrays"
+METRICS = "metrics"
+CONFIG = "config"
+
+# --- ConfigRecord keys (server -> client) ---------------------------------------------------------
+SERVER_ROUND = "server-round"  # injected by Flower's FedAvg.configure_train / configure_evaluate
+LOCAL_STEPS = "local-steps"
+LR = "lr"
+# Strategy- or lead-owned train-config keys go here, so clients never spell them by hand.
+
+# --- MetricRecord keys (client -> server, and aggregated server metrics) --------------------------
+NUM_EXAMPLES = "num-examples"
+TRAIN_LOSS = "train_loss"
+EVAL_LOSS = "eval_loss"
+EPSILON = "epsilon"
+BYTES_UP = "bytes_up"
+BYTES_DOWN = "bytes_down"
+CLIENTS = "clients"  # replies aggregated this round (server-side)
+DROPPED = "dropped"  # replies dropped this round (server-side)
+DEV_REL_PREFIX = "dev_rel/"  # FedIT deviation per module: f"dev_rel/{module}" (server-side)
+DEV_REL_MEAN = "dev_rel_mean"
+
+Reduction = Literal["weighted_mean", "max", "min", "sum"]
+
+METRIC_REDUCTIONS: Mapping[str, Reduction] = {
+    TRAIN_LOSS: "weighted_mean",
+    EVAL_LOSS: "weighted_mean",
+    EPSILON: "max",
+    NUM_EXAMPLES: "sum",
+    CLIENTS: "sum",
+    DROPPED: "sum",
+}
+"""Exact metric name -> reduction."""
+
+PREFIX_REDUCTIONS: Mapping[str, Reduction] = {"bytes_": "sum", "bytes-": "sum"}
+"""Metric name prefix -> reduction, consulted when the exact name is not in the table."""
+
+DEFAULT_REDUCTION: Reduction = "weighted_mean"
+
+
+def reduction_for(name: str, overrides: Mapping[str, Reduction] | None = None) -> Reduction:
+    """Return the reduction for a metric name (overrides, exact table, prefixes, default)."""
+    if overrides and name in overrides:
+        return overrides[name]
+    if name in METRIC_REDUCTIONS:
+        return METRIC_REDUCTIONS[name]
+    for prefix, reduction in PREFIX_REDUCTIONS.items():
+        if name.startswith(prefix):
+            return reduction
+    return DEFAULT_REDUCTION
+
+
+def _metric_records(record: RecordDict | MetricRecord) -> list[MetricRecord]:
+    if isinstance(record, MetricRecord):
+        return [record]
+    return list(record.metric_records.values())
+
+
+def _reduce(values: list[float], weights: list[float], how: Reduction) -> float:
+    if how == "max":
+        return max(values)
+    if how == "min":
+        return min(values)
+    if how == "sum":
+        return sum(values)
+    total = sum(weights)
+    if total <= 0:  # every holder reported zero examples: fall back to the plain mean
+        return sum(values) / len(values)
+    return sum(v * w for v, w in zip(values, weights, strict=True)) / total
+
+
+def reduce_metrics(
+    records: Sequence[RecordDict | MetricRecord],
+    weighted_by_key: str = NUM_EXAMPLES,
+    *,
+    overrides: Mapping[str, Reduction] | None = None,
+) -> MetricRecord:
+    """Combine client metrics, each metric with its own reduction.
+
+    Drop-in for FedAvg's ``train_metrics_aggr_fn`` / ``evaluate_metrics_aggr_fn``, which Flower
+    1.42 calls as ``fn(list[RecordDict], weighted_by_key)``. Bare ``MetricRecord`` items are accepted
+    too. All MetricRecords of one RecordDict are merged, as Flower's ``aggregate_metricrecords`` does.
+
+    Parameters
+    ----------
+    records : Sequence[RecordDict | MetricRecord]
+        One entry per client.
+    weighted_by_key : str (default: "num-examples")
+        Metric holding each client's weight for ``"weighted_mean"``. Unlike Flower's default it is
+        kept in the output, summed (total examples).
+    overrides : Mapping[str, Reduction] | None (default: None)
+        Per-name reductions taking precedence over the table (bind with ``functools.partial``).
+
+    Returns
+    -------
+    MetricRecord
+        Each metric reduced over the clients that reported it; a weighted mean is renormalised over
+        those clients. List-valued metrics are reduced element-wise. Sums of ints stay ints.
+
+    Raises
+    ------
+    ValueError
+        If a client lacks ``weighted_by_key`` or a list metric changes length across clients.
+    """
+    merged: list[dict[str, MetricRecordValues]] = []
+    weights: list[float] = []
+    for i, record in enumerate(records):
+        metrics: dict[str, MetricRecordValues] = {}
+        for metric_record in _metric_records(record):
+            metrics.update(metric_record)
+        weight = metrics.get(weighted_by_key)
+        if weight is None or isinstance(weight, list):
+            raise ValueError(
+                f"reply {i} has no scalar `{weighted_by_key}` metric; every client reply MUST "
+                f"report it (see strategies.contract.train_reply_content)"
+            )
+        merged.append(metrics)
+        weights.append(float(weight))
+
+    out = MetricRecord()
+    names = list(dict.fromkeys(name for metrics in merged for name in metrics))
+    for name in names:
+        holders = [(m[name], w) for m, w in zip(merged, weights, strict=True) if name in m]
+        values = [v for v, _ in holders]
+        ws = [w for _, w in holders]
+        how = reduction_for(name, overrides)
+        if isinstance(values[0], list):
+            lengths = {len(cast(list[float], v)) for v in values}
+            if len(lengths) != 1:
+                raise ValueError(f"list metric `{name}` has different lengths across clients")
+            columns = zip(*cast(list[list[float]], values), strict=True)
+            out[name] = [_as_metric(_reduce(list(col), ws, how), col, how) for col in columns]
+        else:
+            scalars = cast(list[float], values)
+            out[name] = _as_metric(_reduce(scalars, ws, how), scalars, how)
+    return out
+
+
+def _as_metric(value: float, inputs: Sequence[float], how: Reduction) -> int | float:
+    """Keep ints for int sums/max/min; means are floats."""
+    if how != "weighted_mean" and all(isinstance(v, int) for v in inputs):
+        return int(value)
+    return float(value)
+
+
+def message_bytes(message: Message | RecordDict) -> int:
+    """Payload bytes of a message: the sum of ``count_bytes()`` over its records.
+
+    Works for instructions and replies alike. A message carrying an error has no content and
+    counts 0. For arrays Flower counts the serialised npy bytes plus key lengths (no compression).
+    """
+    if isinstance(message, Message):
+        if not message.has_content():
+            return 0
+        content = message.content
+    else:
+        content = message
+    return sum(record.count_bytes() for record in content.values())
+
+
+def train_reply_content(
+    arrays: ArrayRecord,
+    num_examples: int,
+    metrics: Mapping[str, MetricRecordValues] | None = None,
+) -> RecordDict:
+    """Build the content of a train reply as the contract requires.
+
+    Parameters
+    ----------
+    arrays : ArrayRecord
+        Trained arrays; MUST have the keys, shapes and dtypes the server sent.
+    num_examples : int
+        Examples used for local training (> 0).
+    metrics : Mapping[str, MetricRecordValues] | None (default: None)
+        Extra metrics such as ``TRAIN_LOSS`` or ``EPSILON``.
+    """
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples <= 0:
+        raise ValueError(f"`{NUM_EXAMPLES}` must be a positive int, got {num_examples!r}")
+    metric_record = MetricRecord({**(metrics or {}), NUM_EXAMPLES: num_examples})
+    return RecordDict({ARRAYS: arrays, METRICS: metric_record})

@@ -1,0 +1,1 @@
+"""Tests for strategies/ (mirrors the package tree)."""
