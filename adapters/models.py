@@ -15,6 +15,7 @@ Any other name is passed to ``from_pretrained`` as a local path or HF id (the us
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,15 @@ from transformers import (
     LlamaForSequenceClassification,
 )
 
+from transformers.utils import logging as hf_logging
+
 from adapters import smollm2, tiny_llama
+
+# Loading reports ("classifier.weight MISSING": the task head is new by design) and progress bars
+# would drown the per-round table; errors still show.
+hf_logging.set_verbosity_error()
+hf_logging.disable_progress_bar()
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 ModelKind = Literal["sequence-classification", "causal-lm"]
 BUILTIN_MODELS = ("tiny-llama", "minilm-l6", "smollm2-135m")

@@ -82,7 +82,8 @@ class RoundRecorder:
     def _print(self, row: dict[str, Any]) -> None:
         if row["round"] == 0:
             print(f"Corolla run folder: {self.folder.path}", file=self.stream)
-            print(" ".join(c.rjust(10) for c in _COLUMNS), file=self.stream)
+            header = [f"eval_{self.main_metric}"[:10] if c == "eval_main" else c for c in _COLUMNS]
+            print(" ".join(c.rjust(10) for c in header), file=self.stream)
         values = (
             f"{row['round']}/{self.num_rounds}",
             row["clients"],

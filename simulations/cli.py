@@ -27,6 +27,10 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    problem = _unknown_names(config)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     print(
         f"Corolla: {config.strategy.name} on {config.model.name} / {config.task.name}, "
         f"{args.clients} clients, {config.num_server_rounds} rounds -> {overrides['output-dir']}",
@@ -40,6 +44,19 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     print(f"Corolla: run {result.run_id} {result.status}")
     return 0
+
+
+def _unknown_names(config: RunConfig) -> str:
+    """Registered names are only known at run time: check them here, before Flower starts."""
+    from client.tasks import task_names
+    from strategies import strategy_names
+
+    problems = []
+    if config.strategy.name not in strategy_names():
+        problems.append(f"`strategy.name` = {config.strategy.name!r} is not registered; choose one of {', '.join(strategy_names())}")
+    if config.task.name not in task_names():
+        problems.append(f"`task.name` = {config.task.name!r} is not registered; choose one of {', '.join(task_names())}")
+    return "\n".join(problems)
 
 
 def _config(args: argparse.Namespace) -> int:

@@ -90,7 +90,8 @@ def toml_overrides(values: Mapping[str, Any]) -> str:
 def flower_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for ``flwr``: Corolla's own managed SuperLink, offline-safe."""
     env = dict(os.environ if base is None else base)
-    env.setdefault("FLWR_HOME", str(Path(env.get("COROLLA_FLWR_HOME", Path.home() / ".corolla" / "flwr"))))
+    home = Path(env["HOME"]) if "HOME" in env else Path.home()
+    env.setdefault("FLWR_HOME", env.get("COROLLA_FLWR_HOME", str(home / ".corolla" / "flwr")))
     env.setdefault("FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", str(DEFAULT_SUPERLINK_PORT))
     env.setdefault("FLWR_LOCAL_CONTROL_API_PORT", str(DEFAULT_CONTROL_PORT))
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"

@@ -48,7 +48,9 @@ def pad_sequences(
     return out
 
 
-def attention_mask_for(sequences: Sequence[Sequence[int]], *, side: Literal["left", "right"] = "right") -> torch.Tensor:
+def attention_mask_for(
+    sequences: Sequence[Sequence[int]], *, side: Literal["left", "right"] = "right"
+) -> torch.Tensor:
     """The ``(B, T)`` 0/1 mask matching :func:`pad_sequences` with the same ``side``."""
     return pad_sequences([[1] * len(s) for s in sequences], value=0, side=side)
 

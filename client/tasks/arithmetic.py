@@ -63,9 +63,11 @@ TEMPLATES: tuple[tuple[str, ...], ...] = (
     ("{name} shares {a} {items} equally among {b} friends. How many {items} does each friend get?",
      "{a} {items} are packed into {b} equal boxes. How many {items} are in each box?",
      "{name} has {a} {items} and puts them into groups of {b}. How many groups are there?"),
-    ("{name} has {a} {items}, buys {b} more and gives {c} to {friend}. How many {items} does {name} have now?",
+    ("{name} has {a} {items}, buys {b} more and gives {c} to {friend}. "
+     "How many {items} does {name} have now?",
      "A box has {a} {items}. {name} adds {b} and then removes {c}. How many {items} are in the box?"),
-    ("{name} buys {a} packs of {items} with {b} in each pack and already has {c}. How many {items} does {name} have?",
+    ("{name} buys {a} packs of {items} with {b} in each pack and already has {c}. "
+     "How many {items} does {name} have?",
      "There are {a} rows of {items} with {b} in each row, plus {c} extra. How many {items} are there?"),
 )
 
@@ -160,7 +162,8 @@ class ArithmeticWordProblems(Task):
         Generation seed; the datasets are a pure function of it and the sizes.
     max_length : int
         Token budget per example. Prompts are truncated from the left so the answer always fits;
-        questions are at most ~130 characters, so byte-level tokenizers want ``max_length >= 160``.
+        questions are at most ~110 characters (a whole training text at most ~130 bytes), so a
+        byte-level tokenizer wants ``max_length >= 136``; subword tokenizers need about 48.
     num_train, num_test : int
         Sizes of the train pool and the held-out test split.
     max_new_tokens : int

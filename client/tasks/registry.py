@@ -67,7 +67,8 @@ def get_task_class(name: str) -> type[Task]:
     with _LOCK:
         cls = _REGISTRY.get(name)
     if cls is None:
-        raise ValueError(f"unknown task.name {name!r}; registered tasks: {', '.join(task_names()) or '(none)'}")
+        registered = ", ".join(task_names()) or "(none)"
+        raise ValueError(f"unknown task.name {name!r}; registered tasks: {registered}")
     return cls
 
 

@@ -3,7 +3,8 @@
 Every example is one or two English sentences built from templates. Each class owns a lexicon of
 subjects, verbs and objects; time, place, source and filler sentences are shared by all classes.
 Noise keeps the task from being trivial while a bag of words still separates it well (the
-defaults put the Bayes accuracy near 0.92: ``(1 - p_mixed / 2) * (1 - p_label_noise)``):
+defaults put the Bayes accuracy near 0.93, ``(1 - (1 - p_weak) * p_mixed / 2) * (1 - p_label_noise)``;
+a bag-of-words naive Bayes reaches ~0.89, a fully fine-tuned MiniLM-L6 0.95 after 200 steps):
 
 * distractor (``p_distractor``): a short clause with one subject or object from another class;
 * weak signal (``p_weak``): the subject and verb are neutral, only the object names the class;

