@@ -36,7 +36,14 @@ def aggregation_weights(num_examples: Sequence[int], weighted: bool) -> np.ndarr
     return n / n.sum()
 
 
-def _normalised(weights: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
+def normalise_weights(weights: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
+    """Aggregation weights ``p: (K,)`` as float64 scaled to ``Σ p_i = 1``.
+
+    Raises
+    ------
+    ValueError
+        If there are not ``k`` weights, or any is negative or non-finite, or all are zero.
+    """
     p = np.asarray(weights, dtype=np.float64)  # (K,)
     if p.shape != (k,):
         raise ValueError(f"got {p.size} weights for {k} clients")
@@ -60,7 +67,7 @@ def weighted_mean(
     """
     if not arrays:
         raise ValueError("weighted_mean needs at least one client")
-    p = _normalised(weights, len(arrays))
+    p = normalise_weights(weights, len(arrays))
     first = arrays[0]
     for i, client in enumerate(arrays[1:], start=1):
         if set(client) != set(first):
@@ -90,7 +97,7 @@ def lora_residual(
     ``algorithms.md`` §1.1). Zero when all clients share ``A`` or share ``B``; rank at most
     ``min((K−1)·r, m, n)``. It is *not* scaled by ``s`` and not transposed for ``fan_in_fan_out``.
     """
-    p = _normalised(weights, len(a_list))
+    p = normalise_weights(weights, len(a_list))
     a = [np.asarray(x, dtype=np.float64) for x in a_list]  # each (r, n)
     b = [np.asarray(x, dtype=np.float64) for x in b_list]  # each (m, r)
     a_bar = sum(p_i * a_i for p_i, a_i in zip(p, a, strict=True))  # (r, n)
@@ -123,7 +130,7 @@ def lora_deviation(
     stacked factors, so the ``(m, n)`` matrices are never formed and shared ``A`` or shared ``B``
     give an exact zero factor.
     """
-    p = _normalised(weights, len(arrays))
+    p = normalise_weights(weights, len(arrays))
     out: dict[str, float] = {}
     for module, pair in layout.items():
         a = np.stack([np.asarray(c[pair.a_key], dtype=np.float64) for c in arrays])  # (K, r, n)

@@ -1,0 +1,94 @@
+"""The ClientApp: one base model per worker process, and a client's state is only its adapter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+import client.worker as worker_module
+from adapters.lora import AdapterSpec, build_adapted_model
+from adapters.payload import extract
+from client.app import app as client_app
+from client.training import batch_indices
+from strategies.contract import parse_run_config
+from tests.strategies.fake_grid import set_task_identity
+
+RUN = {
+    "model.name": "tiny-llama",
+    "task.name": "arithmetic",
+    "adapter.rank": 4,
+    "train.local-steps": 2,
+    "train.batch-size": 4,
+    "train.lr": 0.01,
+}
+
+
+def initial_arrays() -> ArrayRecord:
+    model, _ = build_adapted_model("tiny-llama", AdapterSpec(rank=4, alpha=16), kind="causal-lm", num_labels=None, init_seed=42)
+    return ArrayRecord({k: Array(v) for k, v in extract(model).items()})
+
+
+def train_message(arrays: ArrayRecord, node_id: int, server_round: int = 1) -> Message:
+    set_task_identity()
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+    return Message(content, dst_node_id=node_id, message_type="train")
+
+
+def context(partition_id: int, num_partitions: int = 4) -> Context:
+    return Context(
+        run_id=1,
+        node_id=100 + partition_id,
+        node_config={"partition-id": partition_id, "num-partitions": num_partitions},
+        state=RecordDict(),
+        run_config=dict(RUN),
+    )
+
+
+def reply_arrays(reply: Message) -> dict[str, np.ndarray]:
+    assert not reply.has_error(), reply.error
+    return {k: v.numpy() for k, v in reply.content["arrays"].items()}
+
+
+def test_base_model_is_built_once_per_process_and_clients_do_not_leak_into_each_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    worker_module._CACHE.clear()
+    builds = []
+    real_build = worker_module.build_adapted_model
+    monkeypatch.setattr(worker_module, "build_adapted_model", lambda *a, **k: builds.append(1) or real_build(*a, **k))
+    arrays = initial_arrays()
+
+    alone = reply_arrays(client_app(train_message(arrays, 100), context(0)))
+    worker_module._CACHE.clear()
+    builds.clear()
+    reply_arrays(client_app(train_message(arrays, 101), context(1)))  # another client first ...
+    after_other = reply_arrays(client_app(train_message(arrays, 100), context(0)))  # ... then the same one
+
+    assert len(builds) == 1  # one base model served both clients
+    for key in alone:  # the first client's training left no trace in the second's result
+        np.testing.assert_array_equal(alone[key], after_other[key])
+
+
+def test_reply_carries_num_examples_and_the_train_loss() -> None:
+    reply = client_app(train_message(initial_arrays(), 102), context(2))
+    metrics = reply.content["metrics"]
+    config = parse_run_config(RUN)
+    shard = worker_module.get_worker(config).train_rows(config, partition_id=2, num_partitions=4)
+    assert metrics["num-examples"] == len(shard) > 0
+    assert np.isfinite(metrics["train_loss"])
+
+
+def test_a_node_without_partition_config_gets_a_clear_error() -> None:
+    ctx = context(0)
+    ctx.node_config.clear()
+    with pytest.raises(ValueError, match="--node-config 'partition-id=<i> num-partitions=<n>'"):
+        client_app(train_message(initial_arrays(), 100), ctx)  # Flower turns this into an error reply
+
+
+def test_batches_are_seeded_without_replacement_within_an_epoch() -> None:
+    batches = batch_indices(10, steps=5, batch_size=4, seed=3)
+    assert [len(b) for b in batches] == [4] * 5
+    first_epoch = np.concatenate(batches)[:8]
+    assert len(set(first_epoch.tolist())) == 8
+    again = batch_indices(10, steps=5, batch_size=4, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(batches, batch_indices(10, steps=5, batch_size=4, seed=4), strict=True))
