@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.base_delta import BaseWeights
 from adapters.lora import AdapterSpec, build_adapted_model
 from client.tasks import build_task
 from client.tasks.base import Task
@@ -29,6 +30,7 @@ class Worker:
     model: Any
     tokenizer: Any
     datasets: Any
+    base: BaseWeights
 
     def train_rows(self, config: RunConfig, *, partition_id: int, num_partitions: int) -> list[dict[str, Any]]:
         """This client's shard of the training pool (seed-stable; flwr-datasets partitioners)."""
@@ -85,6 +87,13 @@ def get_worker(config: RunConfig) -> Worker:
             num_labels=task.num_labels,
             init_seed=config.seed,
         )
-        worker = Worker(key=key, task=task, model=model, tokenizer=tokenizer, datasets=task.build_datasets())
+        worker = Worker(
+            key=key,
+            task=task,
+            model=model,
+            tokenizer=tokenizer,
+            datasets=task.build_datasets(),
+            base=BaseWeights(model),
+        )
         _CACHE[key] = worker
     return worker

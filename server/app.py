@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from adapters.base_delta import BaseWeights
 from adapters.lora import AdapterSpec, build_adapted_model
 from adapters.payload import extract, layout, load
 from client.tasks import build_task
@@ -44,13 +46,18 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
         min_available_nodes=config.min_train_nodes,
     )
     folder = RunFolder.create(config)  # only once everything above resolved: a bad name leaves nothing
+    random.seed(config.seed)  # Flower samples nodes with the global `random`
     meter = Metered(strategy)
+    base = BaseWeights(model)
+    base_deltas = getattr(strategy, "base_deltas", None)  # strategies that change the frozen base
     evaluator = None
     if config.eval.central:
         rows = task.build_datasets()["test"].to_list()
         if config.eval.max_examples:
             rows = rows[: config.eval.max_examples]
-        evaluator = CentralEvaluator(task, model, tokenizer, rows, batch_size=config.eval.batch_size)
+        evaluator = CentralEvaluator(
+            task, model, tokenizer, rows, batch_size=config.eval.batch_size, base=base, base_deltas=base_deltas
+        )
     recorder = RoundRecorder(
         folder, meter, evaluator, main_metric=task.main_metric, num_rounds=config.num_server_rounds
     )
@@ -66,6 +73,12 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     meter.ledger.write_csv(folder.ledger_path)
     load(model, {key: array.numpy() for key, array in final.items()})
     model.save_pretrained(folder.adapter_dir)
+    if base_deltas is not None and base_deltas():
+        # the base itself changed: the adapter alone no longer reproduces the model, so also
+        # export the merged weights (W0 + D + s·B A) as a plain transformers checkpoint
+        base.set(base_deltas())
+        model.merge_and_unload().save_pretrained(folder.merged_dir)
+        tokenizer.save_pretrained(folder.merged_dir)
     last = recorder.rows[-1] if recorder.rows else {}
     folder.write_summary(
         {

@@ -2,25 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord
 
+from adapters.base_delta import BaseWeights
 from adapters.payload import load
 from client.tasks.base import Task, TaskMetrics
 
+BaseDeltaSource = Callable[[], dict[str, np.ndarray]]
+
 
 class CentralEvaluator:
-    """Evaluate global arrays with ``task`` on ``rows`` using the server's own adapted model."""
+    """Evaluate global arrays with ``task`` on ``rows`` using the server's own adapted model.
 
-    def __init__(self, task: Task, model: Any, tokenizer: Any, rows: list[dict[str, Any]], *, batch_size: int) -> None:
+    ``base_deltas`` (optional) returns the strategy's current cumulative base delta per module, for
+    strategies that change the frozen base (FedEx-LoRA); the model's base is set to ``W0 + D``
+    before each evaluation.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        model: Any,
+        tokenizer: Any,
+        rows: list[dict[str, Any]],
+        *,
+        batch_size: int,
+        base: BaseWeights | None = None,
+        base_deltas: BaseDeltaSource | None = None,
+    ) -> None:
         self.task = task
         self.model = model
         self.tokenizer = tokenizer
         self.rows = rows
         self.batch_size = batch_size
+        self.base = base
+        self.base_deltas = base_deltas
 
     def __call__(self, arrays: ArrayRecord) -> TaskMetrics:
-        """Load ``arrays`` into the model and evaluate."""
+        """Load ``arrays`` (and the current base) into the model and evaluate."""
+        if self.base is not None and self.base_deltas is not None:
+            self.base.set(self.base_deltas())
         load(self.model, {key: array.numpy() for key, array in arrays.items()})
         return self.task.evaluate(self.model, self.tokenizer, self.rows, batch_size=self.batch_size)

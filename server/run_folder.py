@@ -5,6 +5,7 @@
     ``rounds.jsonl``  one JSON object per round (round 0 is the initial evaluation)
     ``ledger.csv``    ``round,node,direction,phase,bytes``: every metered message
     ``adapter/``      the final adapter in PEFT format (``PeftModel.from_pretrained`` loads it)
+    ``merged/``       merged weights, for strategies that change the frozen base (FedEx-LoRA)
     ``summary.json``  totals and the final metrics, written when the run completes
 
 The output directory is resolved to an absolute path before use: a ServerApp's working directory
@@ -59,6 +60,10 @@ class RunFolder:
     @property
     def adapter_dir(self) -> Path:
         return self.path / "adapter"
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.path / "merged"
 
     @property
     def summary_path(self) -> Path:

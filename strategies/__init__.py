@@ -3,11 +3,13 @@
 Importing the package registers every built-in strategy with :mod:`strategies.registry`.
 """
 
+from .fedex import FedExLoRA
 from .fedit import FedIT
 from .layout import Layout, LoraPair, layout_from_config, layout_to_config
 from .registry import build_strategy, register_strategy, strategy_names
 
 __all__ = [
+    "FedExLoRA",
     "FedIT",
     "Layout",
     "LoraPair",

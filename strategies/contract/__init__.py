@@ -57,3 +57,13 @@ __all__ = [
 from .run_config import ConfigError, RunConfig, allowed_keys, parse_run_config  # noqa: E402
 
 __all__ += ["ConfigError", "RunConfig", "allowed_keys", "parse_run_config"]
+
+from .base_delta import (  # noqa: E402
+    BASE_DELTA,
+    BASE_FROM_VERSION,
+    BASE_VERSION,
+    decode_base_delta,
+    encode_base_delta,
+)
+
+__all__ += ["BASE_DELTA", "BASE_FROM_VERSION", "BASE_VERSION", "decode_base_delta", "encode_base_delta"]

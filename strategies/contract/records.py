@@ -59,6 +59,7 @@ METRIC_REDUCTIONS: Mapping[str, Reduction] = {
     NUM_EXAMPLES: "sum",
     CLIENTS: "sum",
     DROPPED: "sum",
+    "base-version": "max",  # the base version nodes hold (strategies that change the base)
 }
 """Exact metric name -> reduction."""
 

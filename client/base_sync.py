@@ -1,0 +1,69 @@
+"""Keeping a node's frozen base in step with the server's versioned base (FedEx-LoRA, FLoRA).
+
+A node's base is ``W0 + D_v``. The node keeps ``D_v`` (dense, float32, per module) and ``v`` in its
+Flower ``Context.state``, which persists across messages in simulation and deployment alike (a
+deployed node runs every message in a fresh process). Each message that carries a base delta
+moves the node from ``base-from-version`` to ``base-version``; a node whose stored version does
+not match is refused with a clear error (its reply is dropped and counted by the server), never
+silently trained on a wrong base. Messages without a delta leave the pristine base ``W0``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
+
+from adapters.base_delta import BaseWeights
+from strategies.contract import BASE_DELTA, BASE_FROM_VERSION, BASE_VERSION, CONFIG, decode_base_delta
+
+STATE_DELTA = "corolla.base-delta"
+STATE_META = "corolla.base-meta"
+
+
+class BaseVersionMismatch(RuntimeError):
+    """The server's delta starts from a base version this node does not hold."""
+
+
+def stored_version(state: RecordDict) -> int:
+    """The base version this node holds (0: the pristine base)."""
+    meta = state.get(STATE_META)
+    return int(meta[BASE_VERSION]) if meta is not None else 0
+
+
+class PendingBase:
+    """A base version set on the model but not yet recorded in the node state.
+
+    ``commit`` writes it to ``Context.state`` once the node's work succeeded: a node whose training
+    fails keeps its previous version, which is what the server still believes it holds.
+    """
+
+    def __init__(self, version: int, total: dict[str, np.ndarray] | None) -> None:
+        self.version = version
+        self.total = total
+
+    def commit(self, context: Context) -> None:
+        """Record the new base in the node state (no-op for strategies that never change the base)."""
+        if self.total is None:
+            return
+        context.state[STATE_DELTA] = ArrayRecord({k: Array(v) for k, v in sorted(self.total.items())})
+        context.state[STATE_META] = ConfigRecord({BASE_VERSION: self.version})
+
+
+def sync_base(base: BaseWeights, content: RecordDict, context: Context) -> PendingBase:
+    """Set ``base`` to the version the message asks for; ``commit`` the result after success."""
+    config = content[CONFIG]
+    if BASE_VERSION not in config:
+        base.set({})
+        return PendingBase(0, None)
+    target, start = int(config[BASE_VERSION]), int(config[BASE_FROM_VERSION])
+    held = stored_version(context.state)
+    if start != held:
+        raise BaseVersionMismatch(
+            f"server sent a base delta from version {start} to {target}, but this node holds version {held}"
+        )
+    total = {k: v.numpy() for k, v in context.state[STATE_DELTA].items()} if STATE_DELTA in context.state else {}
+    if BASE_DELTA in content and target != start:
+        for module, delta in decode_base_delta(content[BASE_DELTA]).items():
+            total[module] = total[module] + delta if module in total else delta
+    base.set(total)
+    return PendingBase(target, total)

@@ -1,0 +1,147 @@
+"""Model-level exactness through the real ServerApp/ClientApp path (in-process grid).
+
+FedEx-LoRA: after each round the global model's effective weights equal the weighted mean of the
+clients' effective weights, also with partial participation; FedIT differs from that by exactly
+the residual ``s·(Σ p_i B_i A_i − B̄ Ā)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from adapters.models import build_base_model
+from client.app import app as client_app
+from client.base_sync import STATE_DELTA, STATE_META
+from server.app import run
+from strategies.contract import parse_run_config
+from tests.strategies.fake_grid import FakeGrid
+
+RUN = {
+    "model.name": "tiny-llama",
+    "task.name": "arithmetic",
+    "adapter.rank": 4,
+    "adapter.alpha": 8.0,
+    "train.local-steps": 3,
+    "train.lr": 0.02,
+    "eval.max-examples": 16,
+    "run-name": "exact",
+}
+MODULES = [f"base_model.model.model.layers.{i}.self_attn.{p}" for i in range(4) for p in ("q_proj", "v_proj")]
+SCALE = 8.0 / 4
+
+
+def pristine() -> dict[str, np.ndarray]:
+    model = build_base_model("tiny-llama", kind="causal-lm").model
+    return {m: model.get_submodule(m.removeprefix("base_model.model.")).weight.detach().double().numpy() for m in MODULES}
+
+
+def round_replies(grid: FakeGrid, rnd: int) -> list:
+    return [(i, r) for i, r in grid.log if int(i.content["config"]["server-round"]) == rnd]
+
+
+def weights_of(replies: list) -> np.ndarray:
+    n = np.array([r.content["metrics"]["num-examples"] for _, r in replies], dtype=np.float64)
+    return n / n.sum()
+
+
+def factors(reply, module: str) -> tuple[np.ndarray, np.ndarray]:
+    arrays = reply.content["arrays"]
+    return arrays[f"{module}.lora_A.weight"].numpy().astype(np.float64), arrays[f"{module}.lora_B.weight"].numpy().astype(np.float64)
+
+
+def mean_update_and_residual(replies: list, module: str) -> tuple[np.ndarray, np.ndarray]:
+    p = weights_of(replies)
+    pairs = [factors(r, module) for _, r in replies]
+    exact = sum(pi * b @ a for pi, (a, b) in zip(p, pairs, strict=True))  # Σ p_i B_i A_i: (m, n)
+    a_bar = sum(pi * a for pi, (a, _) in zip(p, pairs, strict=True))  # (r, n)
+    b_bar = sum(pi * b for pi, (_, b) in zip(p, pairs, strict=True))  # (m, r)
+    return SCALE * exact, SCALE * (exact - b_bar @ a_bar)
+
+
+def merged_weights(path: Path) -> dict[str, np.ndarray]:
+    model = AutoModelForCausalLM.from_pretrained(path / "merged")
+    return {m: model.get_submodule(m.removeprefix("base_model.model.")).weight.detach().double().numpy() for m in MODULES}
+
+
+@pytest.fixture(scope="module")
+def w0() -> dict[str, np.ndarray]:
+    return pristine()
+
+
+def test_fedex_one_round_global_model_is_the_mean_of_client_models(tmp_path: Path, w0: dict[str, np.ndarray]) -> None:
+    values = {**RUN, "strategy.name": "fedex", "num-server-rounds": 1, "output-dir": str(tmp_path)}
+    grid = FakeGrid(client_app, 3, run_config=values)
+    run(grid, parse_run_config(values))
+    replies = round_replies(grid, 1)
+    merged = merged_weights(tmp_path / "exact")
+    worst = 0.0
+    for module in MODULES:
+        exact, residual = mean_update_and_residual(replies, module)
+        assert np.abs(residual).max() > 1e-6  # the clients really disagree: naive averaging would be off
+        err = np.abs(merged[module] - (w0[module] + exact)).max()
+        worst = max(worst, err / np.abs(exact).max())
+    assert worst < 1e-4, worst  # fp32 weights, fp32 wire
+
+
+def test_fedex_logits_equal_those_of_the_mean_effective_model(tmp_path: Path, w0: dict[str, np.ndarray]) -> None:
+    values = {**RUN, "strategy.name": "fedex", "num-server-rounds": 1, "output-dir": str(tmp_path)}
+    grid = FakeGrid(client_app, 3, run_config=values)
+    run(grid, parse_run_config(values))
+    replies = round_replies(grid, 1)
+    ideal = build_base_model("tiny-llama", kind="causal-lm").model
+    with torch.no_grad():
+        for module in MODULES:
+            exact, _ = mean_update_and_residual(replies, module)
+            ideal.get_submodule(module.removeprefix("base_model.model.")).weight.copy_(torch.from_numpy(w0[module] + exact))
+    got = AutoModelForCausalLM.from_pretrained(tmp_path / "exact" / "merged")
+    ids = torch.tensor([[5, 40, 77, 120, 9, 33]])
+    with torch.no_grad():
+        np.testing.assert_allclose(got(input_ids=ids).logits.numpy(), ideal(input_ids=ids).logits.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_fedit_differs_from_the_mean_by_exactly_the_residual(tmp_path: Path, w0: dict[str, np.ndarray]) -> None:
+    values = {**RUN, "strategy.name": "fedit", "num-server-rounds": 1, "output-dir": str(tmp_path)}
+    grid = FakeGrid(client_app, 3, run_config=values)
+    run(grid, parse_run_config(values))
+    assert not (tmp_path / "exact" / "merged").exists()  # FedIT never changes the base
+    base = build_base_model("tiny-llama", kind="causal-lm").model
+    fedit = PeftModel.from_pretrained(base, tmp_path / "exact" / "adapter").merge_and_unload()
+    replies = round_replies(grid, 1)
+    for module in MODULES:
+        exact, residual = mean_update_and_residual(replies, module)
+        effective = fedit.get_submodule(module.removeprefix("base_model.model.")).weight.detach().double().numpy()
+        np.testing.assert_allclose(effective + residual, w0[module] + exact, rtol=0, atol=1e-5 * np.abs(exact).max())
+
+
+def test_fedex_stays_exact_over_three_rounds_with_half_the_clients(tmp_path: Path, w0: dict[str, np.ndarray]) -> None:
+    values = {**RUN, "strategy.name": "fedex", "num-server-rounds": 3, "fraction-train": 0.5, "output-dir": str(tmp_path)}
+    grid = FakeGrid(client_app, 4, run_config=values)
+    run(grid, parse_run_config(values))
+    # the test's own bookkeeping of the base: D_t = D_{t-1} + s·ΔW_res(round t)
+    deltas = [{m: np.zeros_like(w0[m]) for m in MODULES}]
+    participants = []
+    for rnd in (1, 2, 3):
+        replies = round_replies(grid, rnd)
+        participants.append({i.metadata.dst_node_id for i, _ in replies})
+        deltas.append({m: deltas[-1][m] + mean_update_and_residual(replies, m)[1] for m in MODULES})
+    assert participants[0] != participants[1] or participants[1] != participants[2]  # someone sat out
+    # every node holds exactly the server's base of the version it last trained on
+    for node_id, context in grid.contexts.items():
+        version = int(context.state[STATE_META]["base-version"]) if STATE_META in context.state else 0
+        last = max((t for t, nodes in enumerate(participants) if node_id in nodes), default=None)
+        assert version == (last if last is not None else 0)
+        if version:
+            held = {k: v.numpy() for k, v in context.state[STATE_DELTA].items()}
+            for m in MODULES:
+                np.testing.assert_allclose(held[m], deltas[version][m], rtol=0, atol=1e-6)
+    # and the final global model is the mean of the last round's client models
+    merged = merged_weights(tmp_path / "exact")
+    for m in MODULES:
+        exact, _ = mean_update_and_residual(round_replies(grid, 3), m)
+        np.testing.assert_allclose(merged[m], w0[m] + deltas[2][m] + exact, rtol=0, atol=1e-4 * max(np.abs(exact).max(), 1e-3))

@@ -1,0 +1,140 @@
+"""Versioned FedEx-LoRA base deltas (strategies.exact.residual_log): algorithms.md §7 FedEx item 7."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from strategies.exact import ResidualLog, ResidualTransport, fedex_aggregate, fold_into_base
+
+SCALE = 2.0
+MODULES = {"q": ((48, 32), False), "c_attn": ((48, 32), True), "v": ((32, 32), False)}  # (m, n), fifo
+RANK = 4
+
+
+def _train(rng: np.random.Generator, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A stand-in for local training: a client moves both factors away from the broadcast."""
+    return a + 0.1 * rng.standard_normal(a.shape), b + 0.05 * rng.standard_normal(b.shape)
+
+
+def _stored(shape: tuple[int, int], fifo: bool, rng: np.random.Generator) -> np.ndarray:
+    m, n = shape
+    return rng.standard_normal((n, m) if fifo else (m, n))
+
+
+def _run(rounds: int, k: int, skip: dict[int, set[int]], budget: float, dtype: type) -> dict:
+    """T FedEx rounds; client c sits out the rounds in skip[c] and catches up from the log."""
+    rng = np.random.default_rng(7)
+    shapes = {name: shape for name, (shape, _) in MODULES.items()}
+    pristine = {name: _stored(shape, fifo, rng) for name, (shape, fifo) in MODULES.items()}
+    a_glob = {name: rng.standard_normal((RANK, n)) / np.sqrt(n) for name, ((_, n), _) in MODULES.items()}
+    b_glob = {name: np.zeros((m, RANK)) for name, ((m, _), _) in MODULES.items()}
+    log = ResidualLog(shapes, dtype=dtype, budget=budget)
+    server = {name: w.copy() for name, w in pristine.items()}  # float64 master, stored orientation
+    clients = [{name: w.astype(dtype) for name, w in pristine.items()} for _ in range(k)]
+    versions = [0] * k
+    ideal = {name: np.zeros(shape) for name, shape in shapes.items()}  # Σ_t s·ΔW_res^t, (m, n)
+    sent = []
+    for t in range(1, rounds + 1):
+        present = [c for c in range(k) if t not in skip.get(c, set())]
+        round_res = {}
+        replies = {c: {} for c in present}
+        for c in present:
+            if versions[c] != log.version:  # catch up before training (the base it trains on)
+                delta = log.delta_since(versions[c])
+                sent.append(delta)
+                for name, (_, fifo) in MODULES.items():
+                    base = pristine[name].astype(dtype) if delta.since == 0 else clients[c][name]
+                    clients[c][name] = fold_into_base(base, delta.modules[name], fifo)
+                versions[c] = delta.version
+            for name in MODULES:
+                replies[c][name] = _train(rng, a_glob[name], b_glob[name])
+        p = np.full(len(present), 1.0 / len(present))
+        for name, (_, fifo) in MODULES.items():
+            agg = fedex_aggregate(
+                [replies[c][name][0] for c in present], [replies[c][name][1] for c in present], p, SCALE
+            )
+            a_glob[name], b_glob[name] = agg.a_bar, agg.b_bar
+            round_res[name] = agg.residual
+            dense = agg.residual.to_dense()  # (m, n)
+            ideal[name] += dense
+            server[name] = fold_into_base(server[name], dense, fifo)
+        assert log.record(round_res) == t
+        for c in present:  # participants apply this round's residual directly
+            for name, (_, fifo) in MODULES.items():
+                clients[c][name] = fold_into_base(clients[c][name], round_res[name].astype(dtype), fifo)
+            versions[c] = t
+        assert log.stored_elements <= (1 + budget) * log.dense_elements
+    for c in range(k):  # everybody catches up at the end
+        delta = log.delta_since(versions[c])
+        for name, (_, fifo) in MODULES.items():
+            base = pristine[name].astype(dtype) if delta.since == 0 else clients[c][name]
+            clients[c][name] = fold_into_base(base, delta.modules[name], fifo)
+    return {"server": server, "clients": clients, "pristine": pristine, "ideal": ideal, "log": log, "sent": sent}
+
+
+@pytest.mark.parametrize(("dtype", "atol"), [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("budget", [1.0, 0.25, 0.0])
+def test_client_that_skips_rounds_ends_equal_to_one_that_took_part(dtype, atol, budget) -> None:  # noqa: ANN001
+    # Prepare / Execute: 5 rounds, 3 clients; client 1 skips round 2, client 2 skips rounds 2-4
+    out = _run(rounds=5, k=3, skip={1: {2}, 2: {2, 3, 4}}, budget=budget, dtype=dtype)
+    # Assert: W0^T = W0 + Σ_t s·ΔW_res^t, on the server and on every client
+    for name, (_, fifo) in MODULES.items():
+        want = out["pristine"][name] + (out["ideal"][name].T if fifo else out["ideal"][name])
+        np.testing.assert_allclose(out["server"][name], want, rtol=0, atol=1e-12)
+        for c, client in enumerate(out["clients"]):
+            assert client[name].dtype == np.dtype(dtype)
+            np.testing.assert_allclose(client[name], want, rtol=0, atol=atol, err_msg=f"client {c} {name}")
+
+
+def test_negative_control_a_client_without_the_missed_residual_is_stale() -> None:
+    out = _run(rounds=3, k=2, skip={}, budget=1.0, dtype=np.float64)
+    log = out["log"]
+    last = log.delta_since(2)  # only round 3: not what a client at version 1 needs
+    full = log.delta_since(1)
+    name = "q"
+    assert np.abs(last.modules[name].to_dense() - full.modules[name].to_dense()).max() > 1e-4
+
+
+def test_incremental_deltas_concatenate_factors_and_collapse_bounds_memory() -> None:
+    shapes = {"q": (48, 32)}
+    rng = np.random.default_rng(0)
+    rounds = []
+    for _ in range(4):  # rank-2 factored residuals: 2·80 = 160 numbers each vs 1536 dense
+        u, v = rng.standard_normal((48, 2)), rng.standard_normal((2, 32))
+        rounds.append(ResidualTransport.from_factors(u, v))
+    log = ResidualLog(shapes, dtype=np.float64, budget=1.0)
+    for t in rounds:
+        log.record({"q": t})
+    assert (log.version, log.floor) == (4, 0)
+    delta = log.delta_since(1)  # rounds 2..4: 6 columns, still factored
+    assert delta.since == 1 and delta.version == 4
+    assert delta.modules["q"].form == "factored" and delta.modules["q"].columns == 6
+    np.testing.assert_allclose(
+        delta.modules["q"].to_dense(), sum(t.to_dense() for t in rounds[1:]), rtol=0, atol=1e-12
+    )
+    assert log.delta_since(4).elements == 0  # up to date: an empty factored delta
+    # a tight budget collapses old rounds into the dense base; stale clients then rebase from 0
+    tight = ResidualLog(shapes, dtype=np.float64, budget=0.3)  # 0.3·1536 = 460 numbers: 2 rounds
+    for t in rounds:
+        tight.record({"q": t})
+        assert tight.stored_elements <= 1.3 * tight.dense_elements
+    assert tight.floor == 2
+    stale = tight.delta_since(1)
+    assert stale.since == 0 and stale.modules["q"].form == "dense"
+    np.testing.assert_allclose(stale.modules["q"].to_dense(), sum(t.to_dense() for t in rounds), atol=1e-12)
+    recent = tight.delta_since(2)
+    assert recent.since == 2 and recent.modules["q"].form == "factored"
+
+
+def test_log_rejects_wrong_modules_shapes_and_versions() -> None:
+    log = ResidualLog({"q": (4, 3)})
+    with pytest.raises(ValueError, match="missing"):
+        log.record({})
+    with pytest.raises(ValueError, match="expects"):
+        log.record({"q": np.zeros((3, 4))})
+    log.record({"q": np.ones((4, 3))})
+    with pytest.raises(ValueError, match="not in 0..1"):
+        log.delta_since(2)
+    with pytest.raises(ValueError):
+        ResidualLog({"q": (4, 3)}, budget=-1)
