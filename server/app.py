@@ -44,6 +44,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
         min_train_nodes=config.min_train_nodes,
         min_evaluate_nodes=1,
         min_available_nodes=config.min_train_nodes,
+        seed=config.seed,
     )
     folder = RunFolder.create(config)  # only once everything above resolved: a bad name leaves nothing
     random.seed(config.seed)  # Flower samples nodes with the global `random`

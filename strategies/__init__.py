@@ -5,12 +5,14 @@ Importing the package registers every built-in strategy with :mod:`strategies.re
 
 from .fedex import FedExLoRA
 from .fedit import FedIT
+from .flora import FLoRA
 from .layout import Layout, LoraPair, layout_from_config, layout_to_config
 from .registry import build_strategy, register_strategy, strategy_names
 
 __all__ = [
     "FedExLoRA",
     "FedIT",
+    "FLoRA",
     "Layout",
     "LoraPair",
     "build_strategy",

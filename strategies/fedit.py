@@ -63,6 +63,8 @@ class FedIT(FedAvg):
         Record keys; default to the Corolla contract (``num-examples``, ``arrays``, ``config``).
     train_metrics_aggr_fn, evaluate_metrics_aggr_fn : callable | None (default: None)
         ``(list[RecordDict], str) -> MetricRecord``; default to the contract's ``reduce_metrics``.
+    seed : int (default: 0)
+        The run's seed, for strategies that draw random numbers (FLoRA's re-initialised A).
     """
 
     def __init__(  # pylint: disable=too-many-arguments
@@ -80,6 +82,7 @@ class FedIT(FedAvg):
         configrecord_key: str = CONFIG,
         train_metrics_aggr_fn: MetricsAggrFn | None = None,
         evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -95,6 +98,7 @@ class FedIT(FedAvg):
         )
         self.layout: dict[str, LoraPair] | None = dict(layout) if layout else None
         self.weighted = weighted
+        self.seed = seed
         self.expected: Expected | None = None
         self.global_arrays: ArrayRecord | None = None
         self.last_dropped: list[tuple[int, str]] = []

@@ -35,10 +35,11 @@ def check_frozen_a(a_list: Sequence[np.ndarray], global_a: np.ndarray, *, module
         if x.shape != g.shape or x.dtype != g.dtype:
             problems.append(f"client {i}: A is {x.shape} {x.dtype}, global A is {g.shape} {g.dtype}")
         elif x.tobytes() != g.tobytes():
-            diff = x.astype(np.float64) != g.astype(np.float64)  # (r, n)
-            gap = float(np.nanmax(np.abs(x.astype(np.float64) - g.astype(np.float64))))
+            bits = f"u{g.dtype.itemsize}"
+            differ = int(np.count_nonzero(x.view(bits) != g.view(bits)))  # bit patterns, (r, n)
+            gap = float(np.max(np.abs(x.astype(np.float64) - g.astype(np.float64))))
             problems.append(
-                f"client {i}: {int(diff.sum())} of {g.size} entries differ (max |ΔA| = {gap:.3g})"
+                f"client {i}: {differ} of {g.size} entries differ bitwise (max |ΔA| = {gap:.3g})"
             )
     if problems:
         where = f" for module {module!r}" if module else ""

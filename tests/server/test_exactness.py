@@ -1,8 +1,10 @@
 """Model-level exactness through the real ServerApp/ClientApp path (in-process grid).
 
-FedEx-LoRA: after each round the global model's effective weights equal the weighted mean of the
-clients' effective weights, also with partial participation; FedIT differs from that by exactly
-the residual ``s·(Σ p_i B_i A_i − B̄ Ā)``.
+FedEx-LoRA and FLoRA: after each round the global model's effective weights equal the weighted
+mean of the clients' effective weights, also with partial participation; FedIT differs from that
+by exactly the residual ``s·(Σ p_i B_i A_i − B̄ Ā)``.
+
+What moves into the base each round: FedEx-LoRA folds the residual, FLoRA the whole mean update.
 """
 
 from __future__ import annotations
@@ -74,8 +76,17 @@ def w0() -> dict[str, np.ndarray]:
     return pristine()
 
 
-def test_fedex_one_round_global_model_is_the_mean_of_client_models(tmp_path: Path, w0: dict[str, np.ndarray]) -> None:
-    values = {**RUN, "strategy.name": "fedex", "num-server-rounds": 1, "output-dir": str(tmp_path)}
+EXACT = ["fedex", "flora"]
+
+
+def base_step(strategy: str, replies: list, module: str) -> np.ndarray:
+    exact, residual = mean_update_and_residual(replies, module)
+    return residual if strategy == "fedex" else exact
+
+
+@pytest.mark.parametrize("strategy", EXACT)
+def test_one_round_global_model_is_the_mean_of_client_models(strategy: str, tmp_path: Path, w0: dict[str, np.ndarray]) -> None:
+    values = {**RUN, "strategy.name": strategy, "num-server-rounds": 1, "output-dir": str(tmp_path)}
     grid = FakeGrid(client_app, 3, run_config=values)
     run(grid, parse_run_config(values))
     replies = round_replies(grid, 1)
@@ -89,8 +100,9 @@ def test_fedex_one_round_global_model_is_the_mean_of_client_models(tmp_path: Pat
     assert worst < 1e-4, worst  # fp32 weights, fp32 wire
 
 
-def test_fedex_logits_equal_those_of_the_mean_effective_model(tmp_path: Path, w0: dict[str, np.ndarray]) -> None:
-    values = {**RUN, "strategy.name": "fedex", "num-server-rounds": 1, "output-dir": str(tmp_path)}
+@pytest.mark.parametrize("strategy", EXACT)
+def test_logits_equal_those_of_the_mean_effective_model(strategy: str, tmp_path: Path, w0: dict[str, np.ndarray]) -> None:
+    values = {**RUN, "strategy.name": strategy, "num-server-rounds": 1, "output-dir": str(tmp_path)}
     grid = FakeGrid(client_app, 3, run_config=values)
     run(grid, parse_run_config(values))
     replies = round_replies(grid, 1)
@@ -119,8 +131,9 @@ def test_fedit_differs_from_the_mean_by_exactly_the_residual(tmp_path: Path, w0:
         np.testing.assert_allclose(effective + residual, w0[module] + exact, rtol=0, atol=1e-5 * np.abs(exact).max())
 
 
-def test_fedex_stays_exact_over_three_rounds_with_half_the_clients(tmp_path: Path, w0: dict[str, np.ndarray]) -> None:
-    values = {**RUN, "strategy.name": "fedex", "num-server-rounds": 3, "fraction-train": 0.5, "output-dir": str(tmp_path)}
+@pytest.mark.parametrize("strategy", EXACT)
+def test_stays_exact_over_three_rounds_with_half_the_clients(strategy: str, tmp_path: Path, w0: dict[str, np.ndarray]) -> None:
+    values = {**RUN, "strategy.name": strategy, "num-server-rounds": 3, "fraction-train": 0.5, "output-dir": str(tmp_path)}
     grid = FakeGrid(client_app, 4, run_config=values)
     run(grid, parse_run_config(values))
     # the test's own bookkeeping of the base: D_t = D_{t-1} + s·ΔW_res(round t)
@@ -129,7 +142,7 @@ def test_fedex_stays_exact_over_three_rounds_with_half_the_clients(tmp_path: Pat
     for rnd in (1, 2, 3):
         replies = round_replies(grid, rnd)
         participants.append({i.metadata.dst_node_id for i, _ in replies})
-        deltas.append({m: deltas[-1][m] + mean_update_and_residual(replies, m)[1] for m in MODULES})
+        deltas.append({m: deltas[-1][m] + base_step(strategy, replies, m) for m in MODULES})
     assert participants[0] != participants[1] or participants[1] != participants[2]  # someone sat out
     # every node holds exactly the server's base of the version it last trained on
     for node_id, context in grid.contexts.items():
