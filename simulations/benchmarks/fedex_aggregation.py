@@ -1,10 +1,11 @@
 """Benchmark the exact FedEx-LoRA residual paths and Fed-SB's latent average (numpy, CPU).
 
-FedEx-LoRA (``algorithms.md`` §1.3) needs ``s·(Σ p_i B_i A_i − B̄Ā): (m, n)`` per module. Timed paths:
+FedEx-LoRA (``algorithms.md`` §1.3) needs ``s·(Σ p_i B_i A_i − B̄Ā): (m, n)`` per module.
+Timed paths (:func:`strategies.exact.fedex_residual`):
 
 - ``naive_f64``: the definition, K rank-r dense products then ``− B̄Ā`` (memory-bound);
-- ``stacked_f64`` / ``stacked_f32``: one GEMM ``[B_1 … B_K, B̄]·s[p_1 A_1; …; −Ā]``, inner ``(K+1) r``;
-- ``pivot_f64`` / ``pivot_f32``: one GEMM over the pivot factors, inner ``(K−1) r``, no cancellation.
+- ``stacked_f64`` / ``_f32``: one GEMM ``[B_1 … B_K, B̄]·s[p_1 A_1; …; −Ā]``, inner ``(K+1) r``;
+- ``pivot_f64`` / ``_f32``: one GEMM over the pivot factors, inner ``(K−1) r``, no cancellation.
 
 Errors: ``max_abs_err`` against the float64 definition (``naive_f64``) over the whole matrix, and
 ``max_abs_err_ld`` against an extended-precision (``np.longdouble``) evaluation on sampled entries,
@@ -22,6 +23,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,13 @@ import numpy as np
 
 from strategies.exact import fedex_residual, fedsb_aggregate
 
-FULL = {"sizes": [1024, 4096], "clients": [10, 50], "rank": 16, "sb_rank": 200, "sb_clients": [10, 50, 100, 250]}
-QUICK = {"sizes": [64, 128], "clients": [3, 6], "rank": 4, "sb_rank": 16, "sb_clients": [3, 6, 12]}
+# FedEx: m = n in sizes, K in clients, rank r; Fed-SB: r = sb_rank, K in sb_clients
+FULL: dict[str, Any] = dict(
+    sizes=[1024, 4096], clients=[10, 50], rank=16, sb_rank=200, sb_clients=[10, 50, 100, 250]
+)
+QUICK: dict[str, Any] = dict(
+    sizes=[64, 128], clients=[3, 6], rank=4, sb_rank=16, sb_clients=[3, 6, 12]
+)
 SCALE = 2.0
 SAMPLED_ENTRIES = 2048
 METHODS: dict[str, tuple[str, type]] = {
@@ -42,7 +49,9 @@ METHODS: dict[str, tuple[str, type]] = {
 }
 
 
-def _best_time(fn: Callable[[], Any], budget_s: float = 1.0, max_runs: int = 3) -> tuple[float, Any]:
+def _best_time(
+    fn: Callable[[], Any], budget_s: float = 1.0, max_runs: int = 3
+) -> tuple[float, Any]:
     """Best wall time of up to ``max_runs`` calls, stopping once ``budget_s`` is spent."""
     best, out, spent = float("inf"), None, 0.0
     for _ in range(max_runs):
@@ -55,17 +64,22 @@ def _best_time(fn: Callable[[], Any], budget_s: float = 1.0, max_runs: int = 3) 
     return best, out
 
 
-def _clients(rng: np.random.Generator, k: int, m: int, n: int, r: int) -> tuple[list, list]:
+def _clients(
+    rng: np.random.Generator, k: int, m: int, n: int, r: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """K clients' factors (float32 values) around a common start, as after one local round."""
-    a0 = rng.standard_normal((r, n), dtype=np.float32) / np.float32(np.sqrt(n))  # (r, n)
-    b0 = rng.standard_normal((m, r), dtype=np.float32) * np.float32(0.01)  # (m, r)
-    a = [a0 + np.float32(0.1 / np.sqrt(n)) * rng.standard_normal((r, n), dtype=np.float32) for _ in range(k)]
-    b = [b0 + np.float32(0.001) * rng.standard_normal((m, r), dtype=np.float32) for _ in range(k)]
-    return a, b
+    f32 = np.float32
+    a0 = rng.standard_normal((r, n), dtype=f32) / f32(np.sqrt(n))  # (r, n)
+    b0 = rng.standard_normal((m, r), dtype=f32) * f32(0.01)  # (m, r)
+    a = [a0 + f32(0.1 / np.sqrt(n)) * rng.standard_normal((r, n), dtype=f32) for _ in range(k)]
+    b = [b0 + f32(0.001) * rng.standard_normal((m, r), dtype=f32) for _ in range(k)]
+    return a, b  # each A_i: (r, n), B_i: (m, r)
 
 
-def _sampled_reference(a: list, b: list, p: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``s·ΔW_res`` at entries ``(rows[j], cols[j])`` in ``np.longdouble`` via the covariance form."""
+def _sampled_reference(
+    a: list[np.ndarray], b: list[np.ndarray], p: np.ndarray, rows: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
+    """``s·ΔW_res`` at entries ``(rows[j], cols[j])`` in ``np.longdouble`` (covariance form)."""
     ld = np.longdouble
     pl = p.astype(ld)  # (K,)
     a_s = np.stack([x[:, cols] for x in a]).astype(ld)  # (K, r, S)
@@ -88,8 +102,8 @@ def bench_fedex(m: int, k: int, r: int, seed: int) -> dict[str, Any]:
     results: dict[str, dict[str, float]] = {}
     for name, (method, dtype) in METHODS.items():
         a, b = (a64, b64) if dtype is np.float64 else (a32, b32)
-        seconds, res = _best_time(lambda a=a, b=b, method=method, dtype=dtype: fedex_residual(
-            a, b, p, SCALE, method=method, dtype=dtype))  # type: ignore[arg-type]
+        call = partial(fedex_residual, a, b, p, SCALE, method=method, dtype=dtype)
+        seconds, res = _best_time(call)  # res: (m, n)
         if reference is None:
             reference = res  # naive_f64 runs first: the float64 definition
         err_ld = np.abs(res[rows, cols].astype(np.longdouble) - exact).max()
@@ -100,12 +114,16 @@ def bench_fedex(m: int, k: int, r: int, seed: int) -> dict[str, Any]:
         }
         del res
     assert reference is not None
+    naive = results["naive_f64"]["seconds"]
     return {
-        "m": m, "n": m, "r": r, "K": k,
+        "m": m,
+        "n": m,
+        "r": r,
+        "K": k,
         "max_abs_residual": float(np.abs(reference).max()),
         "methods": results,
-        "ratio_naive_over_stacked": results["naive_f64"]["seconds"] / results["stacked_f64"]["seconds"],
-        "ratio_naive_over_pivot": results["naive_f64"]["seconds"] / results["pivot_f64"]["seconds"],
+        "ratio_naive_over_stacked": naive / results["stacked_f64"]["seconds"],
+        "ratio_naive_over_pivot": naive / results["pivot_f64"]["seconds"],
     }
 
 
@@ -114,10 +132,13 @@ def bench_fedsb(r: int, k: int, seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     latents = list(rng.standard_normal((k, r, r), dtype=np.float32))  # each (r, r)
     p = np.full(k, 1.0 / k)
-    t64, ref = _best_time(lambda: fedsb_aggregate(latents, p, dtype=np.float64), budget_s=0.5, max_runs=5)
-    t32, got = _best_time(lambda: fedsb_aggregate(latents, p, dtype=np.float32), budget_s=0.5, max_runs=5)
+    t64, ref = _best_time(lambda: fedsb_aggregate(latents, p, dtype=np.float64), 0.5, 5)  # (r, r)
+    t32, got = _best_time(lambda: fedsb_aggregate(latents, p, dtype=np.float32), 0.5, 5)  # (r, r)
     return {
-        "r": r, "K": k, "seconds_f64": t64, "seconds_f32": t32,
+        "r": r,
+        "K": k,
+        "seconds_f64": t64,
+        "seconds_f32": t32,
         "max_abs_err_f32": float(np.abs(got.astype(np.float64) - ref).max()),
         "params_per_client": r * r,
     }
@@ -134,7 +155,11 @@ def run(quick: bool, seed: int = 0) -> dict[str, Any]:
         "seed": seed,
         "scale": SCALE,
         "numpy": np.__version__,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "fedex": fedex,
         "fedsb": fedsb,
     }
@@ -152,8 +177,8 @@ def format_table(result: dict[str, Any]) -> str:
         for name, c in row["methods"].items():
             lines.append(
                 f"{row['m']:>5} {row['K']:>3} {row['r']:>3}  {name:<12} {c['seconds']:9.4f} "
-                f"{naive / c['seconds']:9.1f}x {c['max_abs_err']:10.1e} {c['max_abs_err_ld']:10.1e} "
-                f"{row['max_abs_residual']:9.1e}"
+                f"{naive / c['seconds']:9.1f}x {c['max_abs_err']:10.1e} "
+                f"{c['max_abs_err_ld']:10.1e} {row['max_abs_residual']:9.1e}"
             )
     lines += [
         "",

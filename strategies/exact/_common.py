@@ -15,8 +15,10 @@ Weights: TypeAlias = Sequence[float] | npt.NDArray[np.floating]
 
 
 def compute_dtype(dtype: FloatDtype) -> np.dtype[np.floating]:
-    """``np.dtype`` of ``dtype`` after checking it is float32 or float64 (float16/bf16 lose exactness,
-    ``algorithms.md`` §1.10 item 4)."""
+    """``np.dtype`` of ``dtype`` after checking it is float32 or float64.
+
+    float16/bfloat16 arithmetic loses exactness (``algorithms.md`` §1.10 item 4).
+    """
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"compute dtype must be float32 or float64, got {dt}")
@@ -60,7 +62,7 @@ def lora_factors(
 def weighted_sum(
     arrays: Sequence[np.ndarray], p: npt.NDArray[np.float64], dtype: FloatDtype = np.float64
 ) -> np.ndarray:
-    """``Σ_i p_i X_i`` accumulated in ``dtype`` (float64 by default); all ``X_i`` share one shape."""
+    """``Σ_i p_i X_i`` accumulated in ``dtype`` (float64 by default); all ``X_i`` alike in shape."""
     dt = compute_dtype(dtype)
     shape = np.shape(arrays[0])
     acc = np.zeros(shape, dtype=dt)

@@ -4,16 +4,16 @@ Counts are numbers of parameters (multiply by bytes per element for traffic). ``
 adapted modules with shapes ``(m, n)`` (``nn.Linear`` orientation), ``M`` is their count, ``r`` the
 rank, ``K`` the clients aggregated in the round and ``h`` the trained head (added both ways).
 
-========  =====================  ==========================================  ========================
+========  =====================  ==========================================  =======================
 method    upload                 download                                    one-time download
-========  =====================  ==========================================  ========================
+========  =====================  ==========================================  =======================
 full      Σ m·n                  Σ m·n                                       0
 fedit     r·Σ(m+n)               r·Σ(m+n)                                    0
 ffa       r·Σ m (B only)         r·Σ m                                       0 (A by seed), or r·Σ n
 flora     r·Σ(m+n)               (Σ_i r_i)·Σ(m+n), = K·r·Σ(m+n)              0
 fedex     r·Σ(m+n)               r·Σ(m+n) + Σ min(m·n, c·(m+n))              0
 fedsb     M·r²                   M·r²                                        r·Σ(m+n) (B and A once)
-========  =====================  ==========================================  ========================
+========  =====================  ==========================================  =======================
 
 FedEx-LoRA's residual goes dense or factored per module, whichever is smaller (§1.5), with ``c``
 columns: ``(K−1)·r`` for our pivot form (:mod:`strategies.exact.fedex`), ``K·r`` for the centred
@@ -104,7 +104,8 @@ def comm_params(
         up = down = len(dims) * r * r
         once = lora
     else:
-        raise ValueError(f"unknown method {method!r}; expected one of {Method.__args__}")  # type: ignore[attr-defined]
+        known = ", ".join(Method.__args__)  # type: ignore[attr-defined]
+        raise ValueError(f"unknown method {method!r}; expected one of {known}")
     return CommCost(up + head, down + head, once)
 
 

@@ -7,11 +7,13 @@ FedEx-LoRA (Singhal et al., arXiv:2410.09432; ``algorithms.md`` §1) keeps FedIT
 
 into the frozen base, so that ``W0 + s·ΔW_res + s·B̄ Ā == W0 + s·Σ p_i B_i A_i`` exactly (§1.1).
 
-Precision: everything here runs in float64 by default (inputs are upcast; ``compute_dtype=np.float32``
-is offered for speed and is what §1.7 asks as a minimum). Results come back in the compute dtype; the
-caller casts to float32 for the wire.
+Precision: everything here runs in float64 by default (inputs are upcast); ``dtype=np.float32`` is
+offered for speed and is what §1.7 asks as a minimum. Results come back in the compute dtype; the
+caller casts to float32 for the wire. In float32 prefer the pivot form: the stacked and naive paths
+subtract two large products and lose about 3 digits when clients are close (see the benchmark).
 
-Exact factored forms (``U V == s·ΔW_res``, the scale ``s`` folded into ``V``), with ``p_i > 0`` only:
+Exact factored forms (``U V == s·ΔW_res``, the scale ``s`` folded into ``V``; clients with
+``p_i = 0`` are left out of the last two):
 
 - ``"stacked"``: ``U = [B_1 … B_K, B̄]: (m, (K+1)r)``, ``V = s·[p_1 A_1; …; p_K A_K; −Ā]``.
 - ``"centred"``: ``U = [B_i − B̄]: (m, K r)``, ``V = s·[p_i (A_i − Ā)]`` — the weighted covariance

@@ -46,7 +46,7 @@ def pad_leading_block(x: np.ndarray, r: int) -> np.ndarray:
 
 
 def leading_block(x: np.ndarray, r_i: int) -> np.ndarray:
-    """The top-left ``(r_i, r_i)`` block of a global ``R: (r, r)``: what a rank-``r_i`` client loads."""
+    """Top-left ``(r_i, r_i)`` block of a global ``R: (r, r)``: a rank-``r_i`` client's share."""
     r = _square(x, "R")
     if not 0 < r_i <= r:
         raise ValueError(f"client rank must be in 1..{r}, got {r_i}")

@@ -23,7 +23,7 @@ class FrozenFactorMismatch(ValueError):
 
 
 def check_frozen_a(a_list: Sequence[np.ndarray], global_a: np.ndarray, *, module: str = "") -> None:
-    """Raise :class:`FrozenFactorMismatch` naming every client whose ``A`` differs from ``global_a``.
+    """Raise :class:`FrozenFactorMismatch` naming each client whose ``A`` differs from ``global_a``.
 
     Equality is bitwise: same shape, same dtype, same bytes (so ``-0.0 != 0.0`` and NaNs compare by
     payload); a float32 ``A`` that merely *rounds* to the global one still fails.
@@ -33,7 +33,7 @@ def check_frozen_a(a_list: Sequence[np.ndarray], global_a: np.ndarray, *, module
     for i, a_i in enumerate(a_list):
         x = np.ascontiguousarray(a_i)
         if x.shape != g.shape or x.dtype != g.dtype:
-            problems.append(f"client {i}: A is {x.shape} {x.dtype}, global A is {g.shape} {g.dtype}")
+            problems.append(f"client {i}: A is {x.shape} {x.dtype}, global A {g.shape} {g.dtype}")
         elif x.tobytes() != g.tobytes():
             bits = f"u{g.dtype.itemsize}"
             differ = int(np.count_nonzero(x.view(bits) != g.view(bits)))  # bit patterns, (r, n)
@@ -44,10 +44,12 @@ def check_frozen_a(a_list: Sequence[np.ndarray], global_a: np.ndarray, *, module
     if problems:
         where = f" for module {module!r}" if module else ""
         raise FrozenFactorMismatch(
-            f"FFA-LoRA needs every client's A{where} bit-identical to the global frozen A, but:\n  - "
+            f"FFA-LoRA needs every client's A{where} bit-identical to the global frozen A, "
+            "but:\n  - "
             + "\n  - ".join(problems)
-            + "\nAveraging only B would then not be exact. Freeze lora_A after PEFT wrapping and "
-            "initialise it from the shared seed or the round-0 broadcast (algorithms.md §1.10 item 7)."
+            + "\nAveraging only B would then not be exact. Freeze lora_A after PEFT wrapping "
+            "and initialise it from the shared seed or the round-0 broadcast "
+            "(algorithms.md §1.10 item 7)."
         )
 
 

@@ -4,7 +4,8 @@ FLoRA (Wang et al., arXiv:2409.05976; ``algorithms.md`` §5) sends every client 
 
     B_stack = [B_1 … B_K]: (m, Σ r_i),   A_stack = [w_1 A_1; …; w_K A_K]: (Σ r_i, n)
 
-with ``w_i = p_i s_i``, so that ``B_stack A_stack == Σ_i p_i s_i B_i A_i`` exactly (ranks may differ).
+with ``w_i = p_i s_i``, so that ``B_stack A_stack == Σ_i p_i s_i B_i A_i`` exactly (ranks may
+differ).
 Each client merges that product into its base and re-initialises fresh LoRA factors (unlike
 FedEx-LoRA, §1.10 item 3).
 
@@ -39,7 +40,7 @@ def flora_stack(
     weight_on: Literal["a", "b"] = "a",
     dtype: FloatDtype = np.float64,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(B_stack: (m, Σ r_i), A_stack: (Σ r_i, n))`` with ``B_stack @ A_stack == Σ p_i s_i B_i A_i``.
+    """Stacked ``B: (m, Σ r_i)`` and ``A: (Σ r_i, n)`` whose product is ``Σ p_i s_i B_i A_i``.
 
     Parameters
     ----------
@@ -87,5 +88,5 @@ def flora_stack(
 def flora_delta(b_stack: np.ndarray, a_stack: np.ndarray) -> np.ndarray:
     """What a client adds to its base (``(m, n)`` orientation): ``B_stack @ A_stack`` in float64."""
     if b_stack.ndim != 2 or a_stack.ndim != 2 or b_stack.shape[1] != a_stack.shape[0]:
-        raise ValueError(f"need B_stack (m, k), A_stack (k, n); got {b_stack.shape}, {a_stack.shape}")
+        raise ValueError(f"need B_stack (m, k), A_stack (k, n): {b_stack.shape}, {a_stack.shape}")
     return b_stack.astype(np.float64) @ a_stack.astype(np.float64)  # (m, k) @ (k, n) -> (m, n)

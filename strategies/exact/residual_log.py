@@ -2,8 +2,8 @@
 
 FedEx-LoRA changes the frozen base every round (``W0^t = W0^{t−1} + s·ΔW_res^t``), so a client that
 skipped rounds holds a stale base (``algorithms.md`` §1.5, §1.10 item 6, §6). The server tags the
-base with a version (0 = the pristine pretrained weights, ``t`` after round ``t``'s fold) and sends a
-client at version ``v`` the cumulative delta ``Σ_{t=v+1}^{T} s·ΔW_res^t``.
+base with a version (0 = the pristine pretrained weights, ``t`` after round ``t``'s fold) and sends
+a client at version ``v`` the cumulative delta ``Σ_{t=v+1}^{T} s·ΔW_res^t``.
 
 Storage (per module, in ``dtype``, float32 by default as §1.7 asks of master copies):
 
@@ -137,7 +137,7 @@ class ResidualLog:
         self._floor += 1
 
     def delta_since(self, version: int) -> CumulativeDelta:
-        """The deltas that bring a base at ``version`` to :attr:`version` (see :class:`CumulativeDelta`).
+        """What brings a base at ``version`` to :attr:`version`, as a :class:`CumulativeDelta`.
 
         Kept factored rounds are concatenated (``[U_{v+1} … U_T]``, ``[V_{v+1}; …; V_T]``, exact, no
         arithmetic) while that stays smaller than ``m·n``; otherwise they are summed densely in

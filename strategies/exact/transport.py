@@ -1,10 +1,10 @@
-"""How a dense ``(m, n)`` base-weight delta travels and lands: dense or exact factors, and orientation.
+"""How a ``(m, n)`` base-weight delta travels and lands: dense or exact factors, and orientation.
 
 FedEx-LoRA folds ``s·ΔW_res`` into the frozen base (arXiv:2410.09432; ``algorithms.md`` §1.1). The
 delta can be sent densely (``m·n`` numbers) or as exact factors ``U: (m, k)``, ``V: (k, n)``
 (``k·(m + n)`` numbers); §1.5 says to pick the factors exactly when they are smaller. Deltas are
-always computed and sent in the ``(m, n)`` orientation of ``nn.Linear``; the receiver transposes them
-for ``fan_in_fan_out`` layers (GPT-2 ``Conv1D`` stores ``(n, m)``; §0.2, §1.3, §1.10 item 1).
+always computed and sent in the ``(m, n)`` orientation of ``nn.Linear``; the receiver transposes
+them for ``fan_in_fan_out`` layers (GPT-2 ``Conv1D`` stores ``(n, m)``; §0.2, §1.3, §1.10 item 1).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class ResidualTransport:
 
     @property
     def columns(self) -> int | None:
-        """Inner dimension ``k`` of the factored form (an upper bound on the rank), None when dense."""
+        """Inner size ``k`` of the factored form (an upper bound on the rank); None when dense."""
         return int(self.arrays[0].shape[1]) if self.form == "factored" else None
 
     @classmethod
@@ -100,7 +100,7 @@ class ResidualTransport:
 
 
 def to_stored(delta: np.ndarray, fan_in_fan_out: bool) -> np.ndarray:
-    """A ``(m, n)`` delta in the orientation the base layer stores: ``(n, m)`` for ``fan_in_fan_out``.
+    """A ``(m, n)`` delta in the base layer's stored orientation: ``(n, m)`` for ``fan_in_fan_out``.
 
     GPT-2 ``Conv1D`` computes ``y = x W + b`` with ``W: (n, m)``; ``nn.Linear`` stores ``(m, n)``.
     The FedEx reference transposes for ``nn.Linear`` too, which is silently wrong on square modules

@@ -27,7 +27,12 @@ class Case:
 
 
 def make_case(
-    k: int, shape: tuple[int, int], weighted: bool, dtype: type = np.float64, seed: int = 0, r: int = RANK
+    k: int,
+    shape: tuple[int, int],
+    weighted: bool,
+    dtype: type = np.float64,
+    seed: int = 0,
+    r: int = RANK,
 ) -> Case:
     """Client factors around a common start, as after a local round (so the residual is small)."""
     rng = np.random.default_rng(seed)
@@ -42,7 +47,7 @@ def make_case(
 
 
 def ideal_update(case: Case) -> np.ndarray:
-    """``Σ p_i B_i A_i: (m, n)`` by an explicit float64 loop (independent of the code under test)."""
+    """``Σ p_i B_i A_i: (m, n)`` by an explicit float64 loop (independent of the code tested)."""
     out = np.zeros((case.m, case.n))
     for p_i, a_i, b_i in zip(case.p, case.a, case.b, strict=True):
         out += p_i * (b_i.astype(np.float64) @ a_i.astype(np.float64))

@@ -18,6 +18,7 @@ from strategies.exact import (
     to_stored,
 )
 from tests.strategies.exact_cases import (
+    Case,
     CLIENTS,
     PRECISIONS,
     SHAPES,
@@ -31,7 +32,7 @@ SCALE = 2.0  # α/r = 8/4, the GLUE setup of §1.2
 FORMS = ["stacked", "centred", "pivot"]
 
 
-def _reference_residual(case) -> np.ndarray:  # noqa: ANN001
+def _reference_residual(case: Case) -> np.ndarray:
     """``s·(Σ p_i B_i A_i − B̄Ā)`` by explicit float64 loops."""
     a_bar, b_bar = means(case)
     return SCALE * (ideal_update(case) - b_bar @ a_bar)
@@ -41,7 +42,9 @@ def _reference_residual(case) -> np.ndarray:  # noqa: ANN001
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize(("dtype", "rtol"), PRECISIONS)
-def test_folded_base_plus_mean_factors_equals_ideal(k, shape, weighted, dtype, rtol) -> None:  # noqa: ANN001
+def test_folded_base_plus_mean_factors_equals_ideal(
+    k: int, shape: tuple[int, int], weighted: bool, dtype: type, rtol: float
+) -> None:
     # §7 FedEx 1: W0' + s·B̄Ā == W0 + s·Σ p_i B_i A_i, and §7 FedEx 2 on a batch of inputs
     # Prepare
     case = make_case(k, shape, weighted, dtype, seed=k)
@@ -63,7 +66,9 @@ def test_folded_base_plus_mean_factors_equals_ideal(k, shape, weighted, dtype, r
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize(("dtype", "rtol"), PRECISIONS)
-def test_every_residual_method_matches_float64_reference(k, shape, weighted, dtype, rtol) -> None:  # noqa: ANN001
+def test_every_residual_method_matches_float64_reference(
+    k: int, shape: tuple[int, int], weighted: bool, dtype: type, rtol: float
+) -> None:
     case = make_case(k, shape, weighted, dtype, seed=10 + k)
     want = _reference_residual(case)
     tol = rtol * max(1.0, float(np.abs(SCALE * ideal_update(case)).max()))
@@ -81,7 +86,7 @@ def test_every_residual_method_matches_float64_reference(k, shape, weighted, dty
 @pytest.mark.parametrize("k", CLIENTS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("weighted", [False, True])
-def test_covariance_identities_hold(k, shape, weighted) -> None:  # noqa: ANN001
+def test_covariance_identities_hold(k: int, shape: tuple[int, int], weighted: bool) -> None:
     # §1.1: Σ p_i B_i A_i − B̄Ā == Σ p_i (B_i − B̄)(A_i − Ā) == Σ p_i B_i (A_i − Ā)
     case = make_case(k, shape, weighted, seed=20 + k)
     a_bar, b_bar = means(case)
@@ -95,7 +100,9 @@ def test_covariance_identities_hold(k, shape, weighted) -> None:  # noqa: ANN001
 @pytest.mark.parametrize("k", CLIENTS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("form", FORMS)
-def test_factored_forms_reconstruct_dense_with_expected_width(k, shape, form) -> None:  # noqa: ANN001
+def test_factored_forms_reconstruct_dense_with_expected_width(
+    k: int, shape: tuple[int, int], form: str
+) -> None:
     # §7 FedEx 4 (second half): the factored residual reconstructs the dense one
     case = make_case(k, shape, weighted=True, seed=30 + k)
     u, v = residual_factors(case.a, case.b, case.p, SCALE, form=form)
@@ -107,7 +114,7 @@ def test_factored_forms_reconstruct_dense_with_expected_width(k, shape, form) ->
 
 @pytest.mark.parametrize("k", CLIENTS)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_residual_rank_is_at_most_k_minus_one_times_r(k, shape) -> None:  # noqa: ANN001
+def test_residual_rank_is_at_most_k_minus_one_times_r(k: int, shape: tuple[int, int]) -> None:
     # §7 FedEx 4: rank(ΔW_res) ≤ min((K−1)r, m, n); generic random factors reach the bound
     case = make_case(k, shape, weighted=True, seed=40 + k)
     dense = fedex_residual(case.a, case.b, case.p, SCALE, method="naive")
@@ -132,7 +139,7 @@ def test_zero_weight_clients_drop_out_of_the_factors() -> None:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_residual_vanishes_for_shared_a_shared_b_or_one_client(shape) -> None:  # noqa: ANN001
+def test_residual_vanishes_for_shared_a_shared_b_or_one_client(shape: tuple[int, int]) -> None:
     # §7 FedEx 3 (and why FFA-LoRA is exact)
     case = make_case(5, shape, weighted=True, seed=50)
     shared_a = [case.a[0]] * 5
@@ -165,19 +172,20 @@ def test_wrong_residual_sign_breaks_the_identity() -> None:
 
 @pytest.mark.parametrize("k", CLIENTS)
 @pytest.mark.parametrize("weighted", [False, True])
-def test_fedit_misses_the_ideal_by_exactly_the_residual(k, weighted) -> None:  # noqa: ANN001
+def test_fedit_misses_the_ideal_by_exactly_the_residual(k: int, weighted: bool) -> None:
     # §7 FedEx 8: (W0 + s·Σ p_i B_i A_i) − (W0 + s·B̄Ā) == s·ΔW_res
     case = make_case(k, (48, 32), weighted, seed=70 + k)
     w0 = np.random.default_rng(1).standard_normal((48, 32))
     a_bar, b_bar = factor_means(case.a, case.b, case.p)
     fedit = w0 + SCALE * b_bar @ a_bar
     ideal = w0 + SCALE * ideal_update(case)
-    np.testing.assert_allclose(ideal - fedit, fedex_residual(case.a, case.b, case.p, SCALE), atol=1e-13)
+    residual = fedex_residual(case.a, case.b, case.p, SCALE)
+    np.testing.assert_allclose(ideal - fedit, residual, rtol=0, atol=1e-13)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("alpha", [8.0, 16.0])
-def test_rslora_scale_is_folded(shape, alpha) -> None:  # noqa: ANN001
+def test_rslora_scale_is_folded(shape: tuple[int, int], alpha: float) -> None:
     # §7 FedEx 6: with rsLoRA the folded amount is (α/√r)·ΔW_res (not α/r)
     case = make_case(5, shape, weighted=False, seed=80)
     rs_scale = alpha / np.sqrt(case.r)
@@ -189,7 +197,7 @@ def test_rslora_scale_is_folded(shape, alpha) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize(("dtype", "rtol"), PRECISIONS)
-def test_fan_in_fan_out_layers_get_the_transpose(dtype, rtol) -> None:  # noqa: ANN001
+def test_fan_in_fan_out_layers_get_the_transpose(dtype: type, rtol: float) -> None:
     # §7 FedEx 5, non-square: Conv1D stores (n, m); a wrong orientation raises
     case = make_case(5, (48, 32), weighted=True, dtype=dtype, seed=90)
     residual = residual_transport(case.a, case.b, case.p, SCALE, dtype=dtype)
@@ -227,7 +235,9 @@ def test_square_fan_in_fan_out_compared_by_forward_outputs() -> None:
 @pytest.mark.parametrize("k", CLIENTS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize(("dtype", "rtol"), PRECISIONS)
-def test_stacked_gemm_equals_sum_of_dense_products(k, shape, dtype, rtol) -> None:  # noqa: ANN001
+def test_stacked_gemm_equals_sum_of_dense_products(
+    k: int, shape: tuple[int, int], dtype: type, rtol: float
+) -> None:
     case = make_case(k, shape, weighted=True, dtype=dtype, seed=100 + k)
     stacked = mean_product(case.a, case.b, case.p, method="stacked", dtype=dtype)
     naive = mean_product(case.a, case.b, case.p, method="naive", dtype=dtype)
@@ -246,7 +256,9 @@ def test_stacked_gemm_equals_sum_of_dense_products(k, shape, dtype, rtol) -> Non
         ((48, 32), 8, "pivot", "dense"),  # 28·80 = 2240 > 1536
     ],
 )
-def test_transport_picks_the_smaller_form(shape, k, form, expected) -> None:  # noqa: ANN001
+def test_transport_picks_the_smaller_form(
+    shape: tuple[int, int], k: int, form: str, expected: str
+) -> None:
     # §1.5: factored exactly when k·(m + n) < m·n
     case = make_case(k, shape, weighted=True, seed=110 + k)
     t = residual_transport(case.a, case.b, case.p, SCALE, form=form)

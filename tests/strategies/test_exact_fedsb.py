@@ -37,7 +37,9 @@ def _weights(k: int, weighted: bool) -> np.ndarray:
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize(("dtype", "rtol"), PRECISIONS)
 @pytest.mark.parametrize("scale", [SCALE, 0.5])
-def test_latent_average_is_exact_fedavg(k, shape, weighted, dtype, rtol, scale) -> None:  # noqa: ANN001
+def test_latent_average_is_exact_fedavg(
+    k: int, shape: tuple[int, int], weighted: bool, dtype: type, rtol: float, scale: float
+) -> None:
     # §7 Fed-SB 1: Σ p_i s·B R_i A == s·B (Σ p_i R_i) A
     # Prepare
     b, a = _frozen(shape, R)
@@ -56,11 +58,14 @@ def test_latent_average_is_exact_fedavg(k, shape, weighted, dtype, rtol, scale) 
 
 
 @pytest.mark.parametrize("k", [1, 2, 5, 25])
-def test_payload_is_m_r_squared_for_any_k(k) -> None:  # noqa: ANN001
+def test_payload_is_m_r_squared_for_any_k(k: int) -> None:
     # §7 Fed-SB 3: upload and download hold exactly M·r² (+ head) values, independent of K
     shapes = {f"layers.{i}.{t}": s for i in range(3) for t, s in zip("qv", SHAPES, strict=True)}
     rng = np.random.default_rng(0)
-    per_module = {name: fedsb_aggregate([rng.standard_normal((R, R)) for _ in range(k)], np.ones(k)) for name in shapes}
+    per_module = {
+        name: fedsb_aggregate([rng.standard_normal((R, R)) for _ in range(k)], np.ones(k))
+        for name in shapes
+    }
     assert sum(x.size for x in per_module.values()) == len(shapes) * R * R
     cost = comm_params("fedsb", shapes, R, K=k, head=10)
     assert cost.upload == cost.download == len(shapes) * R * R + 10
@@ -81,7 +86,7 @@ def test_round_two_depends_only_on_round_two_replies() -> None:
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("r", [4, 8])
-def test_orthonormal_frozen_factors_do_not_amplify(shape, r) -> None:  # noqa: ANN001
+def test_orthonormal_frozen_factors_do_not_amplify(shape: tuple[int, int], r: int) -> None:
     # §7 Fed-SB 5: ‖B ξ A‖_F == ‖ξ‖_F
     b, a = _frozen(shape, r, seed=r)
     xi = np.random.default_rng(3).standard_normal((r, r))
@@ -90,7 +95,9 @@ def test_orthonormal_frozen_factors_do_not_amplify(shape, r) -> None:  # noqa: A
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("r_i", [1, 2, 3, 4])
-def test_padded_latent_contributes_its_leading_block_exactly(shape, r_i) -> None:  # noqa: ANN001
+def test_padded_latent_contributes_its_leading_block_exactly(
+    shape: tuple[int, int], r_i: int
+) -> None:
     # §7 Fed-SB 7: s·B pad(R_i) A == s·B[:, :r_i] R_i A[:r_i, :]
     b, a = _frozen(shape, R, seed=11)
     x = np.random.default_rng(r_i).standard_normal((r_i, r_i))
@@ -104,7 +111,7 @@ def test_padded_latent_contributes_its_leading_block_exactly(shape, r_i) -> None
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_mixed_rank_aggregate_is_exact_average_of_applied_updates(weighted) -> None:  # noqa: ANN001
+def test_mixed_rank_aggregate_is_exact_average_of_applied_updates(weighted: bool) -> None:
     # §3.5: rank-r_i clients use B[:, :r_i], A[:r_i, :]; the padded average is still exact
     b, a = _frozen((48, 32), 8, seed=5)
     ranks = [8, 2, 5, 8, 3]
@@ -114,7 +121,8 @@ def test_mixed_rank_aggregate_is_exact_average_of_applied_updates(weighted) -> N
     agg = fedsb_aggregate(latents, p)
     assert agg.shape == (8, 8)
     applied = sum(
-        p_i * SCALE * b[:, :r_i] @ x @ a[:r_i, :] for p_i, x, r_i in zip(p, latents, ranks, strict=True)
+        p_i * SCALE * b[:, :r_i] @ x @ a[:r_i, :]
+        for p_i, x, r_i in zip(p, latents, ranks, strict=True)
     )
     np.testing.assert_allclose(fedsb_delta(b, agg, a, SCALE), applied, rtol=0, atol=1e-13)
     # the global rank can exceed every client's
@@ -122,7 +130,8 @@ def test_mixed_rank_aggregate_is_exact_average_of_applied_updates(weighted) -> N
     # negative control: padding into the wrong (trailing) block is not exact
     wrong = np.zeros((8, 8))
     wrong[-2:, -2:] = latents[1]
-    assert np.abs(fedsb_delta(b, wrong, a, SCALE) - SCALE * b[:, :2] @ latents[1] @ a[:2, :]).max() > 1e-3
+    right = SCALE * b[:, :2] @ latents[1] @ a[:2, :]
+    assert np.abs(fedsb_delta(b, wrong, a, SCALE) - right).max() > 1e-3
 
 
 def test_bad_latents_are_rejected() -> None:

@@ -14,7 +14,14 @@ from strategies.exact import (
     flora_stack,
     fold_into_base,
 )
-from tests.strategies.exact_cases import CLIENTS, PRECISIONS, SHAPES, assert_close, ideal_update, make_case
+from tests.strategies.exact_cases import (
+    CLIENTS,
+    PRECISIONS,
+    SHAPES,
+    assert_close,
+    ideal_update,
+    make_case,
+)
 
 SCALE = 2.0
 
@@ -23,11 +30,14 @@ SCALE = 2.0
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize(("dtype", "rtol"), PRECISIONS)
-def test_ffa_averaging_b_is_exact(k, shape, weighted, dtype, rtol) -> None:  # noqa: ANN001
+def test_ffa_averaging_b_is_exact(
+    k: int, shape: tuple[int, int], weighted: bool, dtype: type, rtol: float
+) -> None:
     # Σ p_i s·B_i A == s·(Σ p_i B_i) A when A is frozen and shared
     case = make_case(k, shape, weighted, dtype, seed=k)
     a = case.a[0]  # (r, n), the frozen global A
-    b_bar = ffa_aggregate(case.b, case.p, a_list=[a.copy() for _ in range(k)], global_a=a, dtype=dtype)
+    replies_a = [a.copy() for _ in range(k)]  # bit-identical copies of the frozen A
+    b_bar = ffa_aggregate(case.b, case.p, a_list=replies_a, global_a=a, dtype=dtype)
     assert b_bar.shape == (shape[0], case.r) and b_bar.dtype == np.dtype(dtype)
     want = sum(p * SCALE * b.astype(np.float64) @ a for p, b in zip(case.p, case.b, strict=True))
     assert_close(SCALE * b_bar.astype(np.float64) @ a, want, rtol)
@@ -38,8 +48,9 @@ def test_ffa_rejects_an_a_that_moved_by_one_ulp() -> None:
     a = case.a[0]
     moved = a.copy()
     moved[1, 2] = np.nextafter(moved[1, 2], np.float32(np.inf))
-    with pytest.raises(FrozenFactorMismatch, match=r"client 2: 1 of 128 entries differ bitwise") as info:
-        ffa_aggregate(case.b, case.p, a_list=[a, a.copy(), moved], global_a=a, module="layers.0.q_proj")
+    replies_a = [a, a.copy(), moved]
+    with pytest.raises(FrozenFactorMismatch, match=r"client 2: 1 of 128 entries differ") as info:
+        ffa_aggregate(case.b, case.p, a_list=replies_a, global_a=a, module="layers.0.q_proj")
     message = str(info.value)
     assert "layers.0.q_proj" in message and "bit-identical" in message and "client 0" not in message
     assert isinstance(info.value, ValueError)
@@ -63,7 +74,9 @@ def test_ffa_rejects_dtype_shape_and_sign_of_zero_differences() -> None:
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("weight_on", ["a", "b"])
 @pytest.mark.parametrize(("dtype", "rtol"), PRECISIONS)
-def test_flora_stack_is_exact(k, shape, weighted, weight_on, dtype, rtol) -> None:  # noqa: ANN001
+def test_flora_stack_is_exact(
+    k: int, shape: tuple[int, int], weighted: bool, weight_on: str, dtype: type, rtol: float
+) -> None:
     case = make_case(k, shape, weighted, dtype, seed=20 + k)
     b_stack, a_stack = flora_stack(case.a, case.b, case.p, SCALE, weight_on=weight_on, dtype=dtype)
     assert b_stack.shape == (shape[0], k * case.r) and a_stack.shape == (k * case.r, shape[1])
@@ -75,7 +88,7 @@ def test_flora_stack_is_exact(k, shape, weighted, weight_on, dtype, rtol) -> Non
 
 
 @pytest.mark.parametrize("weight_on", ["a", "b"])
-def test_flora_mixed_ranks_with_per_client_scales(weight_on) -> None:  # noqa: ANN001
+def test_flora_mixed_ranks_with_per_client_scales(weight_on: str) -> None:
     # ranks 2, 4, 8 with s_i = α/r_i: the stack carries each client's own scale
     rng = np.random.default_rng(0)
     m, n, alpha = 48, 32, 16.0

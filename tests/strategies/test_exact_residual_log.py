@@ -1,4 +1,4 @@
-"""Versioned FedEx-LoRA base deltas (strategies.exact.residual_log): algorithms.md §7 FedEx item 7."""
+"""Versioned FedEx-LoRA base deltas (strategies.exact.residual_log): §7 FedEx item 7."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from strategies.exact import ResidualLog, ResidualTransport, fedex_aggregate, fold_into_base
 
 SCALE = 2.0
-MODULES = {"q": ((48, 32), False), "c_attn": ((48, 32), True), "v": ((32, 32), False)}  # (m, n), fifo
+# module -> ((m, n), fan_in_fan_out)
+MODULES = {"q": ((48, 32), False), "c_attn": ((48, 32), True), "v": ((32, 32), False)}
 RANK = 4
 
 
@@ -27,7 +28,9 @@ def _run(rounds: int, k: int, skip: dict[int, set[int]], budget: float, dtype: t
     rng = np.random.default_rng(7)
     shapes = {name: shape for name, (shape, _) in MODULES.items()}
     pristine = {name: _stored(shape, fifo, rng) for name, (shape, fifo) in MODULES.items()}
-    a_glob = {name: rng.standard_normal((RANK, n)) / np.sqrt(n) for name, ((_, n), _) in MODULES.items()}
+    a_glob = {  # each (r, n)
+        name: rng.standard_normal((RANK, n)) / np.sqrt(n) for name, ((_, n), _) in MODULES.items()
+    }
     b_glob = {name: np.zeros((m, RANK)) for name, ((m, _), _) in MODULES.items()}
     log = ResidualLog(shapes, dtype=dtype, budget=budget)
     server = {name: w.copy() for name, w in pristine.items()}  # float64 master, stored orientation
@@ -51,9 +54,9 @@ def _run(rounds: int, k: int, skip: dict[int, set[int]], budget: float, dtype: t
                 replies[c][name] = _train(rng, a_glob[name], b_glob[name])
         p = np.full(len(present), 1.0 / len(present))
         for name, (_, fifo) in MODULES.items():
-            agg = fedex_aggregate(
-                [replies[c][name][0] for c in present], [replies[c][name][1] for c in present], p, SCALE
-            )
+            a_list = [replies[c][name][0] for c in present]  # each (r, n)
+            b_list = [replies[c][name][1] for c in present]  # each (m, r)
+            agg = fedex_aggregate(a_list, b_list, p, SCALE)
             a_glob[name], b_glob[name] = agg.a_bar, agg.b_bar
             round_res[name] = agg.residual
             dense = agg.residual.to_dense()  # (m, n)
@@ -62,7 +65,8 @@ def _run(rounds: int, k: int, skip: dict[int, set[int]], budget: float, dtype: t
         assert log.record(round_res) == t
         for c in present:  # participants apply this round's residual directly
             for name, (_, fifo) in MODULES.items():
-                clients[c][name] = fold_into_base(clients[c][name], round_res[name].astype(dtype), fifo)
+                wire = round_res[name].astype(dtype)
+                clients[c][name] = fold_into_base(clients[c][name], wire, fifo)
             versions[c] = t
         assert log.stored_elements <= (1 + budget) * log.dense_elements
     for c in range(k):  # everybody catches up at the end
@@ -70,12 +74,21 @@ def _run(rounds: int, k: int, skip: dict[int, set[int]], budget: float, dtype: t
         for name, (_, fifo) in MODULES.items():
             base = pristine[name].astype(dtype) if delta.since == 0 else clients[c][name]
             clients[c][name] = fold_into_base(base, delta.modules[name], fifo)
-    return {"server": server, "clients": clients, "pristine": pristine, "ideal": ideal, "log": log, "sent": sent}
+    return {
+        "server": server,
+        "clients": clients,
+        "pristine": pristine,
+        "ideal": ideal,
+        "log": log,
+        "sent": sent,
+    }
 
 
 @pytest.mark.parametrize(("dtype", "atol"), [(np.float64, 1e-12), (np.float32, 2e-5)])
 @pytest.mark.parametrize("budget", [1.0, 0.25, 0.0])
-def test_client_that_skips_rounds_ends_equal_to_one_that_took_part(dtype, atol, budget) -> None:  # noqa: ANN001
+def test_client_that_skips_rounds_ends_equal_to_one_that_took_part(
+    dtype: type, atol: float, budget: float
+) -> None:
     # Prepare / Execute: 5 rounds, 3 clients; client 1 skips round 2, client 2 skips rounds 2-4
     out = _run(rounds=5, k=3, skip={1: {2}, 2: {2, 3, 4}}, budget=budget, dtype=dtype)
     # Assert: W0^T = W0 + Σ_t s·ΔW_res^t, on the server and on every client
@@ -84,7 +97,8 @@ def test_client_that_skips_rounds_ends_equal_to_one_that_took_part(dtype, atol, 
         np.testing.assert_allclose(out["server"][name], want, rtol=0, atol=1e-12)
         for c, client in enumerate(out["clients"]):
             assert client[name].dtype == np.dtype(dtype)
-            np.testing.assert_allclose(client[name], want, rtol=0, atol=atol, err_msg=f"client {c} {name}")
+            msg = f"client {c} {name}"
+            np.testing.assert_allclose(client[name], want, rtol=0, atol=atol, err_msg=msg)
 
 
 def test_negative_control_a_client_without_the_missed_residual_is_stale() -> None:
@@ -122,7 +136,8 @@ def test_incremental_deltas_concatenate_factors_and_collapse_bounds_memory() -> 
     assert tight.floor == 2
     stale = tight.delta_since(1)
     assert stale.since == 0 and stale.modules["q"].form == "dense"
-    np.testing.assert_allclose(stale.modules["q"].to_dense(), sum(t.to_dense() for t in rounds), atol=1e-12)
+    everything = sum(t.to_dense() for t in rounds)
+    np.testing.assert_allclose(stale.modules["q"].to_dense(), everything, rtol=0, atol=1e-12)
     recent = tight.delta_since(2)
     assert recent.since == 2 and recent.modules["q"].form == "factored"
 
