@@ -6,6 +6,10 @@ arrays in sorted key order, so every process agrees on the layout. ``layout()`` 
 plain data (module -> which keys are A and B, the scale, the orientation) for strategies, which
 never import torch.
 
+Adapter weights that PEFT declares frozen (a layer's ``frozen_peft_weight_names``: A for FFA-LoRA,
+A and B for LoRA-SB) never travel: the payload is the PEFT adapter state minus those, and
+``frozen_state`` gives them (for a one-time distribution, see ``adapters.frozen``).
+
 An Opacus ``GradSampleModule`` wrapper is unwrapped here and nowhere else.
 """
 
@@ -17,6 +21,7 @@ import numpy as np
 import torch
 from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 Payload = dict[str, np.ndarray]
 
@@ -33,9 +38,35 @@ def unwrap(model: Any) -> PeftModel:
     return inner
 
 
+def _frozen_prefixes(peft_model: PeftModel) -> tuple[str, ...]:
+    """``"<module>.<layer>."`` for every adapter layer PEFT declares frozen (``frozen_peft_weight_names``)."""
+    prefixes = []
+    for name, module in peft_model.named_modules():
+        if isinstance(module, BaseTunerLayer):
+            for layer_name in module.frozen_peft_weight_names.get("default", ()):
+                prefixes.append(f"{name}.{layer_name}.")
+    return tuple(prefixes)
+
+
+def shipped_state(model: Any) -> dict[str, torch.Tensor]:
+    """The PEFT adapter state that travels: everything but the frozen adapter weights (live tensors)."""
+    peft_model = unwrap(model)
+    prefixes = _frozen_prefixes(peft_model)
+    return {k: v for k, v in get_peft_model_state_dict(peft_model).items() if not k.startswith(prefixes)}
+
+
+def frozen_state(model: Any) -> dict[str, torch.Tensor]:
+    """The frozen adapter weights that never travel with the payload (live tensors; empty for LoRA)."""
+    peft_model = unwrap(model)
+    prefixes = _frozen_prefixes(peft_model)
+    if not prefixes:
+        return {}
+    return {k: v for k, v in get_peft_model_state_dict(peft_model).items() if k.startswith(prefixes)}
+
+
 def extract(model: Any) -> Payload:
     """The trainable adapter state as ``{key: float32 ndarray}`` in sorted key order (copies)."""
-    state = get_peft_model_state_dict(unwrap(model))
+    state = shipped_state(model)
     return {key: state[key].detach().cpu().numpy().astype(np.float32, copy=True) for key in sorted(state)}
 
 
@@ -47,7 +78,7 @@ def payload_spec(model: Any) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
 def load(model: Any, payload: Payload) -> None:
     """Copy ``payload`` into the model's adapter, bit for bit. Keys and shapes must match exactly."""
     peft_model = unwrap(model)
-    current = get_peft_model_state_dict(peft_model)
+    current = shipped_state(peft_model)
     missing = sorted(set(current) - set(payload))
     extra = sorted(set(payload) - set(current))
     if missing or extra:
@@ -75,19 +106,23 @@ def layout(model: Any) -> dict[str, dict[str, Any]]:
 
     Returns plain data, ``{module: {"a_key", "b_key", "scale", "fan_in_fan_out"}}``; ``B: (m, r)``,
     ``A: (r, n)``. ``fan_in_fan_out`` marks GPT-2 ``Conv1D`` layers whose weight is stored ``(n, m)``.
+    Only the keys the payload carries appear: FFA-LoRA modules have ``b_key`` alone (A is frozen) and
+    LoRA-SB modules ``r_key`` alone (``R: (r, r)``; A and B are frozen).
     """
     peft_model = unwrap(model)
-    keys = set(get_peft_model_state_dict(peft_model))
+    keys = set(shipped_state(peft_model))
     result: dict[str, dict[str, Any]] = {}
     for name, module in peft_model.named_modules():
         if not isinstance(module, LoraLayer) or "default" not in module.lora_A:
             continue
-        a_key, b_key = f"{name}.lora_A.weight", f"{name}.lora_B.weight"
-        if a_key not in keys or b_key not in keys:
-            raise PayloadError(f"LoRA module {name} has no payload keys {a_key}/{b_key}")
+        entry: dict[str, Any] = {}
+        for field, layer_name in (("a_key", "lora_A"), ("b_key", "lora_B"), ("r_key", "lora_R")):
+            if f"{name}.{layer_name}.weight" in keys:
+                entry[field] = f"{name}.{layer_name}.weight"
+        if not entry:
+            raise PayloadError(f"LoRA module {name} has no payload keys {name}.lora_A/B/R.weight")
         result[name] = {
-            "a_key": a_key,
-            "b_key": b_key,
+            **entry,
             "scale": float(module.scaling["default"]),
             "fan_in_fan_out": bool(getattr(module, "fan_in_fan_out", False)),
         }

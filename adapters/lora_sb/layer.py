@@ -1,0 +1,138 @@
+"""The LoRA-SB layer: PEFT LoRA with a trainable ``r × r`` map ``R`` between frozen ``A`` and ``B``.
+
+``W = W0 + s·B R A`` with ``B: (m, r)`` (``lora_B``), ``R: (r, r)`` (``lora_R``) and ``A: (r, n)``
+(``lora_A``); only ``R`` trains (LoRA-SB, arXiv 2411.19557 §3; algorithms.md §2.1). The forward pass
+is ``y = W0 x + b + s·B(R(A·dropout(x)))``.
+
+How it hooks into PEFT (no monkey-patching):
+
+* :class:`LoraSBLinear` is PEFT's own ``lora.Linear`` whose only LoRA *variant* is
+  :class:`LoraSBVariant` (PEFT's variant API, the one DoRA and KaSA use). It is installed through
+  ``LoraConfig._register_custom_module`` for ``nn.Linear`` and GPT-2 ``Conv1D`` (see
+  :func:`configure_lora_sb`), so the model stays a plain ``PeftType.LORA`` model and
+  ``get_peft_model_state_dict`` / ``set_peft_model_state_dict`` / ``merge_and_unload`` work unchanged.
+* The variant adds ``lora_R`` (a bias-free ``nn.Linear(r, r)``; a Linear multiplies by its weight
+  transposed, so the composed delta is ``B R A`` with ``R`` as stored) to the layer's
+  ``adapter_layer_names``, and declares ``lora_A`` and ``lora_B`` frozen through PEFT's
+  ``frozen_peft_weight_names``, which ``set_adapter`` re-applies: ``A`` and ``B`` stay frozen even
+  when PEFT re-activates the adapter.
+
+State-dict keys (``get_peft_model_state_dict``): ``<module>.lora_A.weight`` ``(r, n)``,
+``<module>.lora_B.weight`` ``(m, r)``, ``<module>.lora_R.weight`` ``(r, r)``, whatever the storage
+orientation of the base weight.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from peft import LoraConfig
+from peft.tuners.lora.layer import Linear, LoraLayer, LoraVariant
+from peft.tuners.lora.variants import _register_frozen_peft_weight
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.other import transpose
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+R_LAYER = "lora_R"
+FROZEN_LAYERS = ("lora_A", "lora_B")  # LoRA-SB freezes both factors (§2.1)
+
+
+class LoraSBVariant(LoraVariant):
+    """PEFT LoRA variant ``ΔW = s·B R A`` with only ``R`` trainable (algorithms.md §2.1)."""
+
+    @staticmethod
+    def init(module: LoraLayer, adapter_name: str, **kwargs: Any) -> None:
+        """Add ``lora_R[adapter_name]`` (zero until factors are installed) and freeze ``A`` and ``B``."""
+        if not hasattr(module, R_LAYER):
+            module.lora_R = nn.ModuleDict({})
+            module.adapter_layer_names = (*module.adapter_layer_names, R_LAYER)
+        r = module.r[adapter_name]
+        weight_a = module.lora_A[adapter_name].weight
+        mapping = nn.Linear(r, r, bias=False, device=weight_a.device, dtype=weight_a.dtype)
+        # R: (r, r). Zero keeps the uninitialised adapter inert (B = 0 too); LoRA-SB MUST install
+        # R0 = Σ_r / s from its gradient initialisation (§2.3, pitfall §2.6.4: R = 0 is LoRA-XS).
+        nn.init.zeros_(mapping.weight)
+        module.lora_R[adapter_name] = mapping
+        for name in FROZEN_LAYERS:
+            _register_frozen_peft_weight(module, adapter_name, name)
+
+    @staticmethod
+    def merge_safe(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
+        """``W0 + s·B R A`` as a new tensor (stored orientation)."""
+        return orig_weight + module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+
+    @staticmethod
+    def merge_unsafe(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> None:
+        """Add ``s·B R A`` to the stored base weight in place."""
+        orig_weight.data += module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+
+    @staticmethod
+    def unmerge(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
+        """``W - s·B R A``."""
+        return orig_weight - module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+
+    @staticmethod
+    def forward(
+        module: LoraLayer, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
+        """``result + s·B(R(A·dropout(x)))``; ``x``: (..., n), result: (..., m)."""
+        lora_a = module.lora_A[active_adapter]  # A: (r, n)
+        lora_r = module.lora_R[active_adapter]  # R: (r, r)
+        lora_b = module.lora_B[active_adapter]  # B: (m, r)
+        dropout = module.lora_dropout[active_adapter]
+        return result + lora_b(lora_r(lora_a(dropout(x)))) * module.scaling[active_adapter]
+
+
+class LoraSBLinear(Linear):
+    """PEFT ``lora.Linear`` whose adapters are LoRA-SB; for ``nn.Linear`` and GPT-2 ``Conv1D``.
+
+    ``Conv1D`` stores its weight ``(n, m)``: the layer sets ``fan_in_fan_out`` for it, as PEFT's own
+    dispatcher does, so merging transposes ``B R A`` (algorithms.md §0.2, §2.6.1).
+    """
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: LoraConfig, **kwargs: Any) -> None:
+        target = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
+        is_conv1d = isinstance(target, Conv1D)
+        config.fan_in_fan_out = is_conv1d  # PEFT's dispatch_default mutates the config the same way
+        kwargs.pop("is_target_conv_1d_layer", None)
+        super().__init__(base_layer, adapter_name, config=config, is_target_conv_1d_layer=is_conv1d, **kwargs)
+
+    @property
+    def lora_variants(self) -> dict[tuple[str, ...], type[LoraVariant] | None]:
+        """Only LoRA-SB; any other variant flag (``use_dora``, ...) is rejected by PEFT."""
+        return {(): LoraSBVariant}
+
+    def get_delta_weight(self, adapter: str) -> torch.Tensor:
+        """``s·B R A`` in the stored orientation: ``(m, n)``, or ``(n, m)`` for ``fan_in_fan_out``."""
+        weight_b = self.lora_B[adapter].weight  # B: (m, r)
+        weight_r = self.lora_R[adapter].weight  # R: (r, r)
+        weight_a = self.lora_A[adapter].weight  # A: (r, n)
+        dtype = weight_b.dtype
+        if weight_b.device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+            weight_b, weight_r, weight_a = weight_b.float(), weight_r.float(), weight_a.float()
+        delta = transpose(weight_b @ weight_r @ weight_a, self.fan_in_fan_out) * self.scaling[adapter]
+        return delta.to(dtype)
+
+    def __repr__(self) -> str:
+        return "lora_sb." + nn.Module.__repr__(self)
+
+
+CUSTOM_MODULES: dict[type[nn.Module], type[nn.Module]] = {nn.Linear: LoraSBLinear, Conv1D: LoraSBLinear}
+
+
+def configure_lora_sb(config: LoraConfig) -> LoraConfig:
+    """Turn a PEFT ``LoraConfig`` into a LoRA-SB one, in place (and return it).
+
+    Sets ``lora_alpha = r`` so that ``s = 1`` (the reference forces it; §2.1: "method is
+    hyperparameter independent") and registers :class:`LoraSBLinear` for ``nn.Linear`` and ``Conv1D``.
+    """
+    if config.use_dora or config.use_rslora or config.rank_pattern or config.alpha_pattern:
+        raise ValueError(
+            "LoRA-SB (`adapter.method = lora-sb`) uses one rank and s = 1: unset use_dora, use_rslora, "
+            "rank_pattern and alpha_pattern"
+        )
+    config.lora_alpha = config.r
+    config._register_custom_module(CUSTOM_MODULES)
+    return config
