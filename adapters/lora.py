@@ -3,6 +3,10 @@
 ``W = W0 + s·B A`` with ``B: (m, r)`` (``lora_B``), ``A: (r, n)`` (``lora_A``) and ``s = alpha / r``
 (Hu et al. 2021, arXiv 2106.09685 §4.1). PEFT initialises A Kaiming-uniform and B = 0, so the
 adapted model starts equal to the base.
+
+``AdapterSpec.method`` picks the adapter kind (``adapters.kinds``): ``lora`` (the default, unchanged),
+``ffa`` (FFA-LoRA: A frozen) or ``lora-sb`` (LoRA-SB: frozen A, B and a trainable r×r R; s = 1, so
+``alpha`` is ignored; its B, A and R0 MUST then be installed, see ``adapters.lora_sb``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from adapters.kinds import get_adapter_kind
 from adapters.models import DEFAULT_TARGETS, BaseModel, ModelKind, build_base_model
 
 _TASK_TYPES = {"sequence-classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM"}
@@ -26,6 +31,10 @@ class AdapterSpec:
     alpha: float = 16.0
     target_modules: tuple[str, ...] | None = None  # None: the architecture's default
     dropout: float = 0.0
+    method: str = "lora"  # an adapter kind: "lora", "ffa" or "lora-sb" (adapters.kinds)
+
+    def __post_init__(self) -> None:
+        get_adapter_kind(self.method)  # an unknown kind fails here, listing the known ones
 
     @classmethod
     def from_config(cls, section: Any) -> AdapterSpec:
@@ -36,19 +45,21 @@ class AdapterSpec:
             alpha=section.alpha,
             target_modules=tuple(targets) if targets else None,
             dropout=section.dropout,
+            method=getattr(section, "method", "lora"),
         )
 
 
 def lora_config(spec: AdapterSpec, *, kind: ModelKind, model_type: str) -> LoraConfig:
     """The PEFT ``LoraConfig`` for ``spec`` on a ``model_type`` model."""
     targets = list(spec.target_modules) if spec.target_modules else DEFAULT_TARGETS.get(model_type)
-    return LoraConfig(
+    config = LoraConfig(
         r=spec.rank,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
         target_modules=targets,
         task_type=_TASK_TYPES[kind],
     )
+    return get_adapter_kind(spec.method).configure(config)
 
 
 def wrap_with_lora(base: BaseModel, spec: AdapterSpec, *, kind: ModelKind, init_seed: int) -> PeftModel:
@@ -67,6 +78,7 @@ def wrap_with_lora(base: BaseModel, spec: AdapterSpec, *, kind: ModelKind, init_
                 if name in ("classifier", "score") and hasattr(module, "reset_parameters"):
                     module.reset_parameters()
             model = get_peft_model(base.model, config)
+            get_adapter_kind(spec.method).finalize(model)
     except ValueError as exc:
         if "Target modules" in str(exc):
             names = sorted({n.rsplit(".", 1)[-1] for n, m in base.model.named_modules() if isinstance(m, torch.nn.Linear)})
@@ -86,6 +98,6 @@ def build_adapted_model(
     num_labels: int | None,
     init_seed: int,
 ) -> tuple[PeftModel, object]:
-    """Base model ``model_name`` wrapped with LoRA; returns ``(peft_model, tokenizer)``."""
+    """Base model ``model_name`` wrapped with ``spec.method``'s adapter; returns ``(peft_model, tokenizer)``."""
     base = build_base_model(model_name, kind=kind, num_labels=num_labels)
     return wrap_with_lora(base, spec, kind=kind, init_seed=init_seed), base.tokenizer
