@@ -1,4 +1,4 @@
-"""The registry of adapter kinds (``adapter.method``): how each wraps a model and what it trains.
+"""The registry of adapter kinds (``adapter.name``): how each wraps a model and what it trains.
 
 Every kind is PEFT LoRA underneath, so the payload code is shared: what travels is the PEFT adapter
 state minus the weights the kind declares frozen (``frozen_peft_weight_names``, see
@@ -67,7 +67,7 @@ def get_adapter_kind(name: str) -> AdapterKind:
         return _REGISTRY[name]
     except KeyError:
         raise ValueError(
-            f"`adapter.method` = {name!r} is not an adapter kind; choose one of {', '.join(sorted(_REGISTRY))}"
+            f"`adapter.name` = {name!r} is not an adapter kind; choose one of {', '.join(sorted(_REGISTRY))}"
         ) from None
 
 

@@ -37,15 +37,16 @@ class AdapterSpec:
         get_adapter_kind(self.method)  # an unknown kind fails here, listing the known ones
 
     @classmethod
-    def from_config(cls, section: Any) -> AdapterSpec:
-        """Build from the run config's ``adapter.*`` section (anything with those attributes)."""
+    def from_config(cls, section: Any, *, method: str = "lora") -> AdapterSpec:
+        """Build from the run config's ``adapter.*`` section (anything with those attributes) and the
+        resolved adapter kind ``method``."""
         targets = section.target_list()
         return cls(
             rank=section.rank,
             alpha=section.alpha,
             target_modules=tuple(targets) if targets else None,
             dropout=section.dropout,
-            method=getattr(section, "method", "lora"),
+            method=method,
         )
 
 

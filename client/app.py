@@ -11,6 +11,7 @@ from flwr.clientapp import ClientApp
 
 from adapters.payload import extract, load
 from client.base_sync import sync_base
+from client.frozen_sync import CONFIRMED, sync_frozen
 from client.training import local_train
 from client.worker import get_worker
 from strategies.contract import (
@@ -49,6 +50,7 @@ def train(msg: Message, context: Context) -> Message:
     partition_id, num_partitions = _node_partition(context)
     server_round = int(msg.content[CONFIG][SERVER_ROUND])
     pending = sync_base(worker.base, msg.content, context)
+    frozen = sync_frozen(worker, msg.content, context)
     load(worker.model, {key: array.numpy() for key, array in msg.content[ARRAYS].items()})
     rows = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
     stats = local_train(
@@ -66,7 +68,9 @@ def train(msg: Message, context: Context) -> Message:
     reply = RecordDict(
         {
             ARRAYS: ArrayRecord({key: Array(value) for key, value in payload.items()}),
-            METRICS: MetricRecord({TRAIN_LOSS: stats.loss, NUM_EXAMPLES: len(rows), BASE_VERSION: pending.version}),
+            METRICS: MetricRecord(
+                {TRAIN_LOSS: stats.loss, NUM_EXAMPLES: len(rows), BASE_VERSION: pending.version, CONFIRMED: int(frozen)}
+            ),
         }
     )
     pending.commit(context)
@@ -80,11 +84,13 @@ def evaluate(msg: Message, context: Context) -> Message:
     worker = get_worker(config)
     partition_id, num_partitions = _node_partition(context)
     pending = sync_base(worker.base, msg.content, context)
+    frozen = sync_frozen(worker, msg.content, context)
     load(worker.model, {key: array.numpy() for key, array in msg.content[ARRAYS].items()})
     rows = worker.test_rows(partition_id=partition_id, num_partitions=num_partitions, seed=config.seed)
     result = worker.task.evaluate(worker.model, worker.tokenizer, rows, batch_size=config.eval.batch_size)
     metrics = {f"eval_{name}": float(value) for name, value in result.values.items()}
     metrics[NUM_EXAMPLES] = result.num_examples
     metrics[BASE_VERSION] = pending.version
+    metrics[CONFIRMED] = int(frozen)
     pending.commit(context)
     return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)

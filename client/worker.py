@@ -31,6 +31,7 @@ class Worker:
     tokenizer: Any
     datasets: Any
     base: BaseWeights
+    frozen_hash: str | None = None  # hash of the frozen adapter factors installed in ``model``
 
     def train_rows(self, config: RunConfig, *, partition_id: int, num_partitions: int) -> list[dict[str, Any]]:
         """This client's shard of the training pool (seed-stable; flwr-datasets partitioners)."""
@@ -68,6 +69,7 @@ def worker_key(config: RunConfig) -> str:
         "model": config.model.model_dump(),
         "task": config.task.model_dump(),
         "adapter": config.adapter.model_dump(),
+        "adapter-kind": config.adapter_kind,  # `auto` resolves by strategy
         "seed": config.seed,
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
@@ -82,7 +84,7 @@ def get_worker(config: RunConfig) -> Worker:
         task = build_task(config.task.name, seed=config.seed, max_length=config.task.max_length)
         model, tokenizer = build_adapted_model(
             config.model.name,
-            AdapterSpec.from_config(config.adapter),
+            AdapterSpec.from_config(config.adapter, method=config.adapter_kind),
             kind=task.model_kind,
             num_labels=task.num_labels,
             init_seed=config.seed,

@@ -9,16 +9,17 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from adapters.base_delta import BaseWeights
+from adapters.lora_sb import save_as_lora
 from adapters.lora import AdapterSpec, build_adapted_model
-from adapters.payload import extract, layout, load
+from adapters.payload import extract, load
 from client.tasks import build_task
+from server.adapter_setup import initialise_lora_sb_on_server, strategy_adapter_params
 from server.central_eval import CentralEvaluator
 from server.metering import DOWN, UP, Metered
 from server.recorder import RoundRecorder
 from server.run_folder import RunFolder
 from strategies import build_strategy
 from strategies.contract import RunConfig, parse_run_config
-from strategies.layout import layout_from_config
 
 app = ServerApp()
 
@@ -29,15 +30,18 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     task = build_task(config.task.name, seed=config.seed, max_length=config.task.max_length)
     model, tokenizer = build_adapted_model(
         config.model.name,
-        AdapterSpec.from_config(config.adapter),
+        AdapterSpec.from_config(config.adapter, method=config.adapter_kind),
         kind=task.model_kind,
         num_labels=task.num_labels,
         init_seed=config.seed,
     )
+    datasets = task.build_datasets()
+    if config.adapter_kind == "lora-sb":
+        initialise_lora_sb_on_server(model, task, tokenizer, datasets, config)
     initial = ArrayRecord({key: Array(value) for key, value in extract(model).items()})
     strategy = build_strategy(
         config.strategy.name,
-        layout=layout_from_config(layout(model)),
+        **strategy_adapter_params(model, config),
         weighted=config.strategy.weighted,
         fraction_train=config.fraction_train,
         fraction_evaluate=config.fraction_evaluate,
@@ -53,7 +57,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     base_deltas = getattr(strategy, "base_deltas", None)  # strategies that change the frozen base
     evaluator = None
     if config.eval.central:
-        rows = task.build_datasets()["test"].to_list()
+        rows = datasets["test"].to_list()
         if config.eval.max_examples:
             rows = rows[: config.eval.max_examples]
         evaluator = CentralEvaluator(
@@ -73,7 +77,10 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     final = result.arrays if len(result.arrays) else initial
     meter.ledger.write_csv(folder.ledger_path)
     load(model, {key: array.numpy() for key, array in final.items()})
-    model.save_pretrained(folder.adapter_dir)
+    if config.adapter_kind == "lora-sb":
+        save_as_lora(model, folder.adapter_dir)  # plain PEFT LoRA with B' = B·R: loads anywhere
+    else:
+        model.save_pretrained(folder.adapter_dir)
     if base_deltas is not None and base_deltas():
         # the base itself changed: the adapter alone no longer reproduces the model, so also
         # export the merged weights (W0 + D + s·B A) as a plain transformers checkpoint

@@ -17,9 +17,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from strategies.contract import message_bytes
+from strategies.contract import SETUP_RECORDS, message_bytes
 
 DOWN, UP = "down", "up"
+SETUP = "setup"  # the phase of one-time set-up records
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,16 @@ class ByteLedger:
         """Record one message."""
         self.rows.append(LedgerRow(server_round, node, direction, phase, nbytes))
 
-    def total(self, *, server_round: int | None = None, direction: str | None = None) -> int:
-        """Sum of bytes, optionally for one round and/or one direction."""
+    def total(
+        self, *, server_round: int | None = None, direction: str | None = None, phase: str | None = None
+    ) -> int:
+        """Sum of bytes, optionally for one round, one direction and/or one phase."""
         return sum(
             r.bytes
             for r in self.rows
             if (server_round is None or r.round == server_round)
             and (direction is None or r.direction == direction)
+            and (phase is None or r.phase == phase)
         )
 
     def write_csv(self, path: Path) -> None:
@@ -78,9 +82,11 @@ class Metered(Strategy):
         messages = list(messages)
         for msg in messages:
             node = msg.metadata.dst_node_id if direction == DOWN else msg.metadata.src_node_id
-            self.ledger.add(
-                server_round=server_round, node=node, direction=direction, phase=phase, nbytes=message_bytes(msg)
-            )
+            total = message_bytes(msg)
+            setup = sum(msg.content[k].count_bytes() for k in SETUP_RECORDS if k in msg.content)
+            if setup:  # one-time records (Fed-SB's B and A) are booked apart from per-round traffic
+                self.ledger.add(server_round=server_round, node=node, direction=direction, phase=SETUP, nbytes=setup)
+            self.ledger.add(server_round=server_round, node=node, direction=direction, phase=phase, nbytes=total - setup)
         return messages
 
     def configure_train(

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from flwr.app import ArrayRecord, MetricRecord
 
 from server.central_eval import CentralEvaluator
-from server.metering import DOWN, UP, Metered
+from server.metering import DOWN, SETUP, UP, Metered
 from server.run_folder import RunFolder
 
 _COLUMNS = ("round", "clients", "dropped", "train_loss", "eval_loss", "eval_main", "MB_down", "MB_up", "secs")
@@ -62,6 +62,7 @@ class RoundRecorder:
             "bytes_up": self.meter.ledger.total(server_round=server_round, direction=UP),
             "train_loss": train.pop("train_loss", None),
         }
+        row["bytes_setup"] = self.meter.ledger.total(server_round=server_round, phase=SETUP)
         row["bytes_down_total"] = self.meter.ledger.total(direction=DOWN)
         row["bytes_up_total"] = self.meter.ledger.total(direction=UP)
         row.update({k: v for k, v in train.items() if k != "num-examples"})

@@ -4,6 +4,8 @@ Importing the package registers every built-in strategy with :mod:`strategies.re
 """
 
 from .fedex import FedExLoRA
+from .fedsb import FedSB
+from .ffa import FFALoRA
 from .fedit import FedIT
 from .flora import FLoRA
 from .layout import Layout, LoraPair, layout_from_config, layout_to_config
@@ -11,6 +13,8 @@ from .registry import build_strategy, register_strategy, strategy_names
 
 __all__ = [
     "FedExLoRA",
+    "FedSB",
+    "FFALoRA",
     "FedIT",
     "FLoRA",
     "Layout",

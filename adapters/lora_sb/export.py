@@ -27,7 +27,7 @@ def to_lora(model: Any) -> tuple[LoraConfig, dict[str, torch.Tensor]]:
     peft_model = unwrap(model)
     layers = {n: m for n, m in adapted_layers(peft_model).items() if hasattr(m, "lora_R")}
     if not layers:
-        raise ValueError("to_lora expects a LoRA-SB model (`adapter.method = lora-sb`)")
+        raise ValueError("to_lora expects a LoRA-SB model (`adapter.name = lora-sb`)")
     config = copy.deepcopy(peft_model.peft_config["default"])
     config._custom_modules = None  # plain PEFT LoRA layers on load
     config.lora_alpha = config.r  # scale 1: B' carries s

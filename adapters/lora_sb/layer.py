@@ -130,7 +130,7 @@ def configure_lora_sb(config: LoraConfig) -> LoraConfig:
     """
     if config.use_dora or config.use_rslora or config.rank_pattern or config.alpha_pattern:
         raise ValueError(
-            "LoRA-SB (`adapter.method = lora-sb`) uses one rank and s = 1: unset use_dora, use_rslora, "
+            "LoRA-SB (`adapter.name = lora-sb`) uses one rank and s = 1: unset use_dora, use_rslora, "
             "rank_pattern and alpha_pattern"
         )
     config.lora_alpha = config.r

@@ -67,3 +67,7 @@ from .base_delta import (  # noqa: E402
 )
 
 __all__ += ["BASE_DELTA", "BASE_FROM_VERSION", "BASE_VERSION", "decode_base_delta", "encode_base_delta"]
+
+from .frozen import FROZEN_FACTORS, FROZEN_HASH, SETUP_RECORDS  # noqa: E402
+
+__all__ += ["FROZEN_FACTORS", "FROZEN_HASH", "SETUP_RECORDS"]

@@ -53,7 +53,9 @@ class TaskConfig(_Section):
 class AdapterConfig(_Section):
     """``adapter.*``: the LoRA-family adapter trained by clients."""
 
-    name: Literal["lora"] = Field("lora", description="adapter kind")
+    name: Literal["auto", "lora", "ffa", "lora-sb"] = Field(
+        "auto", description="`lora`, `ffa` (A frozen), `lora-sb` (only r x r R trains), or `auto`: what the strategy needs"
+    )
     rank: int = Field(8, ge=1, le=4096, description="LoRA rank r")
     alpha: float = Field(16.0, gt=0, description="LoRA alpha; scale s = alpha / r")
     target_modules: str = Field(
@@ -61,6 +63,9 @@ class AdapterConfig(_Section):
         description="comma-separated module names, or `auto` for the model's attention projections",
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout probability")
+    init_examples: int = Field(
+        64, ge=1, description="LoRA-SB: examples the server's gradient estimate for B and A uses"
+    )
 
     @field_validator("target_modules")
     @classmethod
@@ -122,7 +127,20 @@ class RunConfig(_Section):
     def _check_cross_fields(self) -> RunConfig:
         if self.run_name and any(c in self.run_name for c in "/\\"):
             raise ValueError("`run-name` must be a plain folder name without `/`")
+        allowed = STRATEGY_ADAPTERS.get(self.strategy.name)
+        if allowed and self.adapter.name not in ("auto", *allowed):
+            raise ValueError(
+                f"`strategy.name` = {self.strategy.name!r} needs `adapter.name` in {list(allowed)} "
+                f"(got {self.adapter.name!r}); set `adapter.name=\"{allowed[0]}\"` or `auto`"
+            )
         return self
+
+    @property
+    def adapter_kind(self) -> str:
+        """The adapter kind in use: ``adapter.name``, or what the strategy needs when ``auto``."""
+        if self.adapter.name != "auto":
+            return self.adapter.name
+        return STRATEGY_ADAPTERS.get(self.strategy.name, ("lora",))[0]
 
     def to_flat(self) -> dict[str, Any]:
         """The flat, dotted-key form Flower uses (``{"adapter.rank": 8, ...}``)."""
@@ -133,6 +151,18 @@ class RunConfig(_Section):
             else:
                 flat[key] = value
         return flat
+
+
+# Which adapter kinds each strategy can aggregate exactly; `auto` picks the first. A strategy not
+# listed works on any kind (plain FedAvg of the payload). Kept here, beside the keys, because both
+# apps validate with it and the contract cannot import the strategy classes.
+STRATEGY_ADAPTERS: dict[str, tuple[str, ...]] = {
+    "fedit": ("lora",),
+    "fedex": ("lora",),
+    "flora": ("lora",),
+    "ffa": ("ffa",),
+    "fedsb": ("lora-sb",),
+}
 
 
 class ConfigError(ValueError):

@@ -10,7 +10,7 @@ import pytest
 
 from client.app import app as client_app
 from server.app import run
-from strategies.contract import ARRAYS, BASE_DELTA, message_bytes, parse_run_config
+from strategies.contract import ARRAYS, BASE_DELTA, FROZEN_FACTORS, message_bytes, parse_run_config
 from strategies.exact.comm import comm_params
 from tests.strategies.fake_grid import FakeGrid
 
@@ -62,3 +62,21 @@ def test_elements_on_the_wire_match_the_formulas(strategy: str, tmp_path: Path) 
         else:
             # FLoRA: the stacked update (K r columns) plus the fresh adapter the server draws
             assert down == expected.download + P_LORA == (K + 1) * P_LORA
+
+
+@pytest.mark.parametrize("strategy", ["ffa", "fedsb"])
+def test_frozen_factor_strategies_send_their_formula_and_the_factors_once(strategy: str, tmp_path: Path) -> None:
+    values = {**RUN, "strategy.name": strategy, "output-dir": str(tmp_path)}
+    grid = FakeGrid(client_app, K, run_config=values)
+    run(grid, parse_run_config(values))
+    expected = comm_params(strategy, SHAPES, R, K, ffa_a_by_seed=False)
+    per_round = R * sum(m for m, _ in SHAPES) if strategy == "ffa" else len(SHAPES) * R * R  # r·Σm | M·r²
+    one_time = R * sum(n for _, n in SHAPES) if strategy == "ffa" else P_LORA  # A | B and A
+    assert (expected.upload, expected.download, expected.one_time) == (per_round, per_round, one_time)
+    for instruction, reply in grid.log:
+        rnd = int(instruction.content["config"]["server-round"])
+        overhead_ok(instruction)
+        assert tensor_elements(reply.content[ARRAYS]) == per_round
+        assert tensor_elements(instruction.content[ARRAYS]) == per_round
+        setup = tensor_elements(instruction.content[FROZEN_FACTORS]) if FROZEN_FACTORS in instruction.content else 0
+        assert setup == (one_time if rnd == 1 else 0)

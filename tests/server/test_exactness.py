@@ -158,3 +158,50 @@ def test_stays_exact_over_three_rounds_with_half_the_clients(strategy: str, tmp_
     for m in MODULES:
         exact, _ = mean_update_and_residual(round_replies(grid, 3), m)
         np.testing.assert_allclose(merged[m], w0[m] + deltas[2][m] + exact, rtol=0, atol=1e-4 * max(np.abs(exact).max(), 1e-3))
+
+
+def frozen_of(grid: FakeGrid) -> dict[str, np.ndarray]:
+    first = next(i for i, _ in grid.log if "frozen-factors" in i.content)
+    return {k: v.numpy().astype(np.float64) for k, v in first.content["frozen-factors"].items()}
+
+
+@pytest.mark.parametrize("strategy", ["ffa", "fedsb"])
+def test_frozen_factor_strategies_global_model_is_the_mean_of_client_models(
+    strategy: str, tmp_path: Path, w0: dict[str, np.ndarray]
+) -> None:
+    values = {**RUN, "strategy.name": strategy, "num-server-rounds": 1, "output-dir": str(tmp_path)}
+    grid = FakeGrid(client_app, 3, run_config=values)
+    run(grid, parse_run_config(values))
+    frozen = frozen_of(grid)
+    replies = round_replies(grid, 1)
+    p = weights_of(replies)
+    scale = SCALE if strategy == "ffa" else 1.0  # LoRA-SB fixes s = 1
+    # the exported adapter is a plain PEFT LoRA (Fed-SB: B' = B·R) that any PEFT user can load
+    base = build_base_model("tiny-llama", kind="causal-lm").model
+    merged = PeftModel.from_pretrained(base, tmp_path / "exact" / "adapter").merge_and_unload()
+    for module in MODULES:
+        a = frozen[f"{module}.lora_A.weight"]  # (r, n), identical for every client
+        if strategy == "ffa":
+            client_updates = [scale * r.content["arrays"][f"{module}.lora_B.weight"].numpy().astype(np.float64) @ a for _, r in replies]
+        else:
+            b = frozen[f"{module}.lora_B.weight"]  # (m, r)
+            client_updates = [b @ r.content["arrays"][f"{module}.lora_R.weight"].numpy().astype(np.float64) @ a for _, r in replies]
+        mean_update = sum(pi * u for pi, u in zip(p, client_updates, strict=True))
+        assert np.abs(client_updates[0] - client_updates[1]).max() > 1e-7  # clients really differ
+        got = merged.get_submodule(module.removeprefix("base_model.model.")).weight.detach().double().numpy()
+        np.testing.assert_allclose(got, w0[module] + mean_update, rtol=0, atol=1e-5 * max(np.abs(mean_update).max(), 1e-3))
+
+
+@pytest.mark.parametrize("strategy", ["ffa", "fedsb"])
+def test_frozen_factors_are_sent_once_per_node_and_identical(strategy: str, tmp_path: Path) -> None:
+    values = {**RUN, "strategy.name": strategy, "num-server-rounds": 2, "output-dir": str(tmp_path)}
+    grid = FakeGrid(client_app, 3, run_config=values)
+    run(grid, parse_run_config(values))
+    sent = [(i.metadata.dst_node_id, int(i.content["config"]["server-round"])) for i, _ in grid.log if "frozen-factors" in i.content]
+    assert sorted(sent) == [(node, 1) for node in sorted(grid.contexts)]  # round 1 only, every node once
+    hashes = {i.content["config"]["frozen-hash"] for i, _ in grid.log}
+    assert len(hashes) == 1  # the same factors all run long
+    import json
+
+    rows = [json.loads(line) for line in (tmp_path / "exact" / "rounds.jsonl").read_text().splitlines()]
+    assert rows[1]["bytes_setup"] > 0 and rows[2]["bytes_setup"] == 0
