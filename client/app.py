@@ -9,6 +9,7 @@ from __future__ import annotations
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from adapters.lora_sb import estimate_gradients
 from adapters.payload import extract, load
 from client.base_sync import sync_base
 from client.frozen_sync import CONFIRMED, sync_frozen
@@ -18,6 +19,8 @@ from strategies.contract import (
     ARRAYS,
     BASE_VERSION,
     CONFIG,
+    GRADIENT_ESTIMATE,
+    INIT_EXAMPLES,
     METRICS,
     NUM_EXAMPLES,
     SERVER_ROUND,
@@ -94,3 +97,24 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics[CONFIRMED] = int(frozen)
     pending.commit(context)
     return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.train(GRADIENT_ESTIMATE.split(".")[1])
+def gradient_estimate(msg: Message, context: Context) -> Message:
+    """Fed-SB set-up (arXiv 2502.15436 §3.4): this node's summed raw gradient of every adapted base
+    weight over up to ``init-examples`` of its own examples; the server sums them and takes the sign."""
+    config = parse_run_config(context.run_config)
+    worker = get_worker(config)
+    partition_id, num_partitions = _node_partition(context)
+    rows = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
+    count = min(int(msg.content[CONFIG][INIT_EXAMPLES]), len(rows))
+    size = config.train.batch_size
+    batches = [worker.task.collate(worker.tokenizer, rows[i : i + size]) for i in range(0, count, size)]
+    grads = estimate_gradients(worker.model, batches, lambda m, b: worker.task.example_losses(m, b).mean(), num_samples=count)
+    reply = RecordDict(
+        {
+            ARRAYS: ArrayRecord({module: Array(g.astype("float32")) for module, g in grads.items()}),
+            METRICS: MetricRecord({NUM_EXAMPLES: count}),
+        }
+    )
+    return Message(content=reply, reply_to=msg)

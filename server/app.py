@@ -13,9 +13,9 @@ from adapters.lora_sb import save_as_lora
 from adapters.lora import AdapterSpec, build_adapted_model
 from adapters.payload import extract, load
 from client.tasks import build_task
-from server.adapter_setup import initialise_lora_sb_on_server, strategy_adapter_params
+from server.adapter_setup import federated_lora_sb_init, initialise_lora_sb_on_server, strategy_adapter_params
 from server.central_eval import CentralEvaluator
-from server.metering import DOWN, UP, Metered
+from server.metering import DOWN, UP, ByteLedger, Metered
 from server.recorder import RoundRecorder
 from server.run_folder import RunFolder
 from strategies import build_strategy
@@ -36,8 +36,11 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
         init_seed=config.seed,
     )
     datasets = task.build_datasets()
-    if config.adapter_kind == "lora-sb":
+    ledger = ByteLedger()
+    if config.adapter_kind == "lora-sb" and config.adapter.init == "server":
         initialise_lora_sb_on_server(model, task, tokenizer, datasets, config)
+    elif config.adapter_kind == "lora-sb":
+        federated_lora_sb_init(grid, model, config, ledger)
     initial = ArrayRecord({key: Array(value) for key, value in extract(model).items()})
     strategy = build_strategy(
         config.strategy.name,
@@ -52,7 +55,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     )
     folder = RunFolder.create(config)  # only once everything above resolved: a bad name leaves nothing
     random.seed(config.seed)  # Flower samples nodes with the global `random`
-    meter = Metered(strategy)
+    meter = Metered(strategy, ledger)
     base = BaseWeights(model)
     base_deltas = getattr(strategy, "base_deltas", None)  # strategies that change the frozen base
     evaluator = None

@@ -68,6 +68,12 @@ from .base_delta import (  # noqa: E402
 
 __all__ += ["BASE_DELTA", "BASE_FROM_VERSION", "BASE_VERSION", "decode_base_delta", "encode_base_delta"]
 
-from .frozen import FROZEN_FACTORS, FROZEN_HASH, SETUP_RECORDS  # noqa: E402
+from .frozen import (  # noqa: E402
+    FROZEN_FACTORS,
+    FROZEN_HASH,
+    GRADIENT_ESTIMATE,
+    INIT_EXAMPLES,
+    SETUP_RECORDS,
+)
 
-__all__ += ["FROZEN_FACTORS", "FROZEN_HASH", "SETUP_RECORDS"]
+__all__ += ["FROZEN_FACTORS", "FROZEN_HASH", "GRADIENT_ESTIMATE", "INIT_EXAMPLES", "SETUP_RECORDS"]

@@ -12,3 +12,6 @@ from __future__ import annotations
 FROZEN_FACTORS = "frozen-factors"
 FROZEN_HASH = "frozen-hash"
 SETUP_RECORDS = (FROZEN_FACTORS,)  # records metered as one-time set-up traffic
+
+GRADIENT_ESTIMATE = "train.gradient_estimate"  # one-time message: clients reply with summed raw gradients
+INIT_EXAMPLES = "init-examples"  # config key: how many local examples the estimate uses

@@ -63,8 +63,13 @@ class AdapterConfig(_Section):
         description="comma-separated module names, or `auto` for the model's attention projections",
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout probability")
+    init: Literal["server", "federated"] = Field(
+        "server",
+        description="LoRA-SB's B and A from a gradient estimate on the `server`'s calibration sample, "
+        "or `federated`: clients upload summed raw gradients once, the server sums them",
+    )
     init_examples: int = Field(
-        64, ge=1, description="LoRA-SB: examples the server's gradient estimate for B and A uses"
+        64, ge=1, description="LoRA-SB: examples per gradient estimate (on the server, or per client)"
     )
 
     @field_validator("target_modules")

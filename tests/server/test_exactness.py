@@ -205,3 +205,28 @@ def test_frozen_factors_are_sent_once_per_node_and_identical(strategy: str, tmp_
 
     rows = [json.loads(line) for line in (tmp_path / "exact" / "rounds.jsonl").read_text().splitlines()]
     assert rows[1]["bytes_setup"] > 0 and rows[2]["bytes_setup"] == 0
+
+
+def test_fedsb_federated_init_builds_b_and_a_from_the_clients_summed_gradients(tmp_path: Path, w0: dict[str, np.ndarray]) -> None:
+    from adapters.lora_sb import effective_lr, init_from_gradients
+
+    values = {**RUN, "strategy.name": "fedsb", "adapter.init": "federated", "adapter.init-examples": 8,
+              "num-server-rounds": 1, "output-dir": str(tmp_path)}
+    grid = FakeGrid(client_app, 3, run_config=values)
+    run(grid, parse_run_config(values))
+    uploads = [r for i, r in grid.log if i.metadata.message_type == "train.gradient_estimate"]
+    assert len(uploads) == 3
+    summed = {}
+    for reply in uploads:
+        for module, g in reply.content["arrays"].items():
+            summed[module] = summed.get(module, 0) + g.numpy().astype(np.float64)
+    seen = sum(int(r.content["metrics"]["num-examples"]) for r in uploads)
+    expected = init_from_gradients(summed, 4, eta=effective_lr(0.02, num_train=seen, batch_size=16), seed=42)
+    frozen = frozen_of(grid)
+    for module, factors in expected.items():
+        np.testing.assert_array_equal(frozen[f"{module}.lora_B.weight"], factors.B.astype(np.float64))
+        np.testing.assert_array_equal(frozen[f"{module}.lora_A.weight"], factors.A.astype(np.float64))
+    import json
+
+    row0 = json.loads((tmp_path / "exact" / "rounds.jsonl").read_text().splitlines()[0])
+    assert row0["bytes_up"] > 0 and row0["bytes_setup"] == row0["bytes_up"] + row0["bytes_down"]
