@@ -75,3 +75,25 @@ def test_all_problems_are_reported_together() -> None:
 def test_target_modules_parse() -> None:
     assert parse_run_config({"adapter.target-modules": "query, value"}).adapter.target_list() == ["query", "value"]
     assert parse_run_config({}).adapter.target_list() is None
+
+
+@pytest.mark.parametrize(
+    ("strategy", "kind"), [("fedit", "lora"), ("fedex", "lora"), ("flora", "lora"), ("ffa", "ffa"), ("fedsb", "lora-sb")]
+)
+def test_auto_adapter_is_what_the_strategy_needs(strategy: str, kind: str) -> None:
+    assert parse_run_config({"strategy.name": strategy}).adapter_kind == kind
+    assert parse_run_config({"strategy.name": strategy, "adapter.name": kind}).adapter_kind == kind
+
+
+def test_a_strategy_adapter_mismatch_fails_with_the_fix() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_run_config({"strategy.name": "fedsb", "adapter.name": "lora"})
+    assert "`strategy.name` = 'fedsb' needs `adapter.name` in ['lora-sb']" in str(err.value)
+    assert 'adapter.name="lora-sb"' in str(err.value)
+
+
+def test_every_registered_strategy_declares_its_adapters() -> None:
+    from strategies import strategy_names
+    from strategies.contract.run_config import STRATEGY_ADAPTERS
+
+    assert sorted(STRATEGY_ADAPTERS) == sorted(strategy_names())
