@@ -57,11 +57,13 @@ def sync_base(base: BaseWeights, content: RecordDict, context: Context) -> Pendi
         return PendingBase(0, None)
     target, start = int(config[BASE_VERSION]), int(config[BASE_FROM_VERSION])
     held = stored_version(context.state)
-    if start != held:
+    if start not in (0, held):  # from 0: the whole cumulative delta, to add to the pristine base
         raise BaseVersionMismatch(
             f"server sent a base delta from version {start} to {target}, but this node holds version {held}"
         )
-    total = {k: v.numpy() for k, v in context.state[STATE_DELTA].items()} if STATE_DELTA in context.state else {}
+    total = {}
+    if start == held and STATE_DELTA in context.state:
+        total = {k: v.numpy() for k, v in context.state[STATE_DELTA].items()}
     if BASE_DELTA in content and target != start:
         for module, delta in decode_base_delta(content[BASE_DELTA]).items():
             total[module] = total[module] + delta if module in total else delta

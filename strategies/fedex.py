@@ -6,11 +6,12 @@ Foundation Models", arXiv 2410.09432 (ACL 2025), §3. Per module, the next adapt
 ``W0' + s·B̄ Ā == W0 + s·Σ p_i B_i A_i`` exactly (algorithms.md §1.1).
 
 Protocol (our design for partial participation, algorithms.md §1.5): the base carries a version,
-one per aggregated round. The server keeps each round's residual in its cheaper exact form and
-the dense fp32 cumulative delta ``D_V``. Every message to a node carries the delta from the version
-that node holds to ``V`` — the last residual for a node that took part in the previous round, the
-sum of the missed ones otherwise (stacked exact factors, or dense when that is smaller) — under the
-base-delta contract (:mod:`strategies.contract.base_delta`). Nodes report the version they hold.
+one per aggregated round. The server keeps the rounds' residuals in a bounded
+:class:`~strategies.exact.residual_log.ResidualLog`. Every message to a node carries the delta from
+the version that node holds to ``V`` — the last residual for a node that took part in the previous
+round, the missed ones stacked otherwise (exact factors, or dense when that is smaller), or, for a
+node older than the log keeps, the whole cumulative delta from the pristine base (version 0) —
+under the base-delta contract (:mod:`strategies.contract.base_delta`). Nodes report their version.
 """
 
 from __future__ import annotations
@@ -25,21 +26,10 @@ from .aggregation import weighted_mean
 from .contract import ARRAYS, CONFIG, METRICS
 from .contract.base_delta import BASE_DELTA, BASE_FROM_VERSION, BASE_VERSION, DeltaForm, encode_base_delta
 from .exact.fedex import fedex_aggregate
+from .exact.residual_log import ResidualLog
 from .exact.transport import ResidualTransport
 from .fedit import FedIT
 from .registry import register_strategy
-
-
-def combine_residuals(residuals: Sequence[ResidualTransport]) -> DeltaForm:
-    """The sum of consecutive residuals in its cheaper exact form: stacked factors or dense."""
-    m, n = residuals[0].shape
-    if all(r.form == "factored" for r in residuals):
-        k = sum(r.columns or 0 for r in residuals)
-        if k * (m + n) < m * n:
-            u = np.concatenate([r.arrays[0] for r in residuals], axis=1)  # (m, Σk)
-            v = np.concatenate([r.arrays[1] for r in residuals], axis=0)  # (Σk, n)
-            return (u, v)
-    return np.sum([r.to_dense() for r in residuals], axis=0)  # (m, n), float64
 
 
 @register_strategy("fedex")
@@ -55,10 +45,19 @@ class FedExLoRA(FedIT):
         if not layout:
             raise ValueError("strategy.name = fedex needs the adapter layout (a LoRA adapter); got none")
         super().__init__(layout=layout, **kwargs)
-        self.version = 0
-        self.residuals: list[dict[str, ResidualTransport]] = []  # residuals[v - 1]: version v-1 -> v
-        self.cumulative: dict[str, np.ndarray] = {}  # D_V per module, (m, n), float64
+        self.log: ResidualLog | None = None  # created on the first aggregation, when shapes are known
         self.node_version: dict[int, int] = {}
+
+    @property
+    def version(self) -> int:
+        """The current base version (rounds folded so far)."""
+        return self.log.version if self.log is not None else 0
+
+    def fold(self, server_round: int, deltas: Mapping[str, ResidualTransport]) -> None:
+        """Record this round's base deltas (``(m, n)`` each) as the next version."""
+        if self.log is None:
+            self.log = ResidualLog({module: d.shape for module, d in deltas.items()})
+        self.log.record(deltas)
 
     # --- aggregation -------------------------------------------------------------------------
     def aggregate_arrays(
@@ -75,34 +74,34 @@ class FedExLoRA(FedIT):
                 weights,
                 pair.scale,
             )
-            round_residuals[module] = agg.residual
-            dense = agg.residual.to_dense()  # s·ΔW_res: (m, n), float64
-            self.cumulative[module] = self.cumulative[module] + dense if module in self.cumulative else dense
-        self.residuals.append(round_residuals)
-        self.version += 1
+            round_residuals[module] = agg.residual  # s·ΔW_res: (m, n), the cheaper exact form
+        self.fold(server_round, round_residuals)
         return merged
 
     def base_deltas(self) -> dict[str, np.ndarray]:
         """The cumulative base delta ``D_V`` per module, ``(m, n)`` float32 (empty before round 1)."""
-        return {module: delta.astype(np.float32) for module, delta in self.cumulative.items()}
+        if self.log is None:
+            return {}
+        return {m: t.to_dense(np.float64).astype(np.float32) for m, t in self.log.delta_since(0).modules.items()}
 
     # --- messages ----------------------------------------------------------------------------
-    def delta_for(self, held: int) -> dict[str, DeltaForm]:
-        """What a node at version ``held`` needs to reach the current version."""
-        missed = self.residuals[held:]
-        if not missed:
-            return {}
-        return {module: combine_residuals([r[module] for r in missed]) for module in missed[0]}
+    @staticmethod
+    def _wire(t: ResidualTransport) -> DeltaForm:
+        return (t.arrays[0], t.arrays[1]) if t.form == "factored" else t.arrays[0]
 
     def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
         """One message per node, each with the base delta from the version that node holds."""
         messages = []
         for node_id in node_ids:
             held = self.node_version.get(node_id, 0)
-            config = ConfigRecord({**dict(record[CONFIG]), BASE_VERSION: self.version, BASE_FROM_VERSION: held})
+            since, deltas = held, {}
+            if self.log is not None and held != self.version:
+                cumulative = self.log.delta_since(held)
+                since, deltas = cumulative.since, {m: self._wire(t) for m, t in cumulative.modules.items()}
+            config = ConfigRecord({**dict(record[CONFIG]), BASE_VERSION: self.version, BASE_FROM_VERSION: since})
             content = RecordDict({ARRAYS: record[ARRAYS], CONFIG: config})
-            if held != self.version:
-                content[BASE_DELTA] = encode_base_delta(self.delta_for(held))
+            if deltas:
+                content[BASE_DELTA] = encode_base_delta(deltas)
             messages.append(Message(content=content, message_type=message_type, dst_node_id=node_id))
         return messages
 

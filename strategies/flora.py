@@ -50,11 +50,8 @@ class FLoRA(FedExLoRA):
             )  # B_stack: (m, K r), A_stack: (K r, n) with p_i s folded in
             delta = ResidualTransport.from_factors(b_stack, a_stack)
             round_deltas[module] = delta
-            dense = delta.to_dense()  # (m, n), float64
-            self.cumulative[module] = self.cumulative[module] + dense if module in self.cumulative else dense
             a_shape = merged[pair.a_key].shape
             merged[pair.a_key] = kaiming_uniform_a(a_shape, rng)  # fresh A: (r, n)
             merged[pair.b_key] = np.zeros_like(merged[pair.b_key])  # B = 0: the adapter adds nothing yet
-        self.residuals.append(round_deltas)
-        self.version += 1
+        self.fold(server_round, round_deltas)
         return merged
