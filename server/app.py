@@ -9,12 +9,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from adapters.base_delta import BaseWeights
-from adapters.lora_sb import save_as_lora
 from adapters.lora import AdapterSpec, build_adapted_model
-from adapters.payload import extract, load
+from adapters.payload import extract
 from client.tasks import build_task
 from server.adapter_setup import federated_lora_sb_init, initialise_lora_sb_on_server, strategy_adapter_params
 from server.central_eval import CentralEvaluator
+from server.export import export_final
 from server.metering import DOWN, UP, ByteLedger, Metered
 from server.recorder import RoundRecorder
 from server.run_folder import RunFolder
@@ -79,17 +79,15 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     )
     final = result.arrays if len(result.arrays) else initial
     meter.ledger.write_csv(folder.ledger_path)
-    load(model, {key: array.numpy() for key, array in final.items()})
-    if config.adapter_kind == "lora-sb":
-        save_as_lora(model, folder.adapter_dir)  # plain PEFT LoRA with B' = B·R: loads anywhere
-    else:
-        model.save_pretrained(folder.adapter_dir)
-    if base_deltas is not None and base_deltas():
-        # the base itself changed: the adapter alone no longer reproduces the model, so also
-        # export the merged weights (W0 + D + s·B A) as a plain transformers checkpoint
-        base.set(base_deltas())
-        model.merge_and_unload().save_pretrained(folder.merged_dir)
-        tokenizer.save_pretrained(folder.merged_dir)
+    export_final(
+        model,
+        tokenizer,
+        {key: array.numpy() for key, array in final.items()},
+        folder,
+        adapter_kind=config.adapter_kind,
+        base=base,
+        base_deltas=base_deltas() if base_deltas is not None else None,
+    )
     last = recorder.rows[-1] if recorder.rows else {}
     folder.write_summary(
         {
