@@ -6,25 +6,32 @@ Handlers only parse config, fetch the cached worker and call library code; see
 
 from __future__ import annotations
 
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from logging import WARNING
+
+from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.logger import log
 
 from adapters.lora_sb import estimate_gradients
 from adapters.payload import extract, load
 from client.base_sync import sync_base
 from client.frozen_sync import CONFIRMED, sync_frozen
-from client.training import local_train
+from client.training import PrivateRound, local_train
 from client.worker import get_worker
+from privacy import BudgetExhausted, DPConfig
 from strategies.contract import (
     ARRAYS,
     BASE_VERSION,
     CONFIG,
+    EPSILON,
     GRADIENT_ESTIMATE,
     INIT_EXAMPLES,
     METRICS,
     NUM_EXAMPLES,
+    PRIVACY_BUDGET_EXHAUSTED,
     SERVER_ROUND,
     TRAIN_LOSS,
+    RunConfig,
     parse_run_config,
 )
 
@@ -45,6 +52,15 @@ def _client_seed(seed: int, server_round: int, partition_id: int) -> int:
     return (seed * 1_000_003 + server_round * 10_007 + partition_id) % (2**31)
 
 
+def _private_round(config: RunConfig, context: Context) -> PrivateRound | None:
+    """DP-SGD settings for this round, or ``None``; ε is spread over all ``num-server-rounds``
+    (the client plans to train in every round: a conservative plan under sampling)."""
+    if not config.privacy.enabled:
+        return None
+    dp = DPConfig.from_values(config.privacy.model_dump(by_alias=True))
+    return PrivateRound(config=dp, planned_rounds=config.num_server_rounds, state=context.state)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the adapter on this node's shard for ``train.local-steps`` steps."""
@@ -56,24 +72,31 @@ def train(msg: Message, context: Context) -> Message:
     frozen = sync_frozen(worker, msg.content, context)
     load(worker.model, {key: array.numpy() for key, array in msg.content[ARRAYS].items()})
     rows = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
-    stats = local_train(
-        worker.model,
-        worker.task,
-        worker.tokenizer,
-        rows,
-        steps=config.train.local_steps,
-        batch_size=config.train.batch_size,
-        lr=config.train.lr,
-        weight_decay=config.train.weight_decay,
-        seed=_client_seed(config.seed, server_round, partition_id),
-    )
+    try:
+        stats = local_train(
+            worker.model,
+            worker.task,
+            worker.tokenizer,
+            rows,
+            steps=config.train.local_steps,
+            batch_size=config.train.batch_size,
+            lr=config.train.lr,
+            weight_decay=config.train.weight_decay,
+            seed=_client_seed(config.seed, server_round, partition_id),
+            private=_private_round(config, context),
+        )
+    except BudgetExhausted as exc:
+        log(WARNING, "partition %d, round %d: %s", partition_id, server_round, exc)
+        # no base commit: the server drops this reply, so it still believes the previous version
+        return Message(error=Error(code=PRIVACY_BUDGET_EXHAUSTED, reason=str(exc)), reply_to=msg)
     payload = extract(worker.model)
+    metrics = {TRAIN_LOSS: stats.loss, NUM_EXAMPLES: len(rows), BASE_VERSION: pending.version, CONFIRMED: int(frozen)}
+    if stats.epsilon is not None:
+        metrics[EPSILON] = stats.epsilon
     reply = RecordDict(
         {
             ARRAYS: ArrayRecord({key: Array(value) for key, value in payload.items()}),
-            METRICS: MetricRecord(
-                {TRAIN_LOSS: stats.loss, NUM_EXAMPLES: len(rows), BASE_VERSION: pending.version, CONFIRMED: int(frozen)}
-            ),
+            METRICS: MetricRecord(metrics),
         }
     )
     pending.commit(context)

@@ -1,9 +1,14 @@
 """The local training loop a client runs each round: a fixed number of AdamW steps on its shard.
 
 The loop only sees a task's per-example loss and a model whose trainable parameters are the
-adapter (and head); it reduces the loss to the batch mean, so DP-SGD can later wrap the same loop.
-Batches are drawn without replacement, reshuffled each epoch, from a generator seeded by
-``(seed, round, partition)``: a client's round is reproducible, and clients differ.
+adapter (and head); it reduces the loss to the batch mean. Plain rounds draw batches without
+replacement, reshuffled each epoch, from a generator seeded by ``(seed, round, partition)``: a
+client's round is reproducible, and clients differ.
+
+With :class:`PrivateRound` the same loop runs as DP-SGD (``privacy.privatize``): batches are
+Poisson-sampled index sets from Opacus's loader (seeded the same way), every step clips and noises
+the trainable tensors' per-example gradients, an empty batch still takes a noise-only step, and
+the accountant's history is written back to ``Context.state`` only when the round succeeded.
 """
 
 from __future__ import annotations
@@ -14,16 +19,30 @@ from typing import Any
 import numpy as np
 import torch
 
+from flwr.app import RecordDict
+
 from client.tasks.base import Task
+from privacy import DPConfig, privatize
 
 
 @dataclass(frozen=True)
 class TrainStats:
-    """What one local round produced: mean batch loss over the steps, steps and examples seen."""
+    """What one local round produced: mean batch loss over the steps, steps and examples seen,
+    and, for a DP round, ε spent so far over all of this client's rounds (``None`` otherwise)."""
 
     loss: float
     steps: int
     examples_seen: int
+    epsilon: float | None = None
+
+
+@dataclass(frozen=True)
+class PrivateRound:
+    """A DP-SGD round: the settings, the rounds the ε budget is spread over, the client's state."""
+
+    config: DPConfig
+    planned_rounds: int
+    state: RecordDict  # Context.state: the accountant history lives here across rounds
 
 
 def batch_indices(num_rows: int, *, steps: int, batch_size: int, seed: int) -> list[np.ndarray]:
@@ -53,27 +72,68 @@ def local_train(
     lr: float,
     weight_decay: float,
     seed: int,
+    private: PrivateRound | None = None,
 ) -> TrainStats:
-    """Run ``steps`` AdamW steps of ``task``'s loss on ``rows``; returns the mean batch loss."""
+    """Run ``steps`` AdamW steps of ``task``'s loss on ``rows``; returns the mean batch loss.
+
+    Raises
+    ------
+    privacy.BudgetExhausted
+        For a DP round that would take ε past ``privacy.target-epsilon``; nothing was trained.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters; the adapter was not applied")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     was_training = model.training
     model.train()
-    losses = []
+    losses: list[float] = []
     seen = 0
+    epsilon = None
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # dropout masks follow the client's seed too
-        for idx in batch_indices(len(rows), steps=steps, batch_size=batch_size, seed=seed):
-            batch = task.collate(tokenizer, [rows[i] for i in idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss = task.example_losses(model, batch).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"local loss became {loss.item()}; lower `train.lr`")
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            seen += len(idx)
+        torch.manual_seed(seed)  # dropout masks (and Poisson sampling under DP) follow the client's seed
+        if private is None:
+            for idx in batch_indices(len(rows), steps=steps, batch_size=batch_size, seed=seed):
+                seen += _step(model, optimizer, task, tokenizer, rows, idx, losses)
+        else:
+            dp = privatize(
+                model,
+                optimizer,
+                config=private.config,
+                num_examples=len(rows),
+                batch_size=batch_size,
+                steps=steps,
+                planned_rounds=private.planned_rounds,
+                state=private.state,
+            )
+            with dp:
+                for idx in dp.index_batches(steps):
+                    if len(idx) == 0:
+                        dp.noise_only_step()
+                        continue
+                    seen += _step(dp.module, dp.optimizer, task, tokenizer, rows, idx, losses)
+                epsilon = dp.save(private.state)
     model.train(was_training)
-    return TrainStats(loss=float(np.mean(losses)), steps=len(losses), examples_seen=seen)
+    mean_loss = float(np.mean(losses)) if losses else float("nan")
+    return TrainStats(loss=mean_loss, steps=steps, examples_seen=seen, epsilon=epsilon)
+
+
+def _step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    task: Task,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    idx: np.ndarray,
+    losses: list[float],
+) -> int:
+    """One optimizer step on the rows ``idx``; appends the batch loss; returns the batch size."""
+    batch = task.collate(tokenizer, [rows[i] for i in idx])
+    optimizer.zero_grad(set_to_none=True)
+    loss = task.example_losses(model, batch).mean()
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"local loss became {loss.item()}; lower `train.lr`")
+    loss.backward()
+    optimizer.step()
+    losses.append(loss.item())
+    return len(idx)

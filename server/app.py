@@ -16,6 +16,7 @@ from server.adapter_setup import federated_lora_sb_init, initialise_lora_sb_on_s
 from server.central_eval import CentralEvaluator
 from server.export import export_final
 from server.metering import DOWN, UP, ByteLedger, Metered
+from server.privacy_statement import privacy_statement
 from server.recorder import RoundRecorder
 from server.run_folder import RunFolder
 from strategies import build_strategy
@@ -37,6 +38,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     )
     datasets = task.build_datasets()
     ledger = ByteLedger()
+    privacy = privacy_statement(config)  # logs what ε does not cover before anything runs
     if config.adapter_kind == "lora-sb" and config.adapter.init == "server":
         initialise_lora_sb_on_server(model, task, tokenizer, datasets, config)
     elif config.adapter_kind == "lora-sb":
@@ -67,7 +69,8 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
             task, model, tokenizer, rows, batch_size=config.eval.batch_size, base=base, base_deltas=base_deltas
         )
     recorder = RoundRecorder(
-        folder, meter, evaluator, main_metric=task.main_metric, num_rounds=config.num_server_rounds
+        folder, meter, evaluator, main_metric=task.main_metric, num_rounds=config.num_server_rounds,
+        show_epsilon=config.privacy.enabled,
     )
     result = meter.start(
         grid=grid,
@@ -100,6 +103,8 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
             "bytes_down": meter.ledger.total(direction=DOWN),
             "bytes_up": meter.ledger.total(direction=UP),
             "dropped": sum(int(r.get("dropped", 0)) for r in recorder.rows),
+            **({"privacy": {**privacy, "epsilon": max((r["epsilon"] for r in recorder.rows if "epsilon" in r), default=None)}}
+               if privacy else {}),
             "wall_s": round(time.perf_counter() - started, 2),
         }
     )

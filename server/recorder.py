@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from flwr.app import ArrayRecord, MetricRecord
 
 from server.central_eval import CentralEvaluator
+from strategies.contract import EPSILON
 from server.metering import DOWN, SETUP, UP, Metered
 from server.run_folder import RunFolder
 
@@ -39,6 +40,7 @@ class RoundRecorder:
         *,
         main_metric: str,
         num_rounds: int,
+        show_epsilon: bool = False,
         stream: TextIO | None = None,
     ) -> None:
         self.folder = folder
@@ -46,6 +48,7 @@ class RoundRecorder:
         self.evaluator = evaluator
         self.main_metric = main_metric
         self.num_rounds = num_rounds
+        self.columns = (*_COLUMNS[:-1], EPSILON, _COLUMNS[-1]) if show_epsilon else _COLUMNS
         self.stream = stream or sys.stdout
         self.rows: list[dict[str, Any]] = []
         self._last = time.perf_counter()
@@ -83,17 +86,15 @@ class RoundRecorder:
     def _print(self, row: dict[str, Any]) -> None:
         if row["round"] == 0:
             print(f"Corolla run folder: {self.folder.path}", file=self.stream)
-            header = [f"eval_{self.main_metric}"[:10] if c == "eval_main" else c for c in _COLUMNS]
+            header = [f"eval_{self.main_metric}"[:10] if c == "eval_main" else c for c in self.columns]
             print(" ".join(c.rjust(10) for c in header), file=self.stream)
-        values = (
-            f"{row['round']}/{self.num_rounds}",
-            row["clients"],
-            row["dropped"],
-            row["train_loss"],
-            row.get("eval_loss"),
-            row.get(f"eval_{self.main_metric}"),
-            round(row["bytes_down"] / 1e6, 3),
-            round(row["bytes_up"] / 1e6, 3),
-            row["wall_s"],
-        )
+        cells = {
+            "round": f"{row['round']}/{self.num_rounds}",
+            "eval_loss": row.get("eval_loss"),
+            "eval_main": row.get(f"eval_{self.main_metric}"),
+            "MB_down": round(row["bytes_down"] / 1e6, 3),
+            "MB_up": round(row["bytes_up"] / 1e6, 3),
+            "secs": row["wall_s"],
+        }
+        values = [cells[c] if c in cells else row.get(c) for c in self.columns]
         print(" ".join(_fmt(v, 10) for v in values), file=self.stream, flush=True)

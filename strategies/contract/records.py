@@ -38,6 +38,9 @@ LOCAL_STEPS = "local-steps"
 LR = "lr"
 # Strategy- or lead-owned train-config keys go here, so clients never spell them by hand.
 
+# --- Error codes of client replies (``Message(error=Error(code, reason))``) -------------------------
+PRIVACY_BUDGET_EXHAUSTED = 4030  # DP client refuses to train: the round would exceed its ε budget
+
 # --- MetricRecord keys (client -> server, and aggregated server metrics) --------------------------
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train_loss"

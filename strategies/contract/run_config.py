@@ -110,6 +110,33 @@ class EvalConfig(_Section):
     max_examples: int = Field(0, ge=0, description="cap on test examples (0: all)")
 
 
+class PrivacyConfig(_Section):
+    """``privacy.*``: client-side DP-SGD (Opacus) on the trainable adapter tensors.
+
+    TOML cannot say "unset", so ``0`` means unset for ``noise-multiplier``, ``target-epsilon`` and
+    ``delta``. The client turns this section into ``privacy.DPConfig``, which owns the semantics
+    (δ default, calibration, budget); the checks here make a bad run fail at start, on the server.
+    """
+
+    enabled: bool = Field(False, description="train with DP-SGD (per-example clipping + Gaussian noise)")
+    noise_multiplier: float = Field(0.0, ge=0, description="noise std / clip norm; 0: calibrate to `target-epsilon`")
+    target_epsilon: float = Field(0.0, ge=0, description="ε budget of the whole run per client; 0: use `noise-multiplier`")
+    max_grad_norm: float = Field(1.0, gt=0, description="per-example clip norm C over all trainable tensors")
+    delta: float = Field(0.0, ge=0, lt=1, description="δ per example; 0: min(1e-5, 1/(10 n)) for a client's n examples")
+    accountant: Literal["rdp", "prv"] = Field("rdp", description="privacy accountant: `rdp` or `prv`")
+    poisson_sampling: bool = Field(True, description="Poisson-sampled batches, as the accountant assumes")
+    secure_mode: bool = Field(False, description="cryptographically secure noise (needs torchcsprng)")
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> PrivacyConfig:
+        if self.enabled and (self.noise_multiplier > 0) == (self.target_epsilon > 0):
+            raise ValueError(
+                "`privacy.enabled` = true needs exactly one of `privacy.noise-multiplier` (e.g. 1.0) and "
+                "`privacy.target-epsilon` (e.g. 8.0) above 0; set the other to 0"
+            )
+        return self
+
+
 class RunConfig(_Section):
     """The whole run configuration (``[tool.flwr.app.config]``)."""
 
@@ -127,6 +154,7 @@ class RunConfig(_Section):
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> RunConfig:

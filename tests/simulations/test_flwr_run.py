@@ -100,3 +100,20 @@ def test_a_failed_run_is_reported_as_failed_not_by_flwr_exit_code(flower_env: di
     assert not result.ok
     assert result.run_id is not None and "failed" in result.status
     assert not folder.exists()
+
+
+def test_a_dp_run_through_flower_shows_epsilon_rising_and_loss_falling(flower_env: dict[str, str], tmp_path: Path) -> None:
+    # each ClientApp message runs in a Ray worker; ε can only rise if Context.state carries the history
+    result, folder = _run(
+        flower_env,
+        tmp_path,
+        4,
+        ['model.name="tiny-llama" task.name="arithmetic" num-server-rounds=3 train.lr=0.01 adapter.rank=4 '
+         'eval.max-examples=32 privacy.enabled=true privacy.noise-multiplier=0.5 privacy.max-grad-norm=1.0'],
+    )
+    assert result.ok, result.output[-3000:]
+    rows = read_rounds(folder / "rounds.jsonl")
+    assert [r["clients"] for r in rows[1:]] == [4, 4, 4]
+    assert 0 < rows[1]["epsilon"] < rows[2]["epsilon"] < rows[3]["epsilon"] < float("inf")
+    assert rows[3]["train_loss"] < rows[1]["train_loss"]
+    assert json.loads((folder / "summary.json").read_text())["privacy"]["epsilon"] == rows[3]["epsilon"]

@@ -1,0 +1,46 @@
+"""What a DP run's ε covers, stated in the log and in ``summary.json``: no silent gaps.
+
+Clients report ε for their DP-SGD steps (``privacy/``); the server records the max over clients per
+round. One piece of client data can reach the server outside DP-SGD: Fed-SB's federated set-up
+(``adapter.init = federated``, arXiv 2502.15436 §3.4), where each client uploads its summed raw
+gradient once, unclipped and un-noised, to build LoRA-SB's frozen B and A. Corolla does not
+privatise that upload, so such a run says so; ``adapter.init = server`` builds B and A from the
+server's own calibration sample and touches no client data.
+"""
+
+from __future__ import annotations
+
+from logging import WARNING
+from typing import Any
+
+from flwr.common.logger import log
+
+from strategies.contract import RunConfig
+
+FEDERATED_INIT_GAP = (
+    "LoRA-SB's frozen B and A come from the clients' summed raw gradients (adapter.init = federated), "
+    "uploaded once without clipping or noise: the reported ε covers the DP-SGD training of R only, not "
+    "that one-time upload. Set adapter.init = \"server\" for a guarantee that covers all client data."
+)
+
+
+def privacy_statement(config: RunConfig) -> dict[str, Any] | None:
+    """The DP settings and what ε covers (``None`` when DP is off); logs a gap as a warning."""
+    if not config.privacy.enabled:
+        return None
+    privacy = config.privacy
+    gaps = []
+    if config.adapter_kind == "lora-sb" and config.adapter.init == "federated":
+        gaps.append(FEDERATED_INIT_GAP)
+        log(WARNING, "DP: %s", FEDERATED_INIT_GAP)
+    return {
+        "mechanism": "DP-SGD (Opacus), per-example clipping of the trainable adapter tensors",
+        "unit": "one training example of one client; ε composed over all of that client's rounds",
+        "accountant": privacy.accountant,
+        "noise_multiplier": privacy.noise_multiplier or None,
+        "target_epsilon": privacy.target_epsilon or None,
+        "max_grad_norm": privacy.max_grad_norm,
+        "delta": privacy.delta or "min(1e-5, 1/(10 n)) per client",
+        "poisson_sampling": privacy.poisson_sampling,
+        "not_covered": gaps,
+    }
