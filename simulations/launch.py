@@ -87,11 +87,17 @@ def toml_overrides(values: Mapping[str, Any]) -> str:
     return " ".join(f"{key}={literal(value)}" for key, value in values.items())
 
 
-def flower_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for ``flwr``: Corolla's own managed SuperLink, offline-safe."""
+def flower_env(base: Mapping[str, str] | None = None, *, managed: bool = True) -> dict[str, str]:
+    """The environment for ``flwr``, offline-safe.
+
+    ``managed``: Corolla's own local SuperLink (its own ``FLWR_HOME``). Off for a named
+    ``--connection``, which lives in the user's ``FLWR_HOME`` (default ``~/.flwr``) and must be found
+    there.
+    """
     env = dict(os.environ if base is None else base)
-    home = Path(env["HOME"]) if "HOME" in env else Path.home()
-    env.setdefault("FLWR_HOME", env.get("COROLLA_FLWR_HOME", str(home / ".corolla" / "flwr")))
+    if managed:
+        home = Path(env["HOME"]) if "HOME" in env else Path.home()
+        env.setdefault("FLWR_HOME", env.get("COROLLA_FLWR_HOME", str(home / ".corolla" / "flwr")))
     env.setdefault("FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", str(DEFAULT_SUPERLINK_PORT))
     env.setdefault("FLWR_LOCAL_CONTROL_API_PORT", str(DEFAULT_CONTROL_PORT))
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
@@ -131,7 +137,7 @@ def launch(
     echo: bool = True,
 ) -> LaunchResult:
     """``flwr run`` the app with ``overrides``; stream its output; return the checked outcome."""
-    env = flower_env(env)
+    env = flower_env(env, managed=connection is None)
     cmd = [flwr_executable(), "run", str(app_dir)]
     if connection:
         cmd.append(connection)

@@ -62,3 +62,10 @@ def test_flower_env_disables_runtime_installs_and_isolates_the_superlink() -> No
     assert env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1"
     assert env["FLWR_HOME"] == "/home/u/.corolla/flwr"
     assert env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"] != "39091"
+
+
+def test_a_named_connection_is_looked_up_in_the_users_flower_home() -> None:
+    """``--connection`` names a connection in the user's ``FLWR_HOME`` (``~/.flwr``), not Corolla's own."""
+    assert "FLWR_HOME" not in flower_env({"HOME": "/home/u"}, managed=False)
+    assert flower_env({"HOME": "/home/u", "FLWR_HOME": "/srv/f"}, managed=False)["FLWR_HOME"] == "/srv/f"
+    assert flower_env({"HOME": "/home/u"}, managed=False)["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1"
