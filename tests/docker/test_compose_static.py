@@ -1,0 +1,305 @@
+"""Static checks of the Docker deployment (no Docker engine needed).
+
+The compose files are checked against the subset of the Compose specification they use (keys and
+types), every file they reference must exist (the secrets after ``make-certs.sh`` ran), every image
+tag is pinned to the flwr version of ``pyproject.toml``, every service runs with TLS, SuperNode
+authentication and the SuperExec secret, and the flags match the process topology the deployment
+test runs (``simulations/deploy.py``). No key or certificate is in the repository or the build
+context.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from simulations.deploy import Topology, make_certs
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+COMPOSE = DOCKER / "compose.yml"
+COMPOSE_GPU = DOCKER / "compose.gpu.yml"
+DOCKERFILE = DOCKER / "Dockerfile"
+MAKE_CERTS = DOCKER / "make-certs.sh"
+
+TOP_LEVEL = {"name", "services", "secrets", "volumes", "networks", "configs"}
+SERVICE_KEYS = {
+    "image", "build", "command", "entrypoint", "ports", "volumes", "secrets", "depends_on", "restart",
+    "environment", "deploy", "networks", "healthcheck", "user",
+}
+BUILD_KEYS = {"context", "dockerfile", "args"}
+RESTART = {"no", "always", "on-failure", "unless-stopped"}
+PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def flwr_version() -> str:
+    """``flwr[simulation]>=1.42.0,<1.43`` in pyproject.toml -> ``1.42.0``."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (flwr,) = [d for d in deps if re.match(r"flwr(\[|[<>=~ ]|$)", d)]
+    match = re.search(r">=\s*(\d+\.\d+\.\d+)", flwr)
+    assert match, f"no pinned lower bound in {flwr!r}"
+    return match.group(1)
+
+
+def load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def services(path: Path = COMPOSE) -> dict[str, dict[str, Any]]:
+    return load(path)["services"]
+
+
+def flags(service: dict[str, Any]) -> dict[str, str | None]:
+    """``--flag=value`` / ``--flag`` items of a service's command, as a dict."""
+    out: dict[str, str | None] = {}
+    command = service["command"]
+    assert isinstance(command, list) and all(isinstance(c, str) for c in command)
+    for item in command:
+        assert item.startswith("--"), f"write flags as --flag=value, one item each: {item!r}"
+        name, sep, value = item.partition("=")
+        out[name] = value if sep else None
+    return out
+
+
+def by_role(role: str) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in services().items() if re.fullmatch(role, name)}
+
+
+# -- schema ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_GPU], ids=lambda p: p.name)
+def test_compose_files_follow_the_compose_schema_subset(path: Path) -> None:
+    data = load(path)
+    assert set(k for k in data if not k.startswith("x-")) <= TOP_LEVEL
+    assert data["name"] == "corolla"
+    for name, svc in data["services"].items():
+        assert re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name)
+        assert set(svc) <= SERVICE_KEYS, f"{name}: unknown keys {set(svc) - SERVICE_KEYS}"
+        assert isinstance(svc.get("image"), str), f"{name}: every service names its image"
+        if "build" in svc:
+            assert set(svc["build"]) <= BUILD_KEYS
+            assert all(isinstance(v, str) for v in svc["build"].get("args", {}).values())
+        for key in ("ports", "volumes", "secrets", "depends_on"):
+            if key in svc:
+                assert isinstance(svc[key], list) and all(isinstance(v, str) for v in svc[key]), (name, key)
+        if "restart" in svc:
+            assert svc["restart"] in RESTART
+        for port in svc.get("ports", []):
+            assert re.fullmatch(r"(\$\{\w+:-\d+\}|\d+):\d+", port), port
+        for dep in svc.get("depends_on", []):
+            assert dep in services(), f"{name} depends on unknown service {dep}"
+    for name, secret in data.get("secrets", {}).items():
+        assert set(secret) == {"file"} and isinstance(secret["file"], str), name
+
+
+def test_every_secret_a_service_uses_is_declared_and_every_flag_path_is_mounted() -> None:
+    declared = set(load(COMPOSE)["secrets"])
+    for name, svc in services().items():
+        mounted = set(svc.get("secrets", []))
+        assert mounted <= declared, f"{name}: undeclared secrets {mounted - declared}"
+        if "command" not in svc:
+            continue
+        for flag, value in flags(svc).items():
+            if value and value.startswith("/run/secrets/"):
+                assert value.removeprefix("/run/secrets/") in mounted, f"{name} {flag}: {value} is not mounted"
+
+
+# -- referenced files ----------------------------------------------------------------------------
+def test_build_contexts_and_dockerfiles_exist() -> None:
+    for path in (COMPOSE, COMPOSE_GPU):
+        for name, svc in load(path)["services"].items():
+            if "build" not in svc:
+                continue
+            context = (path.parent / svc["build"]["context"]).resolve()
+            assert context == ROOT, f"{name}: build from the repository root"
+            assert (context / svc["build"]["dockerfile"]).is_file()
+    dockerignore = DOCKER / "Dockerfile.dockerignore"  # BuildKit's per-Dockerfile ignore file
+    assert dockerignore.is_file()
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.startswith("COPY"):
+            for source in shlex.split(line)[1:-1]:
+                if not source.startswith("--"):
+                    assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+                    assert _admitted_by_dockerignore(source, dockerignore), f"{source} is not in the build context"
+
+
+def test_secret_files_are_exactly_what_make_certs_writes(tmp_path: Path) -> None:
+    nodes = len(by_role(r"supernode-\d+"))
+    make_certs(tmp_path, nodes)
+    for name, secret in load(COMPOSE)["secrets"].items():
+        relative = Path(secret["file"])
+        assert relative.parts[0] in ("certs", "keys"), f"{name}: secrets live in docker/certs or docker/keys"
+        assert (tmp_path / relative).is_file(), f"{name}: make-certs.sh -n {nodes} does not write {relative}"
+
+
+def test_bind_mounts_are_ignored_by_git() -> None:
+    for name, svc in services().items():
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                path = (DOCKER / source).resolve().relative_to(ROOT)
+                check = subprocess.run(["git", "check-ignore", "-q", f"{path}/x"], cwd=ROOT)
+                assert check.returncode == 0, f"{name}: bind mount {path} is not git-ignored"
+
+
+def test_make_certs_script_is_valid_bash_and_executable() -> None:
+    assert os.access(MAKE_CERTS, os.X_OK)
+    assert subprocess.run(["bash", "-n", str(MAKE_CERTS)]).returncode == 0
+
+
+# -- pinned versions -----------------------------------------------------------------------------
+def test_image_tags_are_pinned_to_the_flwr_version() -> None:
+    version = flwr_version()
+    assert version == "1.42.0"
+    for path in (COMPOSE, COMPOSE_GPU):
+        for name, svc in load(path)["services"].items():
+            image, _, tag = svc["image"].partition(":")
+            assert "$" not in svc["image"] and tag, f"{name}: pin a literal tag"
+            if image.startswith("flwr/"):
+                assert tag == version, f"{name}: {svc['image']}"
+            else:
+                assert image == "corolla-superexec" and tag in (f"{version}-cpu", f"{version}-cuda"), svc["image"]
+    froms = [line.split()[1] for line in DOCKERFILE.read_text().splitlines() if line.startswith("FROM ")]
+    assert froms == [f"flwr/superexec:{version}"]
+
+
+def test_gpu_variant_builds_cuda_and_reserves_gpus() -> None:
+    for name, svc in services(COMPOSE_GPU).items():
+        assert name in services(), f"{name} is not a service of compose.yml"
+        assert svc["build"]["args"]["DEVICE"] == "cuda"
+        assert svc["image"].endswith("-cuda")
+        (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert set(services(COMPOSE_GPU)) == set(by_role(r"superexec-.*"))
+    assert set(services(COMPOSE)["superexec-serverapp"]["build"]["args"]) >= {"DEVICE"}
+    assert re.search(r"^ARG DEVICE=cpu$", DOCKERFILE.read_text(), re.M)
+
+
+# -- security flags -----------------------------------------------------------------------------
+def test_no_service_runs_insecure() -> None:
+    for name, svc in services().items():
+        assert "--insecure" not in flags(svc), name
+
+
+def test_superlink_has_tls_node_auth_process_isolation_and_no_runtime_installs() -> None:
+    (superlink,) = by_role("superlink").values()
+    f = flags(superlink)
+    for flag in ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile", "--superexec-auth-secret-file"):
+        assert f.get(flag), flag
+    assert "--enable-supernode-auth" in f and "--disable-runtime-dependency-installation" in f
+    assert f["--isolation"] == "process" and f["--host"] == "0.0.0.0"
+
+
+def test_every_supernode_authenticates_uses_tls_and_gets_its_own_partition() -> None:
+    nodes = by_role(r"supernode-\d+")
+    assert len(nodes) >= 2
+    partitions = []
+    for name, svc in nodes.items():
+        f = flags(svc)
+        i = int(name.rsplit("-", 1)[1])
+        assert f["--superlink"] == "superlink:9092"
+        assert f["--root-certificates"] == "/run/secrets/ca.crt"
+        assert f["--auth-supernode-private-key"] == f"/run/secrets/supernode-{i}.auth"
+        assert f["--ssl-certfile"] == f"/run/secrets/supernode-{i}.crt"  # its Runtime API over TLS
+        assert f.get("--ssl-keyfile") and f.get("--ssl-ca-certfile") and f.get("--superexec-auth-secret-file")
+        assert f["--isolation"] == "process"
+        config = dict(pair.split("=", 1) for pair in (f["--node-config"] or "").split())
+        assert int(config["num-partitions"]) == len(nodes)
+        assert int(config["partition-id"]) == i - 1
+        partitions.append(int(config["partition-id"]))
+    assert sorted(partitions) == list(range(len(nodes)))
+
+
+def test_every_runtime_api_has_one_superexec_with_tls_and_the_secret() -> None:
+    executors = by_role(r"superexec-.*")
+    targets = {flags(svc)["--runtime-api-address"]: name for name, svc in executors.items()}
+    expected = {"superlink:9092"} | {f"{n}:9094" for n in by_role(r"supernode-\d+")}
+    assert set(targets) == expected and len(targets) == len(executors)
+    for name, svc in executors.items():
+        f = flags(svc)
+        assert f["--root-certificates"] == "/run/secrets/ca.crt"
+        assert f["--superexec-auth-secret-file"] == "/run/secrets/superexec-secret"
+        assert "build" in svc, f"{name} runs Corolla's image"
+
+
+def test_compose_flags_match_the_tested_process_topology(tmp_path: Path) -> None:
+    """The deployment test runs these exact flags as processes; only addresses and files differ."""
+    topo = Topology(tmp_path, nodes=2)
+    local = {
+        "superlink": topo.superlink_command(),
+        "superexec-serverapp": topo.superexec_command("127.0.0.1:1"),
+        "supernode-1": topo.supernode_command(1, port=1),
+        "superexec-clientapp-1": topo.superexec_command("127.0.0.1:2"),
+    }
+    for name, cmd in local.items():
+        local_flags = {c for c in cmd[1:] if c.startswith("--")}
+        compose_flags = set(flags(services()[name])) - {"--database"}  # compose persists SuperLink state
+        assert compose_flags == local_flags, name
+
+
+# -- no secrets in the repository ----------------------------------------------------------------
+def test_no_keys_or_certificates_in_the_repository() -> None:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
+        check=True,
+    ).stdout.split()
+    for rel in listed:
+        path = ROOT / rel
+        assert not re.search(r"\.(key|pem|crt|p12|pfx)$", rel), f"{rel}: key or certificate file in the repository"
+        assert not (rel.startswith("docker/") and re.search(r"(^|/)(certs|keys|state)/", rel)), rel
+        if path.is_file() and path.stat().st_size < 1_000_000:
+            assert not PRIVATE_KEY.search(path.read_text(errors="ignore")), f"{rel}: contains a private key"
+    for generated in ("docker/certs/ca.key", "docker/keys/supernode-1", "docker/keys/superexec-secret", "docker/state/x"):
+        assert subprocess.run(["git", "check-ignore", "-q", generated], cwd=ROOT).returncode == 0, generated
+
+
+def test_dockerfile_bakes_no_secret() -> None:
+    text = DOCKERFILE.read_text()
+    for line in text.splitlines():
+        if re.match(r"(COPY|ADD)\b", line):
+            assert not re.search(r"certs|keys|secret|state|\.key|\.pem", line), line
+        if re.match(r"(ARG|ENV)\b", line):
+            assert not re.search(r"(?i)password|token|secret|private", line), line
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+    assert ignore[[i for i, l in enumerate(ignore) if l and not l.startswith("#")][0]] == "*"  # allow-list
+    assert not any(re.search(r"certs|keys|state", l) for l in ignore if l.startswith("!"))
+
+
+def test_docker_compose_config_validates_when_the_plugin_is_available(tmp_path: Path) -> None:
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+        pytest.skip("docker compose plugin not installed (the static checks above still ran)")
+    copy = tmp_path / "docker"
+    copy.mkdir()
+    for path in (COMPOSE, COMPOSE_GPU):
+        shutil.copy(path, copy / path.name)
+    make_certs(copy, len(by_role(r"supernode-\d+")))
+    for files in (["compose.yml"], ["compose.yml", "compose.gpu.yml"]):
+        args = [a for f in files for a in ("-f", str(copy / f))]
+        out = subprocess.run([docker, "compose", *args, "config", "-q"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+
+
+def _admitted_by_dockerignore(source: str, dockerignore: Path) -> bool:
+    """Whether the allow-list admits ``source`` (enough for our `*` + `!path` file)."""
+    source = source.rstrip("/")
+    admitted = False
+    for line in dockerignore.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line == "*":
+            admitted = False
+        elif line.startswith("!") and line[1:].rstrip("/") == source:
+            admitted = True
+    return admitted

@@ -1,0 +1,209 @@
+"""The Docker deployment's topology as real processes on loopback (no Docker engine needed).
+
+One SuperLink (TLS, SuperNode authentication, ``--isolation process``, no runtime installs) with
+its ServerApp SuperExec; two SuperNodes, each with its own registered ECDSA P-384 key, its own
+partition (node config) and its own SuperExec over a TLS Runtime API; every Runtime API behind the
+shared SuperExec secret. Certificates and keys come from ``docker/make-certs.sh``, the script the
+Docker deployment uses. Then ``flwr run . corolla-deploy`` with tiny-llama for 2 rounds.
+
+Traffic: Flower's ``network-traffic`` counts what crosses the SuperLink's Fleet API
+(``flwr/superlink/servicer/fleet/fleet_handlers.py``): the protobuf size of PullMessages and
+PushMessages requests and responses (message metadata and object trees, and the ``objects_to_push``
+id list a push is answered with) plus the byte length of every object pulled or pushed (each
+array's npy bytes in ``ArrayChunk`` objects, plus ``Array`` metadata objects, headers and the
+records' key -> object-id maps). Two differences from the metered bytes follow:
+
+* framing: about 520 bytes per array per message, 8.3 KB for a 16-array tiny-llama reply, the same
+  at any rank; so the comparison runs at rank 32, where the payload (about 460 KB per message)
+  dominates;
+* deduplication: objects are content-addressed, and identical arrays inside one message cross the
+  wire once. The initial adapter's zero-initialised LoRA B matrices of equal shape are identical,
+  so round 1's downlink is smaller than its metered size by those duplicates (computed here from
+  the same initial adapter the ServerApp builds).
+
+With both accounted for, each direction agrees within 5%.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from simulations.deploy import CONNECTION, Topology, flower_base_env, free_port, make_certs, wait_exit
+from simulations.launch import LaunchResult, find_app_dir, launch
+
+pytestmark = pytest.mark.slow
+
+NODES = 2
+RANK = 32  # payload dominates Flower's per-array framing (see the module docstring)
+RUN_TIMEOUT_S = 300
+RUN: dict[str, Any] = {
+    "model.name": "tiny-llama",
+    "task.name": "arithmetic",
+    "num-server-rounds": 2,
+    "eval.max-examples": 32,
+    "adapter.rank": RANK,
+    "min-train-nodes": NODES,
+    "run-name": "deploy",
+}
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    env = flower_base_env({**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    topo = Topology(tmp_path_factory.mktemp("deploy"), nodes=NODES, env=env)
+    try:
+        topo.start(timeout=90)
+        yield topo
+    finally:
+        topo.stop()
+
+
+@pytest.fixture(scope="module")
+def completed_run(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> tuple[LaunchResult, Path, float]:
+    out = tmp_path_factory.mktemp("runs")
+    # `launch` has no timeout of its own: a watchdog stops the topology, which ends `flwr run`
+    watchdog = threading.Timer(RUN_TIMEOUT_S, topology.stop)
+    watchdog.start()
+    started = time.monotonic()
+    try:
+        result = launch(
+            find_app_dir(), {**RUN, "output-dir": str(out)}, num_supernodes=NODES,
+            connection=CONNECTION, env=topology.cli_env(), echo=False,
+        )
+    finally:
+        watchdog.cancel()
+    return result, out / "deploy", time.monotonic() - started
+
+
+def _ledger(folder: Path) -> list[dict[str, str]]:
+    with (folder / "ledger.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _initial_duplicate_bytes() -> int:
+    """npy bytes of the arrays in the ServerApp's initial adapter that repeat an earlier, identical
+    array: Flower sends those once per message (content-addressed objects)."""
+    from flwr.app import Array
+
+    from adapters.lora import AdapterSpec, build_adapted_model
+    from adapters.payload import extract
+    from client.tasks import build_task
+    from strategies.contract import parse_run_config
+
+    config = parse_run_config({**RUN, "output-dir": "/unused"})
+    task = build_task(config.task.name, seed=config.seed, max_length=config.task.max_length)
+    model, _ = build_adapted_model(
+        config.model.name, AdapterSpec.from_config(config.adapter, method=config.adapter_kind),
+        kind=task.model_kind, num_labels=task.num_labels, init_seed=config.seed,
+    )
+    seen: set[str] = set()
+    duplicate = 0
+    for value in extract(model).values():
+        array = Array(value)
+        if array.object_id in seen:
+            duplicate += len(array.data)
+        seen.add(array.object_id)
+    return duplicate
+
+
+def test_run_completes_over_tls_with_authenticated_nodes(
+    topology: Topology, completed_run: tuple[LaunchResult, Path, float]
+) -> None:
+    result, folder, wall = completed_run
+    print(f"\nrun {result.run_id}: {result.status} in {wall:.1f} s")
+    assert result.run_id is not None, result.output[-3000:]
+    info = topology.run_info(result.run_id)  # the status from `flwr ls`, not flwr run's exit code
+    assert info["status"] == "finished:completed", result.output[-3000:]
+    assert result.ok
+    rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert all(r["clients"] == NODES and r["dropped"] == 0 for r in rounds[1:])
+    ledger = _ledger(folder)
+    assert len(ledger) == 2 * NODES * 2  # rounds x nodes x directions
+    assert len({r["node"] for r in ledger}) == NODES
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((folder / "adapter" / "adapter_config.json").read_text())["r"] == RANK
+    assert (folder / "summary.json").is_file()
+    # every SuperNode answered each round, through a ClientApp its own SuperExec started
+    logs = topology.root / "logs"
+    for i in range(1, NODES + 1):
+        assert (logs / f"supernode-{i}.log").read_text().count("Sending: train message") == 2
+        assert (logs / f"superexec-clientapp-{i}.log").read_text().count("Start `flwr-clientapp` process") == 2
+
+
+def test_metered_bytes_agree_with_flower_traffic(
+    topology: Topology, completed_run: tuple[LaunchResult, Path, float]
+) -> None:
+    result, folder, _ = completed_run
+    assert result.run_id is not None
+    traffic = topology.run_info(result.run_id)["network-traffic"]
+    ledger = _ledger(folder)
+    down = sum(int(r["bytes"]) for r in ledger if r["direction"] == "down")
+    up = sum(int(r["bytes"]) for r in ledger if r["direction"] == "up")
+    inbound, outbound = int(traffic["inbound-bytes"]), int(traffic["outbound-bytes"])
+    duplicates = NODES * _initial_duplicate_bytes()  # round 1: every node's copy of the initial adapter
+    down_unique = down - duplicates
+    messages = len(ledger) // 2
+    print(
+        f"\nmetered up {up} B vs Flower inbound {inbound} B: ratio {inbound / up:.4f} "
+        f"({(inbound - up) / messages:.0f} B framing per message)"
+        f"\nmetered down {down} B (of which {duplicates} B duplicate arrays Flower sends once) "
+        f"vs Flower outbound {outbound} B: raw ratio {outbound / down:.4f}, "
+        f"deduplicated ratio {outbound / down_unique:.4f} ({(outbound - down_unique) / messages:.0f} B framing per message)"
+    )
+    # Flower counts the payload plus framing: never less, and within 5% at this payload size
+    assert up <= inbound <= 1.05 * up
+    assert down_unique <= outbound <= 1.05 * down_unique
+
+
+def test_unregistered_supernode_is_refused(topology: Topology, tmp_path: Path) -> None:
+    make_certs(tmp_path, 1)  # a fresh key pair that was never registered
+    node = topology.start_supernode(
+        1, port=free_port(), name="unregistered", key=tmp_path / "keys" / "supernode-1", max_wait_time=20
+    )
+    code = wait_exit(node, timeout=60)
+    log = node.log_text()
+    assert code not in (None, 0), log
+    assert "Exit Code: 305" in log and "Failed to activate SuperNode" in log, log
+    superlink_log = (topology.root / "logs" / "superlink.log").read_text()
+    assert "No SuperNode found with the given public key" in superlink_log
+
+
+def test_supernode_trusting_a_wrong_ca_fails_to_connect(topology: Topology, tmp_path: Path) -> None:
+    make_certs(tmp_path, 1)  # another CA: the SuperLink's certificate does not chain to it
+    node = topology.start_supernode(
+        1, port=free_port(), name="wrong-ca", ca=tmp_path / "certs" / "ca.crt", max_wait_time=20
+    )
+    code = wait_exit(node, timeout=60)
+    log = node.log_text()
+    assert code not in (None, 0), log
+    assert "CERTIFICATE_VERIFY_FAILED" in log and "Exit Code: 305" in log, log
+
+
+def test_stop_ends_every_process_and_its_children(tmp_path: Path) -> None:
+    topo = Topology(tmp_path, nodes=1)
+    try:
+        topo.start(timeout=90)
+        started = [psutil.Process(c.proc.pid) for c in topo.components]
+        family = started + [child for p in started for child in p.children(recursive=True)]
+        assert len(started) == 4  # SuperLink, its SuperExec, one SuperNode, its SuperExec
+    finally:
+        topo.stop()
+    assert not [p for p in family if _alive(p)]
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
