@@ -1,1 +1,1 @@
-"""Micro-benchmarks of the aggregation maths (run each as ``python -m simulations.benchmarks.<name>``)."""
+"""Benchmarks: aggregation maths, DP-SGD cost, accuracy against ε (run each as ``python -m simulations.benchmarks.<name>``)."""

@@ -24,6 +24,7 @@ from typing import Any
 
 from server.run_folder import read_rounds
 from simulations.launch import find_app_dir, launch, resolve_config
+from simulations.benchmarks._output import write_result
 
 STRATEGY_SETTINGS: dict[str, dict[str, Any]] = {"fedsb": {"adapter.rank": 32, "train.lr": 0.02}}
 
@@ -83,9 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       f"{cell['bytes_per_round_up'] / 1e6:>10.3f} {cell['wall_s']:>7.1f}", flush=True)
     result = {"benchmark": "dp_accuracy", "rounds": args.rounds, "clients": args.clients,
               "max_grad_norm": args.max_grad_norm, "cells": cells}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return result
 
 

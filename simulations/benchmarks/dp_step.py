@@ -18,7 +18,6 @@ Usage: ``python -m simulations.benchmarks.dp_step [--quick] [--steps N] [--out P
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -33,6 +32,7 @@ from adapters.lora import AdapterSpec, build_adapted_model
 from adapters.lora_sb import adapted_layers, install_factors
 from client.tasks import build_task
 from privacy import DPConfig, privatize
+from simulations.benchmarks._output import write_result
 
 MODELS = {"tiny-llama": "arithmetic", "minilm-l6": "topics"}
 KINDS = ("lora", "ffa", "lora-sb")
@@ -111,9 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{1e3 * row['dp_s']:>9.1f} {row['ratio']:>9.2f}", flush=True)
     result = {"benchmark": "dp_step", "quick": args.quick, "torch_threads": torch.get_num_threads(),
               "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return result
 
 

@@ -18,7 +18,6 @@ Usage: ``python -m simulations.benchmarks.fedex_aggregation [--quick] [--out PAT
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from strategies.exact import fedex_residual, fedsb_aggregate
+from simulations.benchmarks._output import write_result
 
 # FedEx: m = n in sizes, K in clients, rank r; Fed-SB: r = sb_rank, K in sb_clients
 FULL: dict[str, Any] = dict(
@@ -202,9 +202,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     result = run(args.quick, args.seed)
     print(format_table(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.out}")
+    write_result(args.out, result)
     return result
 
 
