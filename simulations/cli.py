@@ -6,12 +6,17 @@ Subcommands live in one table (``COMMANDS``) so that a test can check each is wi
     corolla config     list every run-config key with its default and meaning, or validate overrides
     corolla strategies list the registered aggregation strategies
     corolla tasks      list the registered client tasks
+    corolla comm       analytic communication of each strategy for a real model (meta device)
+    corolla compare    several strategies on one set-up, then the communication-vs-accuracy report
+    corolla report     re-render that report from existing run folders
+    corolla comm       analytic communication per round and per run of each strategy, for a real model
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,12 +104,97 @@ def _tasks(_: argparse.Namespace) -> int:
     return 0
 
 
+def _comm(args: argparse.Namespace) -> int:
+    from simulations.comm import CommError, report
+
+    try:
+        text, payload = report(
+            args.model, rank=args.rank, clients=args.clients, rounds=args.rounds, fedsb_rank=args.fedsb_rank,
+            strategies=_names(args.strategies), targets=_names(args.targets),
+            bytes_per_param=args.bytes_per_param, ffa_a_by_seed=not args.ffa_a_once,
+        )
+    except CommError as exc:
+        print(f"corolla comm: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    if args.json:
+        import json
+
+        try:
+            Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        except OSError as exc:
+            print(f"corolla comm: --json {args.json!r}: cannot write ({exc}); pass a writable path", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from flwr.common.config import parse_config_args
+
+    from simulations.compare import CompareError, compare
+    from strategies import strategy_names
+
+    strategies = _names(args.strategies) if args.strategies else strategy_names()
+    unknown = [s for s in strategies if s not in strategy_names()]
+    if unknown:
+        print(f"--strategies: {', '.join(unknown)} not registered; choose from {', '.join(strategy_names())}", file=sys.stderr)
+        return 2
+    overrides = parse_config_args(args.run_config) if args.run_config else {}
+    shortcuts = {"model.name": args.model, "task.name": args.task, "num-server-rounds": args.rounds, "adapter.rank": args.rank}
+    overrides.update({key: value for key, value in shortcuts.items() if value is not None})
+    overrides["adapter.name"] = "auto"  # each strategy gets the adapter it aggregates exactly
+    if args.dp is not None:
+        overrides.update({"privacy.enabled": True, "privacy.target-epsilon": args.dp, "privacy.noise-multiplier": 0.0})
+    out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        result = compare(strategies, overrides, out=out, clients=args.clients,
+                         app_dir=Path(args.app) if args.app else None, target=args.target)
+    except (ConfigError, CompareError) as exc:
+        print(f"corolla compare: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    print(result.table)
+    print(f"Corolla: {len(strategies)} strategies in {result.wall_s / 60:.1f} min; report: {result.index}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from simulations.report import RunFolderError, load_run, write_report
+
+    if not args.runs:
+        print("corolla report: name at least one run folder, e.g. corolla report runs/compare-*/runs/*", file=sys.stderr)
+        return 2
+    try:
+        runs = [load_run(Path(folder)) for folder in args.runs]
+    except RunFolderError as exc:
+        print(f"corolla report: {exc}", file=sys.stderr)
+        return 2
+    index = write_report(runs, Path(args.out), target=args.target)
+    print(f"Corolla: report of {len(runs)} runs: {index}")
+    return 0
+
+
+def _names(value: str) -> list[str]:
+    return [v for v in value.replace(" ", ",").split(",") if v]
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "run": (_run, "run a federated simulation (flwr run on Flower's Ray engine)"),
     "config": (_config, "list run-config keys, or validate --run-config overrides"),
     "strategies": (_strategies, "list aggregation strategies"),
     "tasks": (_tasks, "list client tasks"),
+    "comm": (_comm, "analytic communication per round and per run of each strategy, for a real model"),
+    "compare": (_compare, "run several strategies on the same set-up and write the communication-vs-accuracy report"),
+    "report": (_report, "re-render the report from existing run folders (no training)"),
 }
+
+COMM_EPILOG = """\
+upload / download are what ONE client sends / receives in ONE round; download/client is the x-axis of the
+Fed-SB paper's communication figure (FLoRA and FedEx-LoRA receive all K clients' factors, K*r*sum(m+n);
+FedEx's residual is capped at the dense m*n per module, so at large K it drops below FLoRA).
+one-time/client: Fed-SB's frozen B and A (and FFA's A with --ffa-a-once), downloaded once per run.
+round total = K x (upload + download); run total = rounds x round total + K x one-time.
+E.g. corolla comm --model gemma-2-9b --rank 32 --clients 25 reproduces the paper's 2,700.9M vs 11.76M (230x).
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,17 +203,60 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text)
-        if name in ("run", "config"):
+        if name in ("run", "config", "compare"):
             cmd.add_argument("--app", help="the Flower app directory (default: this checkout)")
             cmd.add_argument(
                 "--run-config", "-c", action="append", default=[],
                 help="overrides, e.g. 'num-server-rounds=5 adapter.rank=16' (repeatable)",
             )
+        if name == "comm":
+            _comm_arguments(cmd)
+        if name == "compare":
+            _compare_arguments(cmd)
+        if name == "report":
+            cmd.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run folders written by corolla run / compare")
+            cmd.add_argument("--out", default="runs/report", help="report folder (default runs/report)")
+            cmd.add_argument("--target", type=float, help="metric target for 'bytes to target' (default: 95%% of the best)")
         if name == "run":
             cmd.add_argument("--clients", type=int, default=10, help="simulated SuperNodes (default 10)")
             cmd.add_argument("--cpus-per-client", type=int, default=1, help="CPUs per ClientApp (integer)")
             cmd.add_argument("--connection", help="a SuperLink connection from ~/.flwr/config.toml (deployment)")
     return parser
+
+
+def _compare_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--strategies", help="comma-separated (default: every registered strategy)")
+    cmd.add_argument("--model", help="model.name for every run (default: the config's)")
+    cmd.add_argument("--task", help="task.name for every run")
+    cmd.add_argument("--rounds", type=int, help="num-server-rounds for every run")
+    cmd.add_argument("--rank", type=int, help="adapter.rank for every run")
+    cmd.add_argument("--dp", type=float, metavar="EPSILON", help="DP-SGD on, calibrated to this ε per client")
+    cmd.add_argument("--clients", type=int, default=10, help="simulated SuperNodes (default 10)")
+    cmd.add_argument("--target", type=float, help="metric target for 'bytes to target' (default: 95%% of the best)")
+    cmd.add_argument("--out", help="report folder (default runs/compare-<time>)")
+
+
+def _comm_arguments(cmd: argparse.ArgumentParser) -> None:
+    from strategies.exact.comm import ALL_7
+
+    cmd.formatter_class = argparse.RawDescriptionHelpFormatter
+    cmd.epilog = COMM_EPILOG
+    cmd.add_argument(
+        "--model", help="a preset (llama-3.2-1b, llama-3.2-3b, mistral-7b-v0.1, gemma-2-9b; any case) "
+        "or a local config.json, or the folder holding one; built on the meta device, never downloaded",
+    )
+    cmd.add_argument("--rank", type=int, default=32, help="LoRA rank r of every strategy but fedsb (default 32)")
+    cmd.add_argument("--clients", type=int, default=25, help="clients K aggregated per round (default 25)")
+    cmd.add_argument("--rounds", type=int, default=1, help="federated rounds in the run (default 1)")
+    cmd.add_argument("--fedsb-rank", type=int, default=200, help="Fed-SB's rank (default 200, the paper's)")
+    cmd.add_argument(
+        "--strategies", default="fedit,ffa,fedex,flora,fedsb",
+        help="comma-separated, of full, fedit, ffa, flora, fedex, fedsb (default all but full)",
+    )
+    cmd.add_argument("--targets", default=",".join(ALL_7), help="comma-separated module names (default all 7)")
+    cmd.add_argument("--bytes-per-param", type=int, default=4, help="4 for float32 (default), 2 for bf16")
+    cmd.add_argument("--ffa-a-once", action="store_true", help="charge FFA's A as a one-time download")
+    cmd.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
 
 
 def main(argv: list[str] | None = None) -> int:

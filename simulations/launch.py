@@ -20,7 +20,7 @@ import re
 import subprocess
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,8 +135,12 @@ def launch(
     connection: str | None = None,
     env: Mapping[str, str] | None = None,
     echo: bool = True,
+    on_line: Callable[[str], None] | None = None,
 ) -> LaunchResult:
-    """``flwr run`` the app with ``overrides``; stream its output; return the checked outcome."""
+    """``flwr run`` the app with ``overrides``; stream its output; return the checked outcome.
+
+    ``echo`` copies Flower's output to stdout; ``on_line`` sees every line (progress displays).
+    """
     env = flower_env(env, managed=connection is None)
     cmd = [flwr_executable(), "run", str(app_dir)]
     if connection:
@@ -153,6 +157,8 @@ def launch(
         if echo:
             sys.stdout.write(line)
             sys.stdout.flush()
+        if on_line is not None:
+            on_line(line)
         match = re.search(r"Successfully started run (\d+)", line)
         if match:
             run_id = int(match.group(1))

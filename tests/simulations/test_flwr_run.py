@@ -117,3 +117,18 @@ def test_a_dp_run_through_flower_shows_epsilon_rising_and_loss_falling(flower_en
     assert 0 < rows[1]["epsilon"] < rows[2]["epsilon"] < rows[3]["epsilon"] < float("inf")
     assert rows[3]["train_loss"] < rows[1]["train_loss"]
     assert json.loads((folder / "summary.json").read_text())["privacy"]["epsilon"] == rows[3]["epsilon"]
+
+
+def test_compare_runs_each_strategy_through_flower_and_writes_the_report(flower_env: dict[str, str], tmp_path: Path) -> None:
+    from simulations.compare import compare
+
+    overrides = {"model.name": "tiny-llama", "task.name": "arithmetic", "num-server-rounds": 2, "adapter.rank": 4,
+                 "train.local-steps": 4, "eval.max-examples": 16}
+    result = compare(["fedit", "fedsb"], overrides, out=tmp_path / "cmp", clients=2, env=flower_env)
+    assert [p.name for p in result.runs] == ["fedit", "fedsb"]
+    for folder in result.runs:
+        rows = read_rounds(folder / "rounds.jsonl")
+        assert [r["round"] for r in rows] == [0, 1, 2]
+        assert json.loads((folder / "config.json").read_text())["seed"] == 42
+    assert result.index.is_file() and (result.index.parent / "pareto.png").is_file()
+    assert "| fedsb |" in result.table

@@ -1,0 +1,288 @@
+"""``corolla comm``: analytic communication of each federated LoRA strategy, per round and per run.
+
+The adapted module shapes come from the real Hugging Face architecture, built from its ``config.json``
+on PyTorch's ``meta`` device (no weights, no memory, no download); the per-client counts come from
+:func:`strategies.exact.comm.comm_params` (the formulas of ``algorithms.md`` §5).
+
+What the columns mean (all counts are parameters; bytes = parameters x ``bytes_per_param``):
+
+- ``upload`` / ``download``: what **one** client sends / receives in **one** round. The download per
+  client per round is the x-axis of the Fed-SB paper's communication figure (``algorithms.md``
+  §3.6-3.7): FLoRA and FedEx-LoRA are charged all ``K`` clients' factors, ``K·r·Σ(m+n)`` (FedEx's
+  residual per module is capped at the dense ``m·n`` when that is smaller, §1.5, so at large ``K`` it
+  drops below FLoRA).
+- ``one_time``: what one client downloads once per run: Fed-SB's frozen ``B`` and ``A``,
+  ``r·Σ(m+n)`` at the Fed-SB rank (§3.4); FFA-LoRA's ``A`` only when it is broadcast rather than
+  regenerated from a seed.
+- ``round_total = K·(upload + download)``: everything crossing the server in one round.
+- ``run_total = rounds·round_total + K·one_time``.
+- ``download_vs_fedit``: ``download`` divided by FedIT's at ``--rank`` (the paper's 9.2x / 230x).
+
+Not counted: a trained head (none for causal LMs), Fed-SB's one-time gradient-estimation upload
+(§3.4), the fresh adapter Corolla's FLoRA server draws each round, and message framing overhead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from strategies.exact.comm import ALL_7, comm_params
+
+PRESETS_DIR = Path(__file__).parent / "comm_presets"
+PRESETS = {p.name: p for p in sorted(PRESETS_DIR.iterdir()) if (p / "config.json").is_file()}
+METHODS = ("full", "fedit", "ffa", "flora", "fedex", "fedsb")
+DEFAULT_STRATEGIES = ("fedit", "ffa", "fedex", "flora", "fedsb")
+BASELINE_RANK = 32  # the Fed-SB paper's baselines (FedIT, FFA, FLoRA, FedEx-LoRA) use r = 32, §3.7
+FEDSB_RANK = 200  # Fed-SB's largest rank in the paper's figures (120 / 160 / 200), §3.6-3.7
+PAPER_CLIENTS = 25  # arithmetic setup: Mistral-7B and Gemma-2 9B with 25 clients, §3.7
+
+
+class CommError(ValueError):
+    """A user input problem; the message names the flag and the fix (``corolla comm`` exits 2)."""
+
+
+def resolve_config_path(path_or_preset: str | Path) -> Path:
+    """The ``config.json`` for a preset name (case-insensitive) or a local file or folder."""
+    name = str(path_or_preset).strip()
+    if name.lower() in PRESETS:
+        return PRESETS[name.lower()] / "config.json"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise CommError(
+            f"--model {name!r}: not a preset and no such file; pass one of {', '.join(PRESETS)} "
+            "or the path to a local Hugging Face config.json (or the folder holding it)"
+        )
+    return path
+
+
+def load_config(path_or_preset: str | Path) -> Any:
+    """A ``transformers`` config read from local files only (``local_files_only``: never downloads)."""
+    from transformers import AutoConfig
+
+    path = resolve_config_path(path_or_preset)
+    try:
+        return AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CommError(
+            f"--model {str(path)!r}: transformers cannot read this config ({exc}); pass a Hugging Face "
+            "config.json with a `model_type` this transformers version knows"
+        ) from exc
+
+
+def build_meta_model(config: Any) -> Any:
+    """The architecture for ``config`` on the ``meta`` device: shapes only, no storage, no weights.
+
+    A causal LM when the config has one (Llama, Mistral, Gemma-2, ...), else the bare model (BERT).
+    """
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        try:
+            return AutoModelForCausalLM.from_config(config)
+        except ValueError:
+            try:
+                return AutoModel.from_config(config)
+            except ValueError as exc:
+                raise CommError(f"--model: transformers has no model class for this config ({exc})") from exc
+
+
+def linear_shapes(model: Any, targets: Sequence[str] = ALL_7) -> dict[str, tuple[int, int]]:
+    """``{qualified name: (out_features, in_features)}`` of the linear layers whose last name part is
+    in ``targets`` (``nn.Linear``, and GPT-2's transposed ``Conv1D``), in module order."""
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    shapes: dict[str, tuple[int, int]] = {}
+    seen: set[str] = set()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            shape = (module.out_features, module.in_features)  # weight is (m, n)
+        elif isinstance(module, Conv1D):
+            shape = (module.nf, module.weight.shape[0])  # weight is (n, m)
+        else:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        seen.add(leaf)
+        if leaf in targets:
+            shapes[name] = shape
+    missing = [t for t in targets if not any(n.rsplit(".", 1)[-1] == t for n in shapes)]
+    if missing:
+        raise CommError(
+            f"--targets: {', '.join(missing)} match{'es' if len(missing) == 1 else ''} no linear layer "
+            f"of {type(model).__name__}; "
+            f"its linear layers are named {', '.join(sorted(seen))}; pass e.g. --targets "
+            + ",".join(t for t in ("q_proj", "v_proj", "query", "value", "c_attn") if t in seen)
+        )
+    return shapes
+
+
+def module_shapes_from_config(
+    path_or_preset: str | Path, targets: Sequence[str] = ALL_7
+) -> dict[str, tuple[int, int]]:
+    """``{qualified name: (m, n)}`` of the adapted modules of a preset or a local ``config.json``.
+
+    E.g. ``gemma-2-9b``: ``model.layers.0.self_attn.q_proj -> (4096, 3584)``, 42 layers x 7 = 294.
+    """
+    return linear_shapes(build_meta_model(load_config(path_or_preset)), targets)
+
+
+def check_inputs(
+    strategies: Sequence[str], rank: int, clients: int, rounds: int, fedsb_rank: int, bytes_per_param: int
+) -> None:
+    """Raise :class:`CommError` naming the flag of the first bad value."""
+    for flag, value in (("--rank", rank), ("--clients", clients), ("--rounds", rounds),
+                        ("--fedsb-rank", fedsb_rank), ("--bytes-per-param", bytes_per_param)):
+        if value < 1:
+            raise CommError(f"{flag} must be >= 1, got {value}")
+    unknown = [s for s in strategies if s not in METHODS]
+    if unknown or not strategies:
+        raise CommError(f"--strategies: unknown {', '.join(unknown) or '(none given)'}; "
+                        f"choose from {', '.join(METHODS)}")
+
+
+@dataclass(frozen=True)
+class CommRow:
+    """One strategy's communication in parameters (see the module doc for each field)."""
+
+    strategy: str
+    rank: int
+    upload: int  # per client per round
+    download: int  # per client per round: the Fed-SB paper's x-axis
+    one_time: int  # per client per run
+    round_total: int  # K·(upload + download)
+    run_total: int  # rounds·round_total + K·one_time
+    download_vs_fedit: float
+
+    def as_dict(self, bytes_per_param: int) -> dict[str, Any]:
+        row = asdict(self)
+        for key in ("upload", "download", "one_time", "round_total", "run_total"):
+            row[f"{key}_bytes"] = row[key] * bytes_per_param
+        return row
+
+
+def comm_table(
+    shapes: Mapping[str, tuple[int, int]] | Iterable[tuple[int, int]],
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
+    rank: int = BASELINE_RANK,
+    clients: int = PAPER_CLIENTS,
+    rounds: int = 1,
+    fedsb_rank: int = FEDSB_RANK,
+    bytes_per_param: int = 4,
+    *,
+    ffa_a_by_seed: bool = True,
+) -> list[CommRow]:
+    """One :class:`CommRow` per strategy; ``fedsb`` uses ``fedsb_rank``, the others ``rank``.
+
+    ``bytes_per_param`` is only validated here (rows hold parameters; see :meth:`CommRow.as_dict`).
+    """
+    dims = list(shapes.values() if isinstance(shapes, Mapping) else shapes)
+    check_inputs(strategies, rank, clients, rounds, fedsb_rank, bytes_per_param)
+    fedit = comm_params("fedit", dims, rank, clients).download
+    rows = []
+    for name in strategies:
+        r = fedsb_rank if name == "fedsb" else rank
+        cost = comm_params(name, dims, r, clients, ffa_a_by_seed=ffa_a_by_seed)  # type: ignore[arg-type]
+        per_round = clients * (cost.upload + cost.download)
+        rows.append(CommRow(
+            name, r, cost.upload, cost.download, cost.one_time, per_round,
+            rounds * per_round + clients * cost.one_time, cost.download / fedit,
+        ))
+    return rows
+
+
+def _params(n: int) -> str:
+    if n == 0:
+        return "0"
+    return f"{n / 1e6:,.2f}M" if n >= 1e6 else f"{n / 1e3:,.1f}K"
+
+
+def _bytes(n: int) -> str:
+    if n == 0:
+        return "0"
+    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.2f} MB"
+
+
+def format_table(rows: Sequence[CommRow], bytes_per_param: int = 4) -> str:
+    """Two aligned tables, parameters (K = 1e3, M = 1e6) then bytes (decimal MB, GB)."""
+    head = ["strategy", "rank", "upload/client", "download/client", "one-time/client",
+            "round total", "run total", "download / FedIT"]
+    keys = ("upload", "download", "one_time", "round_total", "run_total")
+    lines = []
+    blocks = (("parameters", _params, 1), (f"bytes ({bytes_per_param} B/parameter)", _bytes, bytes_per_param))
+    for title, fmt, scale in blocks:
+        body = [[r.strategy, str(r.rank), *(fmt(getattr(r, k) * scale) for k in keys), f"{r.download_vs_fedit:.4g}x"]
+                for r in rows]
+        widths = [max(len(c) for c in col) for col in zip(head, *body, strict=True)]
+        lines += ["", title] + [
+            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+            for cells in (head, *body)
+        ]
+    return "\n".join(lines)
+
+
+def report(
+    model: str | None,
+    *,
+    rank: int = BASELINE_RANK,
+    clients: int = PAPER_CLIENTS,
+    rounds: int = 1,
+    fedsb_rank: int = FEDSB_RANK,
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
+    targets: Sequence[str] = ALL_7,
+    bytes_per_param: int = 4,
+    ffa_a_by_seed: bool = True,
+) -> tuple[str, dict[str, Any]]:
+    """The printed report and its JSON payload for ``corolla comm``; raises :class:`CommError`."""
+    if not model:
+        raise CommError(f"--model is required: a preset ({', '.join(PRESETS)}) or the path to a config.json")
+    if not targets:
+        raise CommError(f"--targets is empty; pass module names such as {','.join(ALL_7)}")
+    config_path = resolve_config_path(model)
+    check_inputs(strategies, rank, clients, rounds, fedsb_rank, bytes_per_param)  # before building anything
+    net = build_meta_model(load_config(config_path))
+    shapes = linear_shapes(net, targets)
+    rows = comm_table(shapes, strategies, rank, clients, rounds, fedsb_rank, bytes_per_param,
+                      ffa_a_by_seed=ffa_a_by_seed)
+    sum_m = sum(m for m, _ in shapes.values())
+    sum_n = sum(n for _, n in shapes.values())
+    arch = type(net).__name__
+    label = model.lower() if model.lower() in PRESETS else str(config_path)
+    text = [
+        f"corolla comm: {arch} ({label}), built on the meta device (no weights)",
+        f"adapted modules: M = {len(shapes)} ({', '.join(targets)}); "
+        f"Σm = {sum_m:,}, Σn = {sum_n:,}, Σ(m+n) = {sum_m + sum_n:,}",
+        f"K = {clients} clients per round, {rounds} round{'s' if rounds > 1 else ''}; rank {rank} "
+        f"(fedsb: {fedsb_rank}); FFA's A {'from a shared seed' if ffa_a_by_seed else 'broadcast once'}",
+        format_table(rows, bytes_per_param),
+        "",
+        "upload, download: what ONE client sends, receives in ONE round. download/client is the x-axis",
+        "  of the Fed-SB paper's communication figure (algorithms.md §3.6): FLoRA and FedEx-LoRA receive",
+        "  all K clients' factors, K·r·Σ(m+n). one-time/client: Fed-SB's B and A (§3.4), downloaded once.",
+        "round total = K x (upload + download); run total = rounds x round total + K x one-time.",
+    ]
+    sb = next((r for r in rows if r.strategy == "fedsb"), None)
+    if sb is not None and len(rows) > 1:
+        text.append(f"Fed-SB's download per client per round is smaller than: "
+                    + ", ".join(f"{r.strategy}'s {r.download / sb.download:.1f}x" for r in rows if r is not sb))
+    payload = {
+        "model": label, "config": str(config_path), "architecture": arch, "targets": list(targets),
+        "modules": len(shapes), "sum_m": sum_m, "sum_n": sum_n, "clients": clients, "rounds": rounds,
+        "rank": rank, "fedsb_rank": fedsb_rank, "bytes_per_param": bytes_per_param,
+        "ffa_a_by_seed": ffa_a_by_seed,
+        "definitions": {
+            "upload": "parameters one client sends in one round",
+            "download": "parameters one client receives in one round (the Fed-SB paper's x-axis)",
+            "one_time": "parameters one client receives once per run (Fed-SB's B and A)",
+            "round_total": "clients * (upload + download)",
+            "run_total": "rounds * round_total + clients * one_time",
+            "download_vs_fedit": "download / FedIT's download at --rank",
+        },
+        "strategies": [r.as_dict(bytes_per_param) for r in rows],
+    }
+    return "\n".join(text), payload
