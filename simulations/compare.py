@@ -3,7 +3,8 @@
 Each strategy is one real simulation through ``flwr run`` (``simulations.launch``), one after the
 other, with identical overrides apart from ``strategy.name`` (and ``adapter.name = auto``, so each
 gets the adapter it aggregates exactly). Run folders go to ``<out>/runs/<strategy>``; the report
-(``simulations.report``) to ``<out>``. A live progress bar counts rounds over all strategies.
+(``simulations.report``) to ``<out>``. A live progress bar counts rounds over all strategies (one
+plain line per round when the output is not a terminal).
 """
 
 from __future__ import annotations
@@ -74,11 +75,13 @@ def compare(
         for strategy, rounds, flat in plans:
             current = progress.add_task(f"{strategy:>6}", total=rounds)
 
-            def on_line(line: str, current: Any = current) -> None:
+            def on_line(line: str, current: Any = current, strategy: str = strategy) -> None:
                 match = ROUND_LINE.match(line)
                 if match and int(match.group(1)) > 0:
                     progress.advance(current)
                     progress.advance(overall)
+                    if not progress.console.is_terminal:  # logs and pipes: one plain line per round
+                        progress.console.print(f"{strategy}: round {match.group(1)}/{match.group(2)} done", highlight=False)
 
             result = launch(app, flat, num_supernodes=clients, env=env, echo=False, on_line=on_line)
             if not result.ok:

@@ -131,9 +131,12 @@ def test_fedit_differs_from_the_mean_by_exactly_the_residual(tmp_path: Path, w0:
         np.testing.assert_allclose(effective + residual, w0[module] + exact, rtol=0, atol=1e-5 * np.abs(exact).max())
 
 
+@pytest.mark.parametrize("rank", [4, 160], ids=["factored-deltas", "dense-deltas"])
 @pytest.mark.parametrize("strategy", EXACT)
-def test_stays_exact_over_three_rounds_with_half_the_clients(strategy: str, tmp_path: Path, w0: dict[str, np.ndarray]) -> None:
-    values = {**RUN, "strategy.name": strategy, "num-server-rounds": 3, "fraction-train": 0.5, "output-dir": str(tmp_path)}
+def test_stays_exact_over_three_rounds_with_half_the_clients(strategy: str, rank: int, tmp_path: Path, w0: dict[str, np.ndarray]) -> None:
+    # rank 160, 2 clients a round: the deltas' factors, (K-1)·r = 160 columns of m + n = 512, exceed the dense 256x256
+    values = {**RUN, "strategy.name": strategy, "num-server-rounds": 3, "fraction-train": 0.5, "output-dir": str(tmp_path),
+              "adapter.rank": rank, "adapter.alpha": SCALE * rank}
     grid = FakeGrid(client_app, 4, run_config=values)
     run(grid, parse_run_config(values))
     # the test's own bookkeeping of the base: D_t = D_{t-1} + s·ΔW_res(round t)
@@ -144,6 +147,8 @@ def test_stays_exact_over_three_rounds_with_half_the_clients(strategy: str, tmp_
         participants.append({i.metadata.dst_node_id for i, _ in replies})
         deltas.append({m: deltas[-1][m] + base_step(strategy, replies, m) for m in MODULES})
     assert participants[0] != participants[1] or participants[1] != participants[2]  # someone sat out
+    forms = {key.rsplit("#", 1)[1] for i, _ in grid.log if "base-delta" in i.content for key in i.content["base-delta"].keys()}
+    assert forms == ({"D"} if rank == 160 else {"U", "V"})  # the delta form this case is about
     # every node holds exactly the server's base of the version it last trained on
     for node_id, context in grid.contexts.items():
         version = int(context.state[STATE_META]["base-version"]) if STATE_META in context.state else 0
