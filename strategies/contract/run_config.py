@@ -29,7 +29,7 @@ class _Section(BaseModel):
 class StrategyConfig(_Section):
     """``strategy.*``: which aggregation rule the server runs."""
 
-    name: str = Field("fedit", description="registered strategy name (see `corolla strategies`)")
+    name: str = Field("fedsb", description="registered strategy name (see `corolla strategies`)")
     weighted: bool = Field(True, description="weight clients by num-examples (false: uniform)")
 
 
@@ -56,7 +56,7 @@ class AdapterConfig(_Section):
     name: Literal["auto", "lora", "ffa", "lora-sb"] = Field(
         "auto", description="`lora`, `ffa` (A frozen), `lora-sb` (only r x r R trains), or `auto`: what the strategy needs"
     )
-    rank: int = Field(8, ge=1, le=4096, description="LoRA rank r")
+    rank: int = Field(32, ge=1, le=4096, description="LoRA rank r (Fed-SB: R is r x r)")
     alpha: float = Field(16.0, gt=0, description="LoRA alpha; scale s = alpha / r")
     target_modules: str = Field(
         "auto",
@@ -90,7 +90,7 @@ class TrainConfig(_Section):
     """``train.*``: the local optimisation each selected client runs per round."""
 
     local_steps: int = Field(10, ge=1, description="optimizer steps per client per round")
-    lr: float = Field(5e-3, gt=0, le=10, description="AdamW learning rate")
+    lr: float = Field(0.02, gt=0, le=10, description="AdamW learning rate")
     batch_size: int = Field(16, ge=1, description="examples per local step")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
 

@@ -15,6 +15,7 @@ from strategies.contract import parse_run_config
 from tests.strategies.fake_grid import set_task_identity
 
 RUN = {
+    "strategy.name": "fedit",
     "model.name": "tiny-llama",
     "task.name": "arithmetic",
     "adapter.rank": 4,

@@ -47,6 +47,7 @@ NODES = 2
 RANK = 32  # payload dominates Flower's per-array framing (see the module docstring)
 RUN_TIMEOUT_S = 300
 RUN: dict[str, Any] = {
+    "strategy.name": "fedit",  # the dedup accounting below is FedIT's initial adapter (zero B matrices)
     "model.name": "tiny-llama",
     "task.name": "arithmetic",
     "num-server-rounds": 2,

@@ -12,6 +12,7 @@ from strategies.contract import parse_run_config
 from tests.strategies.fake_grid import FakeGrid
 
 TINY_RUN = {
+    "strategy.name": "fedit",
     "model.name": "tiny-llama",
     "task.name": "arithmetic",
     "num-server-rounds": 2,

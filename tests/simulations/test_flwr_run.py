@@ -63,7 +63,7 @@ def test_tiny_llama_4_clients_2_rounds_learns_and_leaves_a_complete_run_folder(
         flower_env,
         tmp_path,
         4,
-        ['model.name="tiny-llama" task.name="arithmetic" num-server-rounds=2 train.lr=0.01 '
+        ['strategy.name="fedit" model.name="tiny-llama" task.name="arithmetic" num-server-rounds=2 train.lr=0.01 '
          'adapter.rank=4 eval.max-examples=64'],
     )
     assert result.ok, result.output[-3000:]
@@ -108,8 +108,8 @@ def test_a_dp_run_through_flower_shows_epsilon_rising_and_loss_falling(flower_en
         flower_env,
         tmp_path,
         4,
-        ['model.name="tiny-llama" task.name="arithmetic" num-server-rounds=3 train.lr=0.01 adapter.rank=4 '
-         'eval.max-examples=32 privacy.enabled=true privacy.noise-multiplier=0.5 privacy.max-grad-norm=1.0'],
+        ['strategy.name="fedit" model.name="tiny-llama" task.name="arithmetic" num-server-rounds=3 train.lr=0.01 '
+         'adapter.rank=4 eval.max-examples=32 privacy.enabled=true privacy.noise-multiplier=0.5 privacy.max-grad-norm=1.0'],
     )
     assert result.ok, result.output[-3000:]
     rows = read_rounds(folder / "rounds.jsonl")
