@@ -10,7 +10,7 @@ Adapter weights that PEFT declares frozen (a layer's ``frozen_peft_weight_names`
 A and B for LoRA-SB) never travel: the payload is the PEFT adapter state minus those, and
 ``frozen_state`` gives them (for a one-time distribution, see ``adapters.frozen``).
 
-An Opacus ``GradSampleModule`` wrapper is unwrapped here and nowhere else.
+Every function takes the plain PEFT model; Opacus's ``GradSampleModule`` never leaves ``privacy/``.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ class PayloadError(ValueError):
 
 
 def unwrap(model: Any) -> PeftModel:
-    """The PEFT model inside an Opacus ``GradSampleModule`` (or the model itself)."""
-    inner = getattr(model, "_module", model)
-    if not isinstance(inner, PeftModel):
-        raise TypeError(f"expected a PEFT model, got {type(inner).__name__}")
-    return inner
+    """``model`` as a PEFT model; anything else (e.g. Opacus's ``GradSampleModule``, which stays inside
+    ``privacy/``: pass ``PrivateTraining.model``) is refused."""
+    if not isinstance(model, PeftModel):
+        raise TypeError(f"expected a PEFT model, got {type(model).__name__}")
+    return model
 
 
 def _frozen_prefixes(peft_model: PeftModel) -> tuple[str, ...]:

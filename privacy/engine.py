@@ -15,9 +15,9 @@ that trains in every round has ``planned_rounds = num-server-rounds``; one that 
 probability p may plan fewer. σ is deterministic in these inputs, so every round of a run recomputes
 the same σ, and a round beyond the plan is refused (:class:`privacy.BudgetExhausted`).
 
-Opacus's wrapper prefixes state-dict keys with ``_module.``; that is handled here
-(:meth:`PrivateTraining.close` hands back the unwrapped model) and in ``adapters.payload.unwrap``,
-nowhere else.
+Opacus's wrapper prefixes state-dict keys with ``_module.``; that is handled here and nowhere else:
+:attr:`PrivateTraining.model` and :meth:`PrivateTraining.close` hand back the unwrapped model, and
+``adapters`` refuses anything that is not a PEFT model.
 """
 
 from __future__ import annotations

@@ -146,8 +146,10 @@ def test_close_leaves_a_plain_model_that_can_be_privatised_again() -> None:
     model, data = build("lora", "causal-lm"), batch("causal-lm", B)
     payload_before = extract(model)
     private = _private(model, EXACT)
-    assert set(extract(private.module)) == set(payload_before)  # adapters.payload unwraps `_module.`
+    assert set(extract(private.model)) == set(payload_before)  # PrivateTraining hands out the plain model
     assert all(k.startswith("_module.") for k in private.module.state_dict())
+    with pytest.raises(TypeError, match="PEFT model"):  # adapters never see Opacus's wrapper
+        extract(private.module)
     _dp_step(private, data)
     assert private.close() is model
     assert private.close() is model  # idempotent
