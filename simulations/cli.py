@@ -134,7 +134,8 @@ def _compare(args: argparse.Namespace) -> int:
     from simulations.compare import CompareError, compare
     from strategies import strategy_names
 
-    strategies = _names(args.strategies) if args.strategies else strategy_names()
+    # the FedIT baseline first: every ratio in the report is against it
+    strategies = _names(args.strategies) if args.strategies else sorted(strategy_names(), key=lambda n: (n != "fedit", n))
     unknown = [s for s in strategies if s not in strategy_names()]
     if unknown:
         print(f"--strategies: {', '.join(unknown)} not registered; choose from {', '.join(strategy_names())}", file=sys.stderr)
