@@ -10,6 +10,8 @@ name      paper                                  trains        frozen (sent once
 lora      Hu et al., arXiv 2106.09685            A, B (+head)  nothing
 ffa       FFA-LoRA, arXiv 2403.12313             B (+head)     A
 lora-sb   LoRA-SB, arXiv 2411.19557 (Fed-SB)     R (+head)     A, B
+abba      ABBA, arXiv 2505.14238                 B1, A1, B2,   nothing
+                                                 A2 (+head)
 ========= ====================================== ============= ======================
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 from peft import LoraConfig
 from peft.tuners.lora import LoraLayer
 
+from adapters.abba.layer import configure_abba
 from adapters.ffa import freeze_lora_a
 from adapters.lora_sb.layer import configure_lora_sb
 from adapters.payload import unwrap
@@ -40,7 +43,9 @@ class AdapterKind:
     """One adapter kind.
 
     ``configure`` edits the PEFT ``LoraConfig`` before ``get_peft_model``; ``finalize`` runs on the
-    wrapped model right after (inside the caller's seeded RNG fork).
+    wrapped model right after (inside the caller's seeded RNG fork). A kind that needs more of the
+    ``AdapterSpec`` than the ``LoraConfig`` holds (ABBA's second rank) sets ``configure_spec``, which
+    ``adapters.lora.lora_config`` calls as ``configure_spec(config, spec)`` instead.
     """
 
     name: str
@@ -48,6 +53,7 @@ class AdapterKind:
     frozen: tuple[str, ...]
     configure: Callable[[LoraConfig], LoraConfig] = _unchanged_config
     finalize: Callable[[Any], None] = _no_finalize
+    configure_spec: Callable[[LoraConfig, Any], LoraConfig] | None = None
 
 
 _REGISTRY: dict[str, AdapterKind] = {}
@@ -76,14 +82,23 @@ register_adapter_kind(AdapterKind("ffa", "arXiv 2403.12313", frozen=("lora_A",),
 register_adapter_kind(
     AdapterKind("lora-sb", "arXiv 2411.19557", frozen=("lora_A", "lora_B"), configure=configure_lora_sb)
 )
-ADAPTER_KINDS: tuple[str, ...] = tuple(_REGISTRY)  # the built-in kinds: ("lora", "ffa", "lora-sb")
+register_adapter_kind(
+    AdapterKind(
+        "abba",
+        "arXiv 2505.14238",
+        frozen=(),
+        configure=lambda config: configure_abba(config, rank2=config.r),
+        configure_spec=lambda config, spec: configure_abba(config, rank2=spec.ranks()[1]),
+    )
+)
+ADAPTER_KINDS: tuple[str, ...] = tuple(_REGISTRY)  # the built-in kinds: ("lora", "ffa", "lora-sb", "abba")
 
 
 def adapter_kind_of(model: Any) -> str:
     """The kind of an adapted model, read from its structure (works after an Opacus wrap too).
 
-    LoRA-SB modules have ``lora_R``; FFA-LoRA modules declare ``lora_A`` frozen; plain LoRA modules
-    declare nothing frozen. A model mixing kinds is rejected.
+    LoRA-SB modules have ``lora_R``; ABBA modules ``lora_A2``; FFA-LoRA modules declare ``lora_A``
+    frozen; plain LoRA modules declare nothing frozen. A model mixing kinds is rejected.
     """
     found = set()
     for module in unwrap(model).modules():
@@ -92,8 +107,11 @@ def adapter_kind_of(model: Any) -> str:
         frozen = tuple(sorted(module.frozen_peft_weight_names.get("default", ())))
         if "default" in getattr(module, "lora_R", {}):
             found.add("lora-sb")
+        elif "default" in getattr(module, "lora_A2", {}):
+            found.add("abba")
         else:
-            matches = [k.name for k in _REGISTRY.values() if k.name != "lora-sb" and tuple(sorted(k.frozen)) == frozen]
+            plain = [k for k in _REGISTRY.values() if k.name not in ("lora-sb", "abba")]
+            matches = [k.name for k in plain if tuple(sorted(k.frozen)) == frozen]
             found.add(matches[0] if matches else f"unknown (frozen {list(frozen)})")
     if len(found) != 1:
         raise ValueError(f"cannot tell the adapter kind of this model: its LoRA modules are {sorted(found) or 'none'}")

@@ -6,7 +6,8 @@ adapted model starts equal to the base.
 
 ``AdapterSpec.method`` picks the adapter kind (``adapters.kinds``): ``lora`` (the default, unchanged),
 ``ffa`` (FFA-LoRA: A frozen) or ``lora-sb`` (LoRA-SB: frozen A, B and a trainable r×r R; s = 1, so
-``alpha`` is ignored; its B, A and R0 MUST then be installed, see ``adapters.lora_sb``).
+``alpha`` is ignored; its B, A and R0 MUST then be installed, see ``adapters.lora_sb``) or ``abba``
+(ABBA: ``s·(B1 A1) ⊙ (B2 A2)``, ranks ``rank1``/``rank2``, ``s = alpha``; see ``adapters.abba``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,36 @@ class AdapterSpec:
     alpha: float = 16.0
     target_modules: tuple[str, ...] | None = None  # None: the architecture's default
     dropout: float = 0.0
-    method: str = "lora"  # an adapter kind: "lora", "ffa" or "lora-sb" (adapters.kinds)
+    method: str = "lora"  # an adapter kind: "lora", "ffa", "lora-sb" or "abba" (adapters.kinds)
+    rank1: int = 0  # ABBA's r1; 0: derived from rank (see ranks())
+    rank2: int = 0  # ABBA's r2; 0: derived from rank
 
     def __post_init__(self) -> None:
         get_adapter_kind(self.method)  # an unknown kind fails here, listing the known ones
+        if self.rank1 < 0 or self.rank2 < 0:
+            raise ValueError(f"`adapter.rank1` = {self.rank1} and `adapter.rank2` = {self.rank2} must be >= 0")
+
+    def ranks(self) -> tuple[int, int]:
+        """ABBA's ``(r1, r2)``: the ``rank1``/``rank2`` set, the unset (0) ones derived from ``rank``.
+
+        Both unset: ``r1 = rank // 2``, ``r2 = rank - r1``, so ``r1 + r2 = rank`` and ABBA costs what
+        LoRA rank ``rank`` costs (the paper's ``r1 = r2 = r/2`` budget, algorithms.md §4.1, pitfall
+        §4.7.3). One unset: it is ``rank`` minus the other. Every result must be >= 1.
+        """
+        r1, r2 = self.rank1, self.rank2
+        if not r1 and not r2:
+            r1 = self.rank // 2
+            r2 = self.rank - r1
+        elif not r1:
+            r1 = self.rank - r2
+        elif not r2:
+            r2 = self.rank - r1
+        if r1 < 1 or r2 < 1:
+            raise ValueError(
+                f"ABBA ranks r1 = {r1}, r2 = {r2} from `adapter.rank` = {self.rank}, `adapter.rank1` = "
+                f"{self.rank1}, `adapter.rank2` = {self.rank2} must both be >= 1; set rank1 and rank2"
+            )
+        return r1, r2
 
     @classmethod
     def from_config(cls, section: Any, *, method: str = "lora") -> AdapterSpec:
@@ -47,20 +74,23 @@ class AdapterSpec:
             target_modules=tuple(targets) if targets else None,
             dropout=section.dropout,
             method=method,
+            rank1=getattr(section, "rank1", 0),
+            rank2=getattr(section, "rank2", 0),
         )
 
 
 def lora_config(spec: AdapterSpec, *, kind: ModelKind, model_type: str) -> LoraConfig:
     """The PEFT ``LoraConfig`` for ``spec`` on a ``model_type`` model."""
     targets = list(spec.target_modules) if spec.target_modules else DEFAULT_TARGETS.get(model_type)
+    adapter_kind = get_adapter_kind(spec.method)
     config = LoraConfig(
-        r=spec.rank,
+        r=spec.ranks()[0] if adapter_kind.configure_spec else spec.rank,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
         target_modules=targets,
         task_type=_TASK_TYPES[kind],
     )
-    return get_adapter_kind(spec.method).configure(config)
+    return adapter_kind.configure_spec(config, spec) if adapter_kind.configure_spec else adapter_kind.configure(config)
 
 
 def wrap_with_lora(base: BaseModel, spec: AdapterSpec, *, kind: ModelKind, init_seed: int) -> PeftModel:

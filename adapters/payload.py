@@ -107,7 +107,8 @@ def layout(model: Any) -> dict[str, dict[str, Any]]:
     Returns plain data, ``{module: {"a_key", "b_key", "scale", "fan_in_fan_out"}}``; ``B: (m, r)``,
     ``A: (r, n)``. ``fan_in_fan_out`` marks GPT-2 ``Conv1D`` layers whose weight is stored ``(n, m)``.
     Only the keys the payload carries appear: FFA-LoRA modules have ``b_key`` alone (A is frozen) and
-    LoRA-SB modules ``r_key`` alone (``R: (r, r)``; A and B are frozen).
+    LoRA-SB modules ``r_key`` alone (``R: (r, r)``; A and B are frozen); ABBA modules add ``a2_key``
+    and ``b2_key`` (its second pair; ``scale`` is ABBA's ``s``).
     """
     peft_model = unwrap(model)
     keys = set(shipped_state(peft_model))
@@ -116,7 +117,8 @@ def layout(model: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(module, LoraLayer) or "default" not in module.lora_A:
             continue
         entry: dict[str, Any] = {}
-        for field, layer_name in (("a_key", "lora_A"), ("b_key", "lora_B"), ("r_key", "lora_R")):
+        fields = (("a_key", "lora_A"), ("b_key", "lora_B"), ("r_key", "lora_R"), ("a2_key", "lora_A2"), ("b2_key", "lora_B2"))
+        for field, layer_name in fields:
             if f"{name}.{layer_name}.weight" in keys:
                 entry[field] = f"{name}.{layer_name}.weight"
         if not entry:

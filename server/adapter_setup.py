@@ -85,8 +85,14 @@ def federated_lora_sb_init(grid: Grid, model: Any, config: RunConfig, ledger: By
 
 
 def strategy_adapter_params(model: Any, config: RunConfig) -> dict[str, Any]:
-    """What the strategy needs to know of the adapter: the A/B layout (LoRA) or the frozen factors."""
+    """What the strategy needs to know of the adapter: the A/B layout (LoRA), nothing (ABBA) or the
+    frozen factors (FFA-LoRA, LoRA-SB).
+
+    ABBA trains all four factors (nothing frozen): its layout names both pairs, FedIT averages them
+    naively (its ``B·A`` deviation metric skips ABBA modules) and FedEx-LoRA folds the exact Hadamard
+    residual (algorithms.md §4.6).
+    """
     kind = config.adapter_kind
-    if kind == "lora":
+    if kind in ("lora", "abba"):
         return {"layout": layout_from_config(layout(model))}
     return {"frozen_factors": frozen_factors(model), "frozen_hash": factors_hash(model)}

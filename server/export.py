@@ -3,7 +3,9 @@
 ``adapter/`` is always a PEFT adapter that ``PeftModel.from_pretrained`` loads: plain LoRA for
 LoRA and FFA, and for LoRA-SB the equivalent plain LoRA with ``B' = B·R``. When the strategy also
 changed the frozen base (FedEx-LoRA, FLoRA), the adapter alone no longer reproduces the model, so
-``merged/`` gets the merged weights ``W0 + D + s·B A`` as a plain transformers checkpoint.
+``merged/`` gets the merged weights ``W0 + D + s·B A`` as a plain transformers checkpoint. ABBA
+always gets ``merged/`` (``W0 + s·(B1 A1) ⊙ (B2 A2)``): its ``adapter/`` needs Corolla's ABBA layer
+to load (``adapters.abba``), plain PEFT cannot rebuild it.
 """
 
 from __future__ import annotations
@@ -37,5 +39,6 @@ def export_final(
         model.save_pretrained(folder.adapter_dir)
     if base_deltas:
         base.set(base_deltas)
+    if base_deltas or adapter_kind == "abba":
         model.merge_and_unload().save_pretrained(folder.merged_dir)
         tokenizer.save_pretrained(folder.merged_dir)

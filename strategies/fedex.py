@@ -25,6 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from .aggregation import weighted_mean
 from .contract import ARRAYS, CONFIG, METRICS
 from .contract.base_delta import BASE_DELTA, BASE_FROM_VERSION, BASE_VERSION, DeltaForm, encode_base_delta
+from .exact.abba import AbbaFactors, abba_aggregate
 from .exact.fedex import fedex_aggregate
 from .exact.residual_log import ResidualLog
 from .exact.transport import ResidualTransport
@@ -36,7 +37,8 @@ from .registry import register_strategy
 class FedExLoRA(FedIT):
     """FedEx-LoRA (arXiv 2410.09432): FedIT's factor means plus the residual folded into the base.
 
-    Requires a ``layout`` (which payload keys are each module's A and B, and its scale). Everything
+    Requires a ``layout`` (which payload keys are each module's A and B, and its scale). ABBA modules
+    (a layout entry with a second pair) fold ABBA's exact Hadamard residual instead (§4.6). Everything
     else is FedIT's: sampling, reply validation, metric reduction and the deviation metrics (which
     here report how much each round's residual corrects).
     """
@@ -68,6 +70,10 @@ class FedExLoRA(FedIT):
         merged = weighted_mean(arrays_list, weights)
         round_residuals: dict[str, ResidualTransport] = {}
         for module, pair in self.layout.items():
+            if pair.is_abba:  # s·(Σ p_i (B1A1)⊙(B2A2) − (B̄1Ā1)⊙(B̄2Ā2)), algorithms.md §4.6
+                factors = [AbbaFactors(a[pair.b_key], a[pair.a_key], a[pair.b2_key], a[pair.a2_key]) for a in arrays_list]
+                round_residuals[module] = abba_aggregate(factors, weights, pair.scale).residual  # (m, n)
+                continue
             agg = fedex_aggregate(
                 [a[pair.a_key] for a in arrays_list],  # A_i: (r, n)
                 [a[pair.b_key] for a in arrays_list],  # B_i: (m, r)

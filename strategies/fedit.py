@@ -122,9 +122,10 @@ class FedIT(FedAvg):
         self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
     ) -> dict[str, float]:
         """Extra train metrics; FedIT: the relative deviation from exact aggregation per module."""
-        if not self.layout:
+        pairs = {m: p for m, p in (self.layout or {}).items() if not p.is_abba}  # B·A deviation: LoRA only
+        if not pairs:
             return {}
-        dev = lora_deviation(arrays_list, weights, self.layout)
+        dev = lora_deviation(arrays_list, weights, pairs)
         out = {f"{DEV_REL_PREFIX}{module}": value for module, value in dev.items()}
         out[DEV_REL_MEAN] = float(np.mean(list(dev.values())))
         return out

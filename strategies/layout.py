@@ -31,12 +31,22 @@ class LoraPair:
         LoRA scale ``s`` (``α/r``, or ``α/√r`` with rsLoRA).
     fan_in_fan_out : bool (default: False)
         True when the base layer stores its weight as ``(n, m)`` (GPT-2 ``Conv1D``).
+    a2_key, b2_key : str (default: "")
+        ABBA only (algorithms.md §4.1): the second pair ``A2: (r2, n)``, ``B2: (m, r2)``; the module's
+        update is then ``s·(B A) ⊙ (B2 A2)``.
     """
 
     a_key: str
     b_key: str
     scale: float
     fan_in_fan_out: bool = False
+    a2_key: str = ""
+    b2_key: str = ""
+
+    @property
+    def is_abba(self) -> bool:
+        """True for an ABBA module (two factor pairs, Hadamard update)."""
+        return bool(self.a2_key)
 
     def __post_init__(self) -> None:
         """Reject values that cannot describe a LoRA module."""
@@ -46,12 +56,14 @@ class LoraPair:
             raise ValueError(f"LoraPair a_key and b_key must differ, both are {self.a_key!r}")
         if not math.isfinite(self.scale):
             raise ValueError(f"LoraPair scale must be finite, got {self.scale!r}")
+        if bool(self.a2_key) != bool(self.b2_key):
+            raise ValueError(f"LoraPair needs both a2_key and b2_key (ABBA) or neither, got {self!r}")
 
 
 Layout = dict[str, LoraPair]
 """Module name -> its :class:`LoraPair`."""
 
-_FIELDS = ("a_key", "b_key", "scale", "fan_in_fan_out")
+_FIELDS = ("a_key", "b_key", "scale", "fan_in_fan_out", "a2_key", "b2_key")
 
 
 def layout_to_config(layout: Mapping[str, LoraPair]) -> dict[str, dict[str, Any]]:
@@ -100,8 +112,12 @@ def layout_from_config(config: Mapping[str, Mapping[str, Any]]) -> Layout:
         if not isinstance(fifo, bool):
             problems.append(f"layout[{module!r}]: fan_in_fan_out must be a bool, got {fifo!r}")
             continue
+        second = (entry.get("a2_key", ""), entry.get("b2_key", ""))
+        if not all(isinstance(k, str) for k in second):
+            problems.append(f"layout[{module!r}]: a2_key and b2_key must be strings")
+            continue
         try:
-            layout[module] = LoraPair(a_key, b_key, float(scale), fifo)
+            layout[module] = LoraPair(a_key, b_key, float(scale), fifo, *second)
         except ValueError as exc:
             problems.append(f"layout[{module!r}]: {exc}")
     if problems:
@@ -127,7 +143,8 @@ def check_layout(layout: Mapping[str, LoraPair], shapes: Mapping[str, tuple[int,
     """
     problems: list[str] = []
     for module, pair in layout.items():
-        absent = [k for k in (pair.a_key, pair.b_key) if k not in shapes]
+        keys = (pair.a_key, pair.b_key, pair.a2_key, pair.b2_key) if pair.is_abba else (pair.a_key, pair.b_key)
+        absent = [k for k in keys if k not in shapes]
         if absent:
             problems.append(f"{module}: keys {absent} are not among the shipped arrays")
             continue
@@ -136,6 +153,11 @@ def check_layout(layout: Mapping[str, LoraPair], shapes: Mapping[str, tuple[int,
             problems.append(
                 f"{module}: expected A (r, n) and B (m, r), got A {a_shape} and B {b_shape}"
             )
+        elif pair.is_abba:
+            a2_shape, b2_shape = shapes[pair.a2_key], shapes[pair.b2_key]
+            if len(a2_shape) != 2 or len(b2_shape) != 2 or a2_shape[0] != b2_shape[1] or \
+                    (b2_shape[0], a2_shape[1]) != (b_shape[0], a_shape[1]):
+                problems.append(f"{module}: ABBA's A2 {a2_shape}, B2 {b2_shape} do not fit A {a_shape}, B {b_shape}")
     if problems:
         raise ValueError(
             "the LoRA layout does not match the arrays being sent (was it built from the same "

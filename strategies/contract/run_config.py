@@ -53,11 +53,19 @@ class TaskConfig(_Section):
 class AdapterConfig(_Section):
     """``adapter.*``: the LoRA-family adapter trained by clients."""
 
-    name: Literal["auto", "lora", "ffa", "lora-sb"] = Field(
-        "auto", description="`lora`, `ffa` (A frozen), `lora-sb` (only r x r R trains), or `auto`: what the strategy needs"
+    name: Literal["auto", "lora", "ffa", "lora-sb", "abba"] = Field(
+        "auto",
+        description="`lora`, `ffa` (A frozen), `lora-sb` (only r x r R trains), `abba` "
+        "(s(B1 A1) * (B2 A2), all four train), or `auto`: what the strategy needs",
     )
-    rank: int = Field(32, ge=1, le=4096, description="LoRA rank r (Fed-SB: R is r x r)")
-    alpha: float = Field(16.0, gt=0, description="LoRA alpha; scale s = alpha / r")
+    rank: int = Field(32, ge=1, le=4096, description="LoRA rank r (Fed-SB: R is r x r; ABBA: r1 + r2 when unset)")
+    rank1: int = Field(
+        0, ge=0, le=4096, description="ABBA r1; 0: derived from `rank` (r1 = rank // 2, or rank - rank2)"
+    )
+    rank2: int = Field(
+        0, ge=0, le=4096, description="ABBA r2; 0: derived from `rank` (r2 = rank - r1)"
+    )
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha; scale s = alpha / r (ABBA: s = alpha)")
     target_modules: str = Field(
         "auto",
         description="comma-separated module names, or `auto` for the model's attention projections",
@@ -190,8 +198,8 @@ class RunConfig(_Section):
 # listed works on any kind (plain FedAvg of the payload). Kept here, beside the keys, because both
 # apps validate with it and the contract cannot import the strategy classes.
 STRATEGY_ADAPTERS: dict[str, tuple[str, ...]] = {
-    "fedit": ("lora",),
-    "fedex": ("lora",),
+    "fedit": ("lora", "abba"),  # ABBA: naive averaging of its four factors
+    "fedex": ("lora", "abba"),
     "flora": ("lora",),
     "ffa": ("ffa",),
     "fedsb": ("lora-sb",),

@@ -13,8 +13,8 @@ from tests.adapters.toys import tiny_llama
 
 
 def test_builtin_kinds_and_errors_that_list_them() -> None:
-    assert ADAPTER_KINDS == ("lora", "ffa", "lora-sb")
-    with pytest.raises(ValueError, match="choose one of ffa, lora, lora-sb"):
+    assert ADAPTER_KINDS == ("lora", "ffa", "lora-sb", "abba")
+    with pytest.raises(ValueError, match="choose one of abba, ffa, lora, lora-sb"):
         AdapterSpec(method="vera")
     with pytest.raises(ValueError, match="already registered"):
         register_adapter_kind(AdapterKind("ffa", "x", frozen=()))
@@ -41,6 +41,6 @@ def test_lora_sb_config_forces_unit_scale() -> None:
         get_adapter_kind("lora-sb").configure(type(config)(r=4, use_rslora=True))
 
 
-@pytest.mark.parametrize("method", ["ffa", "lora-sb"])
+@pytest.mark.parametrize("method", ["ffa", "lora-sb", "abba"])
 def test_kind_is_read_back_from_the_model(method: str) -> None:
     assert adapter_kind_of(tiny_llama(method)) == method
