@@ -37,6 +37,7 @@ from transformers.pytorch_utils import Conv1D
 
 from adapters.abba.init import init_factors
 from adapters.abba.khatri_rao import abba_delta_x, dense_delta
+from adapters.delta_variant import DeltaWeightVariant
 
 A2_LAYER, B2_LAYER = "lora_A2", "lora_B2"
 
@@ -57,7 +58,7 @@ def _options(config: LoraConfig) -> ABBAOptions:
     return options
 
 
-class ABBAVariant(LoraVariant):
+class ABBAVariant(DeltaWeightVariant):
     """PEFT LoRA variant ``ΔW = s·(B1 A1) ⊙ (B2 A2)`` (algorithms.md §4.1-4.3)."""
 
     @staticmethod
@@ -87,21 +88,6 @@ class ABBAVariant(LoraVariant):
         with torch.no_grad():
             for target, value in zip(targets, factors, strict=True):
                 target.copy_(value.to(target.dtype))
-
-    @staticmethod
-    def merge_safe(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
-        """``W0 + ΔW`` as a new tensor (stored orientation; ΔW in fp32, §4.3)."""
-        return orig_weight + module.get_delta_weight(active_adapter).to(orig_weight.dtype)
-
-    @staticmethod
-    def merge_unsafe(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> None:
-        """Add ``ΔW`` to the stored base weight in place."""
-        orig_weight.data += module.get_delta_weight(active_adapter).to(orig_weight.dtype)
-
-    @staticmethod
-    def unmerge(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
-        """``W - ΔW``."""
-        return orig_weight - module.get_delta_weight(active_adapter).to(orig_weight.dtype)
 
     @staticmethod
     def forward(

@@ -34,12 +34,13 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.other import transpose
 from torch import nn
 from transformers.pytorch_utils import Conv1D
+from adapters.delta_variant import DeltaWeightVariant
 
 R_LAYER = "lora_R"
 FROZEN_LAYERS = ("lora_A", "lora_B")  # LoRA-SB freezes both factors (§2.1)
 
 
-class LoraSBVariant(LoraVariant):
+class LoraSBVariant(DeltaWeightVariant):
     """PEFT LoRA variant ``ΔW = s·B R A`` with only ``R`` trainable (algorithms.md §2.1)."""
 
     @staticmethod
@@ -57,21 +58,6 @@ class LoraSBVariant(LoraVariant):
         module.lora_R[adapter_name] = mapping
         for name in FROZEN_LAYERS:
             _register_frozen_peft_weight(module, adapter_name, name)
-
-    @staticmethod
-    def merge_safe(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
-        """``W0 + s·B R A`` as a new tensor (stored orientation)."""
-        return orig_weight + module.get_delta_weight(active_adapter).to(orig_weight.dtype)
-
-    @staticmethod
-    def merge_unsafe(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> None:
-        """Add ``s·B R A`` to the stored base weight in place."""
-        orig_weight.data += module.get_delta_weight(active_adapter).to(orig_weight.dtype)
-
-    @staticmethod
-    def unmerge(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
-        """``W - s·B R A``."""
-        return orig_weight - module.get_delta_weight(active_adapter).to(orig_weight.dtype)
 
     @staticmethod
     def forward(
