@@ -29,15 +29,14 @@ from typing import Any, Literal
 
 import torch
 from peft import LoraConfig
-from peft.tuners.lora.layer import Linear, LoraLayer, LoraVariant
-from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.tuners.lora.layer import LoraLayer, LoraVariant
 from peft.utils.other import transpose
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from adapters.abba.init import init_factors
 from adapters.abba.khatri_rao import abba_delta_x, dense_delta
-from adapters.delta_variant import DeltaWeightVariant
+from adapters.custom_lora import CustomLoraLinear, DeltaWeightVariant
 
 A2_LAYER, B2_LAYER = "lora_A2", "lora_B2"
 
@@ -102,19 +101,12 @@ class ABBAVariant(DeltaWeightVariant):
         return result + abba_delta_x(x, b1, a1, b2, a2, module.scaling[active_adapter])
 
 
-class ABBALinear(Linear):
+class ABBALinear(CustomLoraLinear):
     """PEFT ``lora.Linear`` whose adapters are ABBA; for ``nn.Linear`` and GPT-2 ``Conv1D``.
 
     ``Conv1D`` stores its weight ``(n, m)``: ``fan_in_fan_out`` is set for it, so the SVD reads
     ``W0ᵀ`` and merging transposes ``ΔW`` (algorithms.md §0.2).
     """
-
-    def __init__(self, base_layer: nn.Module, adapter_name: str, config: LoraConfig, **kwargs: Any) -> None:
-        target = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
-        is_conv1d = isinstance(target, Conv1D)
-        config.fan_in_fan_out = is_conv1d  # PEFT's dispatch_default mutates the config the same way
-        kwargs.pop("is_target_conv_1d_layer", None)
-        super().__init__(base_layer, adapter_name, config=config, is_target_conv_1d_layer=is_conv1d, **kwargs)
 
     @property
     def lora_variants(self) -> dict[tuple[str, ...], type[LoraVariant] | None]:

@@ -28,13 +28,12 @@ from typing import Any
 
 import torch
 from peft import LoraConfig
-from peft.tuners.lora.layer import Linear, LoraLayer, LoraVariant
+from peft.tuners.lora.layer import LoraLayer, LoraVariant
 from peft.tuners.lora.variants import _register_frozen_peft_weight
-from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.other import transpose
 from torch import nn
 from transformers.pytorch_utils import Conv1D
-from adapters.delta_variant import DeltaWeightVariant
+from adapters.custom_lora import CustomLoraLinear, DeltaWeightVariant
 
 R_LAYER = "lora_R"
 FROZEN_LAYERS = ("lora_A", "lora_B")  # LoRA-SB freezes both factors (§2.1)
@@ -71,19 +70,12 @@ class LoraSBVariant(DeltaWeightVariant):
         return result + lora_b(lora_r(lora_a(dropout(x)))) * module.scaling[active_adapter]
 
 
-class LoraSBLinear(Linear):
+class LoraSBLinear(CustomLoraLinear):
     """PEFT ``lora.Linear`` whose adapters are LoRA-SB; for ``nn.Linear`` and GPT-2 ``Conv1D``.
 
     ``Conv1D`` stores its weight ``(n, m)``: the layer sets ``fan_in_fan_out`` for it, as PEFT's own
     dispatcher does, so merging transposes ``B R A`` (algorithms.md §0.2, §2.6.1).
     """
-
-    def __init__(self, base_layer: nn.Module, adapter_name: str, config: LoraConfig, **kwargs: Any) -> None:
-        target = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
-        is_conv1d = isinstance(target, Conv1D)
-        config.fan_in_fan_out = is_conv1d  # PEFT's dispatch_default mutates the config the same way
-        kwargs.pop("is_target_conv_1d_layer", None)
-        super().__init__(base_layer, adapter_name, config=config, is_target_conv_1d_layer=is_conv1d, **kwargs)
 
     @property
     def lora_variants(self) -> dict[tuple[str, ...], type[LoraVariant] | None]:

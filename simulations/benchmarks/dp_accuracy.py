@@ -15,7 +15,6 @@ defaults. Usage: ``python -m simulations.benchmarks.dp_accuracy [--strategies fe
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from server.run_folder import read_rounds
-from simulations.launch import find_app_dir, launch, resolve_config
+from simulations.launch import find_app_dir, launch, resolve_config, toml_overrides
 from simulations.benchmarks._output import write_result
 
 STRATEGY_SETTINGS: dict[str, dict[str, Any]] = {"fedsb": {"adapter.rank": 32, "train.lr": 0.02}}
@@ -43,7 +42,7 @@ def run_cell(app: Path, out: Path, strategy: str, epsilon: float, args: argparse
     name = f"{strategy}-eps{epsilon:g}"
     extra = overrides_for(strategy, epsilon, rounds=args.rounds, max_grad_norm=args.max_grad_norm)
     extra.update({"output-dir": str(out), "run-name": name})
-    _, flat = resolve_config(app, [" ".join(f"{k}={json.dumps(v)}" for k, v in extra.items())])
+    _, flat = resolve_config(app, [toml_overrides(extra)])
     started = time.perf_counter()
     result = launch(app, flat, num_supernodes=args.clients, echo=False)
     if not result.ok:

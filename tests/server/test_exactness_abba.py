@@ -46,6 +46,12 @@ def client_updates(replies: list, module: str, scale: float) -> list[np.ndarray]
     return out
 
 
+def mean_update(grid: FakeGrid, rnd: int, module: str, scale: float) -> np.ndarray:
+    """Σ p_i s·(B1ᵢA1ᵢ)⊙(B2ᵢA2ᵢ) over round ``rnd``'s replies: (m, n)."""
+    replies = round_replies(grid, rnd)
+    return sum(p * u for p, u in zip(weights_of(replies), client_updates(replies, module, scale), strict=True))
+
+
 @pytest.fixture(scope="module")
 def w0() -> dict[str, np.ndarray]:
     return pristine()
@@ -58,10 +64,7 @@ def test_fedex_abba_global_model_is_the_mean_of_client_models_over_two_rounds(tm
     s = scales()
     merged = merged_weights(tmp_path / "abba")
     for m in MODULES:
-        d1 = sum(p * u for p, u in zip(weights_of(round_replies(grid, 1)), client_updates(round_replies(grid, 1), m, s[m]),
-                                       strict=True))  # round 1's exact mean update: (m, n)
-        d2 = sum(p * u for p, u in zip(weights_of(round_replies(grid, 2)), client_updates(round_replies(grid, 2), m, s[m]),
-                                       strict=True))
+        d1, d2 = mean_update(grid, 1, m, s[m]), mean_update(grid, 2, m, s[m])  # each round's exact mean update
         assert np.abs(d2).max() > 0
         # node 100's base D1 (the round-1 residual) turns round 1's factor means into the mean update
         held = {k: v.numpy() for k, v in grid.contexts[100].state[STATE_DELTA].items()}[m].astype(np.float64)
@@ -82,7 +85,6 @@ def test_fedit_abba_naive_average_misses_the_mean_update(tmp_path: Path, w0: dic
     merged = merged_weights(tmp_path / "abba")
     gaps = []
     for m in MODULES:
-        ideal = sum(p * u for p, u in zip(weights_of(round_replies(grid, 1)), client_updates(round_replies(grid, 1), m, s[m]),
-                                          strict=True))
+        ideal = mean_update(grid, 1, m, s[m])
         gaps.append(np.abs(merged[m] - w0[m] - ideal).max() / np.abs(ideal).max())
     assert max(gaps) > 1e-2  # §4.6: averaging the four factors is not exact
