@@ -13,15 +13,17 @@ from flwr.clientapp import ClientApp
 from flwr.common.logger import log
 
 from adapters.lora_sb import estimate_gradients
-from adapters.payload import extract, load
+from adapters.payload import extract, layout, load
 from client.base_sync import sync_base
 from client.frozen_sync import CONFIRMED, sync_frozen
 from client.training import PrivateRound, local_train
-from client.worker import get_worker
+from client.tasks.base import AdapterUpdate
+from client.worker import Worker, get_worker
 from privacy import BudgetExhausted, DPConfig
 from strategies.contract import (
     ARRAYS,
     BASE_VERSION,
+    BROADCAST,
     CONFIG,
     EPSILON,
     GRADIENT_ESTIMATE,
@@ -29,9 +31,12 @@ from strategies.contract import (
     METRICS,
     NUM_EXAMPLES,
     PRIVACY_BUDGET_EXHAUSTED,
+    REPORT,
     SERVER_ROUND,
     TRAIN_LOSS,
     RunConfig,
+    decode_json_record,
+    encode_json_record,
     parse_run_config,
 )
 
@@ -61,6 +66,16 @@ def _private_round(config: RunConfig, context: Context) -> PrivateRound | None:
     return PrivateRound(config=dp, planned_rounds=config.num_server_rounds, state=context.state)
 
 
+def _load_global(worker: Worker, content: RecordDict) -> dict:
+    """Install the global payload (and any plugin broadcast) in the worker's model; return it."""
+    received = {key: array.numpy() for key, array in content[ARRAYS].items()}
+    load(worker.model, received)
+    state = decode_json_record(content, BROADCAST)
+    if state is not None:
+        worker.task.apply_broadcast(state)
+    return received
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the adapter on this node's shard for ``train.local-steps`` steps."""
@@ -70,7 +85,7 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(msg.content[CONFIG][SERVER_ROUND])
     pending = sync_base(worker.base, msg.content, context)
     frozen = sync_frozen(worker, msg.content, context)
-    load(worker.model, {key: array.numpy() for key, array in msg.content[ARRAYS].items()})
+    received = _load_global(worker, msg.content)
     rows = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
     try:
         stats = local_train(
@@ -89,7 +104,10 @@ def train(msg: Message, context: Context) -> Message:
         log(WARNING, "partition %d, round %d: %s", partition_id, server_round, exc)
         # no base commit: the server drops this reply, so it still believes the previous version
         return Message(error=Error(code=PRIVACY_BUDGET_EXHAUSTED, reason=str(exc)), reply_to=msg)
-    payload = extract(worker.model)
+    update = AdapterUpdate(before=received, after=extract(worker.model), layout=layout(worker.model))
+    payload = worker.task.transform_update(worker.model, update)
+    payload = update.after if payload is None else payload
+    report = worker.task.client_report(worker.model, worker.tokenizer, rows, update=update)
     metrics = {TRAIN_LOSS: stats.loss, NUM_EXAMPLES: len(rows), BASE_VERSION: pending.version, CONFIRMED: int(frozen)}
     if stats.epsilon is not None:
         metrics[EPSILON] = stats.epsilon
@@ -99,6 +117,8 @@ def train(msg: Message, context: Context) -> Message:
             METRICS: MetricRecord(metrics),
         }
     )
+    if report is not None:
+        reply[REPORT] = encode_json_record(report)
     pending.commit(context)
     return Message(content=reply, reply_to=msg)
 
@@ -111,10 +131,13 @@ def evaluate(msg: Message, context: Context) -> Message:
     partition_id, num_partitions = _node_partition(context)
     pending = sync_base(worker.base, msg.content, context)
     frozen = sync_frozen(worker, msg.content, context)
-    load(worker.model, {key: array.numpy() for key, array in msg.content[ARRAYS].items()})
+    _load_global(worker, msg.content)
     rows = worker.test_rows(partition_id=partition_id, num_partitions=num_partitions, seed=config.seed)
     result = worker.task.evaluate(worker.model, worker.tokenizer, rows, batch_size=config.eval.batch_size)
     metrics = {f"eval_{name}": float(value) for name, value in result.values.items()}
+    own = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
+    shard = worker.task.shard_metrics(worker.model, worker.tokenizer, own, batch_size=config.eval.batch_size)
+    metrics.update({f"eval_{name}": float(value) for name, value in shard.items()})
     metrics[NUM_EXAMPLES] = result.num_examples
     metrics[BASE_VERSION] = pending.version
     metrics[CONFIRMED] = int(frozen)

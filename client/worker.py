@@ -63,15 +63,18 @@ class Worker:
 _CACHE: dict[str, Worker] = {}
 
 
+# Run-config fields that never change what a worker builds (the model, adapter, task and its data);
+# every other field, plugin sections included, is part of the worker's identity.
+_NOT_WORKER_STATE = frozenset(
+    {"num_server_rounds", "fraction_train", "fraction_evaluate", "min_train_nodes", "output_dir", "run_name",
+     "strategy", "train", "data", "eval", "privacy"}
+)
+
+
 def worker_key(config: RunConfig) -> str:
-    """What determines the base model, adapter shape and data: equal keys may share a worker."""
-    relevant = {
-        "model": config.model.model_dump(),
-        "task": config.task.model_dump(),
-        "adapter": config.adapter.model_dump(),
-        "adapter-kind": config.adapter_kind,  # `auto` resolves by strategy
-        "seed": config.seed,
-    }
+    """What determines the base model, adapter shape, task and data: equal keys may share a worker."""
+    relevant = {k: v for k, v in config.model_dump().items() if k not in _NOT_WORKER_STATE}
+    relevant["adapter-kind"] = config.adapter_kind  # `auto` resolves by strategy
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
@@ -82,6 +85,7 @@ def get_worker(config: RunConfig) -> Worker:
     if worker is None:
         _CACHE.clear()  # a new run in the same process: free the previous base model first
         task = build_task(config.task.name, seed=config.seed, max_length=config.task.max_length)
+        task.configure(config)
         model, tokenizer = build_adapted_model(
             config.model.name,
             AdapterSpec.from_config(config.adapter, method=config.adapter_kind),

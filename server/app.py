@@ -16,6 +16,7 @@ from server.adapter_setup import federated_lora_sb_init, initialise_lora_sb_on_s
 from server.central_eval import CentralEvaluator
 from server.export import export_final
 from server.metering import DOWN, UP, ByteLedger, Metered
+from server.plugin_relay import PluginRelay
 from server.privacy_statement import privacy_statement
 from server.recorder import RoundRecorder
 from server.run_folder import RunFolder
@@ -29,6 +30,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     """Run the whole federation described by ``config`` on ``grid``; returns the run folder."""
     started = time.perf_counter()
     task = build_task(config.task.name, seed=config.seed, max_length=config.task.max_length)
+    task.configure(config)
     model, tokenizer = build_adapted_model(
         config.model.name,
         AdapterSpec.from_config(config.adapter, method=config.adapter_kind),
@@ -57,7 +59,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     )
     folder = RunFolder.create(config)  # only once everything above resolved: a bad name leaves nothing
     random.seed(config.seed)  # Flower samples nodes with the global `random`
-    meter = Metered(strategy, ledger)
+    meter = Metered(PluginRelay(strategy, task, folder.path), ledger)  # plugin records are metered too
     base = BaseWeights(model)
     base_deltas = getattr(strategy, "base_deltas", None)  # strategies that change the frozen base
     evaluator = None

@@ -70,6 +70,7 @@ class RoundRecorder:
         row["bytes_up_total"] = self.meter.ledger.total(direction=UP)
         row.update({k: v for k, v in train.items() if k != "num-examples"})
         row.update({f"fed_{k}": v for k, v in fed_eval.items() if k != "num-examples"})
+        row.update(getattr(self.meter, "round_metrics", {}).get(server_round, {}))  # task-plugin metrics
         result = None
         if self.evaluator is not None:
             metrics = self.evaluator(arrays)

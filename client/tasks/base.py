@@ -7,16 +7,31 @@ adapter (``adapters``), partitioning across clients (``client.tasks.partition``)
 
 The loss is returned **per example** (shape ``(B,)``) so that the training loop can reduce it to a
 batch mean and Opacus can clip per sample without the task knowing about either.
+
+Optional hooks (defaults are no-ops) let a paper plugin reach further into the federated loop
+(spec §0: ``client_report``, ``ServerAnalysis.on_round``, ``transform_aggregate``):
+
+- :meth:`Task.configure` receives the whole validated run config (plugin sections included);
+- :meth:`Task.transform_update` may replace the payload a client sends (an intervention);
+- :meth:`Task.client_report` sends a small JSON report up with the train reply;
+- :meth:`Task.merge_reports` runs on the server after aggregation, over every accepted reply;
+  what it returns as ``broadcast`` travels down with the next round's messages and is handed to
+  :meth:`Task.apply_broadcast` on every client and on the server's own task (central evaluation);
+- :meth:`Task.shard_metrics` measures the global model on the client's own *training* shard during
+  federated evaluation (memorisation of private data).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from datasets import DatasetDict
+
+from strategies.contract import RunConfig
 
 ModelKind = Literal["sequence-classification", "causal-lm", "masked-lm"]
 
@@ -27,6 +42,44 @@ class TaskMetrics:
 
     values: dict[str, float]
     num_examples: int
+
+
+@dataclass(frozen=True)
+class AdapterUpdate:
+    """One client's local round in payload form.
+
+    ``before`` is the global payload the client received, ``after`` what local training produced
+    (same keys, shapes, dtypes); ``layout`` is :func:`adapters.payload.layout` of the model: per
+    adapted module its payload keys (``a_key``/``b_key``/``r_key``/...), ``scale`` and orientation.
+    """
+
+    before: dict[str, np.ndarray]
+    after: dict[str, np.ndarray]
+    layout: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ClientReport:
+    """What the server hands :meth:`Task.merge_reports` per accepted train reply."""
+
+    node: int
+    num_examples: int
+    report: dict[str, Any] | None
+    arrays: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ReportMerge:
+    """The server-side result of one round's reports.
+
+    ``broadcast``: JSON-able state sent to every client with the next round's messages (and applied
+    to the server's task); ``None`` keeps the previous broadcast. ``metrics``: scalars added to the
+    round's row in ``rounds.jsonl``. ``detail``: JSON-able, written to ``plugins/round-<N>.json``.
+    """
+
+    broadcast: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    detail: dict[str, Any] | None = None
 
 
 class Task(ABC):
@@ -52,6 +105,13 @@ class Task(ABC):
     def __init__(self, *, seed: int, max_length: int) -> None:
         self.seed = seed
         self.max_length = max_length
+        self.config: RunConfig | None = None
+
+    def configure(self, config: RunConfig) -> None:
+        """Receive the validated run config (called once by the worker and the server after
+        construction, before any data or model is touched). Override to read a plugin section;
+        call ``super().configure(config)``."""
+        self.config = config
 
     @property
     def num_labels(self) -> int | None:
@@ -79,3 +139,35 @@ class Task(ABC):
         """Evaluate ``model`` (in eval mode, under ``torch.no_grad``) on ``rows``.
 
         Returns at least ``loss`` and ``main_metric``."""
+
+    # --- optional hooks (module docstring); the defaults do nothing -------------------------------
+
+    def transform_update(self, model: torch.nn.Module, update: AdapterUpdate) -> dict[str, np.ndarray] | None:
+        """Client, after local training: a replacement payload to send (same keys, shapes and
+        dtypes as ``update.after``), or ``None`` to send ``update.after`` unchanged."""
+        return None
+
+    def client_report(
+        self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *, update: AdapterUpdate
+    ) -> dict[str, Any] | None:
+        """Client, after local training on ``rows``: a small JSON-able report sent up with the train
+        reply (metered like everything else), or ``None``."""
+        return None
+
+    def merge_reports(
+        self, server_round: int, reports: list[ClientReport], *, sent: dict[str, np.ndarray]
+    ) -> ReportMerge:
+        """Server, after aggregation: combine this round's accepted replies (``sent`` is the global
+        payload the clients trained from)."""
+        return ReportMerge()
+
+    def apply_broadcast(self, state: dict[str, Any]) -> None:
+        """Client before training/evaluating, and server before central evaluation: install the
+        state the server's :meth:`merge_reports` broadcast."""
+
+    def shard_metrics(
+        self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *, batch_size: int
+    ) -> dict[str, float]:
+        """Client federated evaluation: metrics of the global model on this client's own training
+        shard ``rows`` (e.g. extraction of memorised private data). Reduced by weighted mean."""
+        return {}

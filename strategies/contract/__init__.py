@@ -79,3 +79,14 @@ from .frozen import (  # noqa: E402
 )
 
 __all__ += ["FROZEN_FACTORS", "FROZEN_HASH", "GRADIENT_ESTIMATE", "INIT_EXAMPLES", "SETUP_RECORDS"]
+
+from .plugin_records import (  # noqa: E402
+    BROADCAST,
+    REPORT,
+    ReportError,
+    decode_json_record,
+    encode_json_record,
+    message_report,
+)
+
+__all__ += ["BROADCAST", "REPORT", "ReportError", "decode_json_record", "encode_json_record", "message_report"]

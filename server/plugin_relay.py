@@ -1,0 +1,115 @@
+"""The server side of the task-plugin hooks (``client.tasks.base``): reports up, merged state down.
+
+``PluginRelay`` wraps the strategy *inside* :class:`server.metering.Metered`, so the reports and
+broadcasts it adds are metered with everything else. Per round it
+
+1. adds the current broadcast (if any) to every train and evaluate instruction,
+2. after the inner strategy aggregated, hands every accepted reply (content present, arrays matching
+   what was sent, report decodable) to ``task.merge_reports``; a reply whose report is unreadable
+   is still aggregated - only its report is skipped, and the count is in ``plugin_bad_reports``,
+3. keeps the returned metrics for the round's row, writes ``detail`` to ``plugins/round-<N>.json``,
+   and installs a new ``broadcast`` on the server's task (central evaluation sees it) and for the
+   next round's messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from logging import WARNING
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from client.tasks.base import ClientReport, Task
+from strategies.contract import ARRAYS, BROADCAST, METRICS, NUM_EXAMPLES, ReportError, encode_json_record, message_report
+from strategies.validation import expected_from_arrays, validate_reply
+
+
+class PluginRelay(Strategy):
+    """Wrap ``inner`` to relay ``task``'s plugin reports and broadcasts (module docstring)."""
+
+    def __init__(self, inner: Strategy, task: Task, folder: Path) -> None:
+        self.inner = inner
+        self.task = task
+        self.folder = folder
+        self.broadcast: dict[str, Any] | None = None
+        self.round_metrics: dict[int, dict[str, float]] = {}
+        self._sent: dict[int, ArrayRecord] = {}
+
+    def _attach(self, messages: Iterable[Message]) -> list[Message]:
+        messages = list(messages)
+        if self.broadcast is not None:
+            for msg in messages:
+                msg.content[BROADCAST] = encode_json_record(self.broadcast)
+        return messages
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        """Delegate, then attach the broadcast; remember what was sent."""
+        self._sent = {server_round: arrays}
+        return self._attach(self.inner.configure_train(server_round, arrays, config, grid))
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Delegate, then merge the accepted replies' reports."""
+        replies = list(replies)
+        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        sent = self._sent.get(server_round)
+        if sent is not None:
+            self._merge(server_round, replies, sent)
+        return arrays, metrics
+
+    def _merge(self, server_round: int, replies: list[Message], sent: ArrayRecord) -> None:
+        expected = getattr(self.inner, "expected", None) or expected_from_arrays(sent)
+        reports: list[ClientReport] = []
+        bad = 0
+        for reply in replies:
+            if not reply.has_content() or validate_reply(reply.content, expected) is not None:
+                continue  # the strategy dropped it too
+            try:
+                report = message_report(reply)
+            except ReportError as exc:
+                bad += 1
+                log(WARNING, "round %d: node %d sent an unreadable plugin report (%s); its update is still used",
+                    server_round, reply.metadata.src_node_id, exc)
+                continue
+            reports.append(
+                ClientReport(
+                    node=reply.metadata.src_node_id,
+                    num_examples=int(reply.content[METRICS][NUM_EXAMPLES]),
+                    report=report,
+                    arrays={key: array.numpy() for key, array in reply.content[ARRAYS].items()},
+                )
+            )
+        merged = self.task.merge_reports(server_round, reports, sent={k: a.numpy() for k, a in sent.items()})
+        row = {key: float(value) for key, value in merged.metrics.items()}
+        if bad:
+            row["plugin_bad_reports"] = float(bad)
+        self.round_metrics[server_round] = row
+        if merged.detail is not None:
+            path = self.folder / "plugins" / f"round-{server_round:03d}.json"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(json.dumps(merged.detail, indent=1, sort_keys=True) + "\n")
+        if merged.broadcast is not None:
+            self.broadcast = merged.broadcast
+            self.task.apply_broadcast(merged.broadcast)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        """Delegate, then attach the broadcast."""
+        return self._attach(self.inner.configure_evaluate(server_round, arrays, config, grid))
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Delegate."""
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        """Delegate."""
+        self.inner.summary()
+
+    def __getattr__(self, name: str) -> object:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
