@@ -8,6 +8,7 @@ from client.tasks.registry import build_task, get_task_class, register_task, tas
 from client.tasks.partition import clear_partition_cache, partition_dataset
 from client.tasks.topics import TopicClassification
 from client.tasks.arithmetic import ArithmeticWordProblems
+from client.tasks.guideq import GuidedClassification  # noqa: F401  (registers "guideq")
 
 __all__ = [
     "ArithmeticWordProblems",

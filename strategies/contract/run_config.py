@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .config_guideq import GuideqConfig
+
 
 def _kebab(name: str) -> str:
     return name.replace("_", "-")
@@ -163,6 +165,7 @@ class RunConfig(_Section):
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    guideq: GuideqConfig = GuideqConfig()
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> RunConfig:
