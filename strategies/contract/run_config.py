@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config_guideq import GuideqConfig
+from .config_safety import SafetyConfig
+from .config_tokenswap import TokenSwapConfig
 
 
 def _kebab(name: str) -> str:
@@ -166,6 +168,8 @@ class RunConfig(_Section):
     eval: EvalConfig = EvalConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     guideq: GuideqConfig = GuideqConfig()
+    tokenswap: TokenSwapConfig = TokenSwapConfig()
+    safety: SafetyConfig = SafetyConfig()
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> RunConfig:
