@@ -9,6 +9,7 @@ from client.tasks.partition import clear_partition_cache, partition_dataset
 from client.tasks.topics import TopicClassification
 from client.tasks.arithmetic import ArithmeticWordProblems
 from client.tasks.guideq import GuidedClassification  # noqa: F401  (registers "guideq")
+from client.tasks.structformer import StructureMLM  # noqa: F401  (registers "structformer")
 from client.tasks.safety.task import SafetyArithmetic  # noqa: F401  (registers "safety-arithmetic")
 from client.tasks.tokenswap.task import Memorization  # noqa: F401  (registers "memorization")
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config_guideq import GuideqConfig
+from .config_structformer import StructFormerConfig
 from .config_safety import SafetyConfig
 from .config_tokenswap import TokenSwapConfig
 
@@ -168,6 +169,7 @@ class RunConfig(_Section):
     eval: EvalConfig = EvalConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     guideq: GuideqConfig = GuideqConfig()
+    structformer: StructFormerConfig = StructFormerConfig()
     tokenswap: TokenSwapConfig = TokenSwapConfig()
     safety: SafetyConfig = SafetyConfig()
 
