@@ -25,6 +25,12 @@ class AdapterDisabled:
     def __init__(self, peft_model: Any) -> None:
         self.peft_model = peft_model
 
+    @property
+    def forward_owner(self) -> Any:
+        """The HF model whose ``forward`` signature applies (see ``processor.cache_keyword``)."""
+        get_base = getattr(self.peft_model, "get_base_model", None)
+        return get_base() if get_base is not None else self.peft_model
+
     def __call__(self, **kwargs: Any) -> Any:
         disable = getattr(self.peft_model, "disable_adapter", None)
         with disable() if disable is not None else nullcontext():

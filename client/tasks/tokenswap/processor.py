@@ -20,6 +20,7 @@ swap sees raw logits. With sampling, pass temperature/top-k as processors *after
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -40,14 +41,32 @@ def _logits(output: Any) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output[0]
 
 
+def cache_keyword(model: Any) -> str:
+    """The KV-cache argument of ``model``'s forward: ``cache`` (transformers >= 5.24; ``past_key_values``
+    is deprecated there) or ``past_key_values``. A wrapper names its model in ``forward_owner``."""
+    owner = getattr(model, "forward_owner", model)
+    try:
+        params = inspect.signature(getattr(owner, "forward", owner)).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward returned (either attribute name), or ``None``."""
+    cache = getattr(output, "past_key_values", None)
+    return cache if cache is not None else getattr(output, "cache", None)
+
+
 class TokenSwapProcessor(LogitsProcessor):
     """Replace the main model's probabilities on G by the auxiliary model's (module docstring).
 
     Parameters
     ----------
     aux_model : torch.nn.Module
-        Called as ``aux_model(input_ids=, attention_mask=, position_ids=, past_key_values=, use_cache=)``
-        and returning ``.logits`` ``(B, T, V_aux)`` (and ``.past_key_values`` when it caches).
+        Called as ``aux_model(input_ids=, attention_mask=, position_ids=, use_cache=)`` (plus the cache as
+        ``cache=`` or ``past_key_values=``, per :func:`cache_keyword`), returning ``.logits``
+        ``(B, T, V_aux)`` and, when it caches, the cache.
     main_tokenizer : tokenizer
         The main model's tokenizer (G ids; decoding in the different-tokenizer path).
     aux_tokenizer : tokenizer, optional
@@ -102,12 +121,12 @@ class TokenSwapProcessor(LogitsProcessor):
             positions = positions_from_mask(mask)
             incremental = self.use_cache and self._cache is not None and input_ids.shape[1] == self._seen + 1
             if incremental:
-                out = self.aux_model(input_ids=input_ids[:, -1:], attention_mask=mask,
-                                     position_ids=positions[:, -1:], past_key_values=self._cache, use_cache=True)
+                out = self.aux_model(input_ids=input_ids[:, -1:], attention_mask=mask, position_ids=positions[:, -1:],
+                                     use_cache=True, **{cache_keyword(self.aux_model): self._cache})
             else:
                 out = self.aux_model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                                      use_cache=self.use_cache)
-            self._cache = getattr(out, "past_key_values", None) if self.use_cache else None
+            self._cache = returned_cache(out) if self.use_cache else None
             self._seen = input_ids.shape[1]
             return torch.softmax(_logits(out)[:, -1, :].float(), dim=-1)
 
