@@ -4,22 +4,22 @@ Longformer's 2 layers x 8 tokens of local reach. The same model, data, seeds and
 global attention on the heading, finds it; trained text-only, it stays at chance (1/8).
 
 This checks the mechanism on data built for it, not that structure helps on real documents.
-Full-parameter training of the tiny base (spec §4c allows it for small models), 600 steps per
-variant: about 30-60 s each on a shared 2-core CPU, hence ``slow``.
+Full-parameter training of the tiny base (spec §4c allows it for small models), only the slot keyword
+masked, 120 steps per variant at lr 3e-3: the structure-aware model reaches slot accuracy 1.0 by step
+50-80 (seeds 0, 1, 2 measured), so 120 leaves a margin; about 8 s per variant on one CPU thread.
 """
 
 from __future__ import annotations
 
 import random
 
-import pytest
 import torch
 
 from adapters.models import build_base_model
 from client.tasks.structformer.task import StructureMLM
 from strategies.contract import RunConfig
 
-STEPS, BATCH, LR = 600, 16, 3e-3
+STEPS, BATCH, LR = 120, 16, 3e-3
 
 
 def _train(structure: bool):
@@ -44,7 +44,6 @@ def _train(structure: bool):
     return task.evaluate(model, tok, data["test"].to_list(), batch_size=50).values
 
 
-@pytest.mark.slow
 def test_global_attention_on_headings_reaches_the_far_slot_and_text_only_does_not() -> None:
     on, off = _train(True), _train(False)
     assert on["slot_accuracy"] >= 0.8, on
