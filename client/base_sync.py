@@ -1,6 +1,7 @@
 """Keeping a node's frozen base in step with the server's versioned base (FedEx-LoRA, FLoRA).
 
-A node's base is ``W0 + D_v``. The node keeps ``D_v`` (dense, float32, per module) and ``v`` in its
+A node's base is ``W0 + C_v``. The node keeps the canonical delta ``C_v`` (dense, float32, per
+module; ``strategies.contract.base_delta``, identical bit for bit on every node) and ``v`` in its
 Flower ``Context.state``, which persists across messages in simulation and deployment alike (a
 deployed node runs every message in a fresh process). Each message that carries a base delta
 moves the node from ``base-from-version`` to ``base-version``; a node whose stored version does
@@ -14,7 +15,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
 
 from adapters.base_delta import BaseWeights
-from strategies.contract import BASE_DELTA, BASE_FROM_VERSION, BASE_VERSION, CONFIG, decode_base_delta
+from strategies.contract import BASE_DELTA, BASE_FROM_VERSION, BASE_SPLITS, BASE_VERSION, CONFIG, advance_base
 
 STATE_DELTA = "corolla.base-delta"
 STATE_META = "corolla.base-meta"
@@ -62,10 +63,9 @@ def sync_base(base: BaseWeights, content: RecordDict, context: Context) -> Pendi
             f"server sent a base delta from version {start} to {target}, but this node holds version {held}"
         )
     total = {}
-    if start == held and STATE_DELTA in context.state:
+    if start == held and start != 0 and STATE_DELTA in context.state:  # from 0: start over from C_0 = 0
         total = {k: v.numpy() for k, v in context.state[STATE_DELTA].items()}
     if BASE_DELTA in content and target != start:
-        for module, delta in decode_base_delta(content[BASE_DELTA]).items():
-            total[module] = total[module] + delta if module in total else delta
+        total.update(advance_base(total, content[BASE_DELTA], config.get(BASE_SPLITS)))
     base.set(total)
     return PendingBase(target, total)

@@ -24,7 +24,15 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 
 from .aggregation import weighted_mean
 from .contract import ARRAYS, CONFIG, METRICS
-from .contract.base_delta import BASE_DELTA, BASE_FROM_VERSION, BASE_VERSION, DeltaForm, encode_base_delta
+from .contract.base_delta import (
+    BASE_DELTA,
+    BASE_FROM_VERSION,
+    BASE_SPLITS,
+    BASE_VERSION,
+    DeltaForm,
+    encode_base_delta,
+    encode_splits,
+)
 from .exact.abba import AbbaFactors, abba_aggregate
 from .exact.fedex import fedex_aggregate
 from .exact.residual_log import ResidualLog
@@ -88,7 +96,22 @@ class FedExLoRA(FedIT):
         """The cumulative base delta ``D_V`` per module, ``(m, n)`` float32 (empty before round 1)."""
         if self.log is None:
             return {}
-        return {m: t.to_dense(np.float64).astype(np.float32) for m, t in self.log.delta_since(0).modules.items()}
+        return self.log.canonical()
+
+    # --- checkpointing (server/checkpoint.py) ----------------------------------------------------
+    def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The versioned residual log. Which node holds which version is not kept: a resumed run
+        starts fresh nodes (new Flower contexts), which the protocol serves from version 0."""
+        if self.log is None:
+            return {}, {}
+        arrays, meta = self.log.state()
+        return {f"log/{k}": v for k, v in arrays.items()}, {"log": meta}
+
+    def restore_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`export_state`."""
+        if "log" in meta:
+            self.log = ResidualLog.from_state({k[4:]: v for k, v in arrays.items() if k.startswith("log/")}, meta["log"])
+        self.node_version = {}
 
     # --- messages ----------------------------------------------------------------------------
     @staticmethod
@@ -100,11 +123,14 @@ class FedExLoRA(FedIT):
         messages = []
         for node_id in node_ids:
             held = self.node_version.get(node_id, 0)
-            since, deltas = held, {}
+            since, deltas, splits = held, {}, {}
             if self.log is not None and held != self.version:
                 cumulative = self.log.delta_since(held)
                 since, deltas = cumulative.since, {m: self._wire(t) for m, t in cumulative.modules.items()}
+                splits = cumulative.splits
             config = ConfigRecord({**dict(record[CONFIG]), BASE_VERSION: self.version, BASE_FROM_VERSION: since})
+            if splits:
+                config[BASE_SPLITS] = encode_splits(splits)
             content = RecordDict({ARRAYS: record[ARRAYS], CONFIG: config})
             if deltas:
                 content[BASE_DELTA] = encode_base_delta(deltas)

@@ -10,6 +10,7 @@ residual (arXiv:2410.09432, §3), reported per module as ``dev_rel/<module>`` wh
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 from logging import INFO, WARNING
 
 import numpy as np
@@ -136,6 +137,13 @@ class FedIT(FedAvg):
         super().summary()
         modules = len(self.layout) if self.layout else 0
         log(INFO, "\t└──> FedIT: weighted=%s, layout modules=%d", self.weighted, modules)
+
+    def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """State a resumed run needs beyond the global arrays (none for FedIT; see FedEx-LoRA)."""
+        return {}, {}
+
+    def restore_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`export_state`."""
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

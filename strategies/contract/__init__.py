@@ -17,6 +17,7 @@ from .records import (
     METRIC_REDUCTIONS,
     METRICS,
     NUM_EXAMPLES,
+    PARTITION_ID,
     PREFIX_REDUCTIONS,
     PRIVACY_BUDGET_EXHAUSTED,
     SERVER_ROUND,
@@ -45,6 +46,7 @@ __all__ = [
     "METRICS",
     "METRIC_REDUCTIONS",
     "NUM_EXAMPLES",
+    "PARTITION_ID",
     "PREFIX_REDUCTIONS",
     "PRIVACY_BUDGET_EXHAUSTED",
     "SERVER_ROUND",
@@ -63,12 +65,18 @@ __all__ += ["ConfigError", "RunConfig", "allowed_keys", "parse_run_config"]
 from .base_delta import (  # noqa: E402
     BASE_DELTA,
     BASE_FROM_VERSION,
+    BASE_SPLITS,
     BASE_VERSION,
-    decode_base_delta,
+    advance_base,
+    canonical_step,
     encode_base_delta,
+    encode_splits,
 )
 
-__all__ += ["BASE_DELTA", "BASE_FROM_VERSION", "BASE_VERSION", "decode_base_delta", "encode_base_delta"]
+__all__ += [
+    "BASE_DELTA", "BASE_FROM_VERSION", "BASE_SPLITS", "BASE_VERSION", "advance_base", "canonical_step",
+    "encode_base_delta", "encode_splits",
+]
 
 from .frozen import (  # noqa: E402
     FROZEN_FACTORS,

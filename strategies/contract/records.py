@@ -43,6 +43,7 @@ PRIVACY_BUDGET_EXHAUSTED = 4030  # DP client refuses to train: the round would e
 
 # --- MetricRecord keys (client -> server, and aggregated server metrics) --------------------------
 NUM_EXAMPLES = "num-examples"
+PARTITION_ID = "partition-id"  # the replying client's data partition: the server orders replies by it
 TRAIN_LOSS = "train_loss"
 EVAL_LOSS = "eval_loss"
 EPSILON = "epsilon"
@@ -62,6 +63,7 @@ METRIC_REDUCTIONS: Mapping[str, Reduction] = {
     NUM_EXAMPLES: "sum",
     CLIENTS: "sum",
     DROPPED: "sum",
+    PARTITION_ID: "max",  # an identifier, not a metric: the recorder drops it from round rows
     "base-version": "max",  # the base version nodes hold (strategies that change the base)
 }
 """Exact metric name -> reduction."""

@@ -2,18 +2,19 @@
 
 FedEx-LoRA changes the frozen base every round (``W0^t = W0^{t−1} + s·ΔW_res^t``), so a client that
 skipped rounds holds a stale base (``algorithms.md`` §1.5, §1.10 item 6, §6). The server tags the
-base with a version (0 = the pristine pretrained weights, ``t`` after round ``t``'s fold) and sends
-a client at version ``v`` the cumulative delta ``Σ_{t=v+1}^{T} s·ΔW_res^t``.
+base with a version (0 = the pristine pretrained weights, ``t`` after round ``t``'s fold).
 
-Storage (per module, in ``dtype``, float32 by default as §1.7 asks of master copies):
+Every node holds the *canonical* delta ``C_v`` of its version (``strategies.contract.base_delta``:
+``C_t = float32(float64(C_{t−1}) + float64(R_t))``), so all nodes - whatever rounds they skipped, and
+the nodes of a run resumed from a checkpoint - hold the same base bit for bit. The log keeps:
 
-- each recorded round keeps its :class:`ResidualTransport` as given (factored ``U, V`` or dense);
-- once the rounds kept take more than ``budget × Σ m·n`` numbers, the oldest rounds are summed
-  (in float64) into one dense *base delta* covering versions ``1..floor``.
+- ``C_T`` per module (dense, float32; the server's own base and the dense message);
+- each recent round's :class:`ResidualTransport` as given (factored ``U, V`` or dense), in ``dtype``;
+  once they take more than ``budget × Σ m·n`` numbers the oldest are dropped (``floor`` rises).
 
-So memory stays below ``(1 + budget)·Σ m·n`` numbers after every :meth:`ResidualLog.record`.
-A client at ``v ≥ floor`` gets an incremental delta; a client older than ``floor`` gets the delta
-from version 0 and must re-apply it to its pristine base (``CumulativeDelta.since == 0``).
+So memory stays below ``(1 + budget)·Σ m·n`` numbers. A client at ``v ≥ floor`` whose missing rounds
+are all factored and cheaper than ``m·n`` gets their factors side by side (with each round's column
+count, to replay the recurrence round by round); any other client gets ``C_T`` itself, densely.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contract.base_delta import canonical_step
 from ._common import FloatDtype, compute_dtype
 from .transport import ResidualTransport
 
@@ -34,18 +36,21 @@ class CumulativeDelta:
     Attributes
     ----------
     since : int
-        The base version the deltas are relative to: the version the client asked for, or 0 when
-        that version is older than the log's floor (the client must then add the deltas to its
-        pristine pretrained base instead of its current one).
+        The version the factored modules continue from: the version the client asked for, or 0 when
+        that version is older than the log's floor (then every module is dense).
     version : int
         The version the client's base is at after applying the deltas.
     modules : dict[str, ResidualTransport]
-        Per module, ``Σ_{t=since+1}^{version} s·ΔW_res^t`` in ``(m, n)`` orientation.
+        Per module, ``(m, n)`` orientation: factored = rounds ``since+1..version`` side by side (an
+        increment, replayed round by round); dense = ``C_version`` itself (absolute).
+    splits : dict[str, tuple[int, ...]]
+        For each factored module, the column count of each round, oldest first.
     """
 
     since: int
     version: int
     modules: dict[str, ResidualTransport]
+    splits: dict[str, tuple[int, ...]]
 
     @property
     def elements(self) -> int:
@@ -83,7 +88,7 @@ class ResidualLog:
         self.budget = float(budget)
         self.dense_elements = sum(m * n for m, n in self.shapes.values())
         self._floor = 0
-        self._base: dict[str, np.ndarray] | None = None  # each (m, n): Σ rounds 1..floor
+        self._canonical = {k: np.zeros(shape, dtype=np.float32) for k, shape in self.shapes.items()}  # C_T: (m, n)
         self._rounds: list[dict[str, ResidualTransport]] = []  # rounds floor+1..version
 
     @property
@@ -98,9 +103,12 @@ class ResidualLog:
 
     @property
     def stored_elements(self) -> int:
-        """Numbers held: the dense base delta (once it exists) plus every kept round."""
-        base = self.dense_elements if self._base is not None else 0
-        return base + self._kept_elements()
+        """Numbers held: ``C_T`` plus every kept round."""
+        return self.dense_elements + self._kept_elements()
+
+    def canonical(self) -> dict[str, np.ndarray]:
+        """``C_T`` per module, ``(m, n)`` float32 (copies): the base delta every node holds at version T."""
+        return {k: v.copy() for k, v in self._canonical.items()}
 
     def _kept_elements(self) -> int:
         return sum(t.elements for rnd in self._rounds for t in rnd.values())
@@ -120,50 +128,71 @@ class ResidualLog:
             if t.shape != self.shapes[name]:
                 raise ValueError(f"{name}: residual {t.shape}, log expects {self.shapes[name]}")
             entry[name] = t.astype(self.dtype)
+        for name, t in entry.items():  # exactly what a node computes from the wire (float32 arrays)
+            wire = t.astype(np.float32)
+            self._canonical[name] = canonical_step(self._canonical[name], *wire.arrays)
         self._rounds.append(entry)
         while self._rounds and self._kept_elements() > self.budget * self.dense_elements:
-            self._collapse_oldest()
+            self._rounds.pop(0)  # C_T already holds it; stale clients get C_T densely
+            self._floor += 1
         return self.version
 
-    def _collapse_oldest(self) -> None:
-        oldest = self._rounds.pop(0)
-        base = self._base
-        if base is None:
-            base = {k: np.zeros(shape, dtype=self.dtype) for k, shape in self.shapes.items()}
-        for name, t in oldest.items():
-            summed = base[name].astype(np.float64) + t.to_dense(np.float64)  # (m, n)
-            base[name] = summed.astype(self.dtype)
-        self._base = base
-        self._floor += 1
-
     def delta_since(self, version: int) -> CumulativeDelta:
-        """What brings a base at ``version`` to :attr:`version`, as a :class:`CumulativeDelta`.
+        """What brings a node at ``version`` to :attr:`version`, as a :class:`CumulativeDelta`.
 
-        Kept factored rounds are concatenated (``[U_{v+1} … U_T]``, ``[V_{v+1}; …; V_T]``, exact, no
-        arithmetic) while that stays smaller than ``m·n``; otherwise they are summed densely in
-        float64 and cast to the log's dtype.
+        Per module: the kept rounds' factors side by side (exact, no arithmetic) while every missing
+        round is factored, kept, and the total stays smaller than ``m·n``; otherwise ``C_T`` densely.
         """
         if not 0 <= version <= self.version:
             raise ValueError(f"base version {version} is not in 0..{self.version}")
         since = version if version >= self._floor else 0
-        rounds = self._rounds[since - self._floor :] if since >= self._floor else self._rounds
-        use_base = since < self._floor
+        kept = self._rounds[version - self._floor :] if version >= self._floor else None
         out: dict[str, ResidualTransport] = {}
+        splits: dict[str, tuple[int, ...]] = {}
         for name, (m, n) in self.shapes.items():
-            parts = [rnd[name] for rnd in rounds]
-            columns = sum(t.columns or 0 for t in parts)
-            factored = all(t.form == "factored" for t in parts)
-            if not use_base and factored and columns * (m + n) < m * n:
-                u_parts = [np.zeros((m, 0), self.dtype), *(t.arrays[0] for t in parts)]
-                v_parts = [np.zeros((0, n), self.dtype), *(t.arrays[1] for t in parts)]
-                u = np.concatenate(u_parts, axis=1)  # (m, k)
-                v = np.concatenate(v_parts, axis=0)  # (k, n)
-                out[name] = ResidualTransport("factored", (u, v), (m, n))
-                continue
-            acc = np.zeros((m, n), dtype=np.float64)  # (m, n)
-            if use_base and self._base is not None:
-                acc += self._base[name]
-            for t in parts:
-                acc += t.to_dense(np.float64)
-            out[name] = ResidualTransport.from_dense(acc.astype(self.dtype))
-        return CumulativeDelta(since, self.version, out)
+            parts = [rnd[name] for rnd in kept] if kept is not None else None
+            if parts is not None and all(t.form == "factored" for t in parts):
+                columns = sum(t.columns or 0 for t in parts)
+                if columns * (m + n) < m * n:
+                    u = np.concatenate([np.zeros((m, 0), self.dtype), *(t.arrays[0] for t in parts)], axis=1)  # (m, k)
+                    v = np.concatenate([np.zeros((0, n), self.dtype), *(t.arrays[1] for t in parts)], axis=0)  # (k, n)
+                    out[name] = ResidualTransport("factored", (u, v), (m, n))
+                    splits[name] = tuple(t.columns or 0 for t in parts)
+                    continue
+            out[name] = ResidualTransport.from_dense(self._canonical[name].copy())  # C_T: (m, n), absolute
+        return CumulativeDelta(since, self.version, out, splits)
+
+    # --- checkpointing (server/checkpoint.py): arrays plus plain metadata, no pickle -------------
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+        """Everything needed to rebuild this log bit for bit: named arrays and JSON-able metadata."""
+        arrays: dict[str, np.ndarray] = {f"canonical/{name}": d for name, d in self._canonical.items()}
+        forms: list[dict[str, str]] = []
+        for i, rnd in enumerate(self._rounds):
+            forms.append({name: t.form for name, t in rnd.items()})
+            for name, t in rnd.items():
+                for j, array in enumerate(t.arrays):
+                    arrays[f"round/{i}/{name}/{j}"] = array
+        meta = {
+            "shapes": {k: list(v) for k, v in self.shapes.items()},
+            "dtype": np.dtype(self.dtype).name,
+            "budget": self.budget,
+            "floor": self._floor,
+            "forms": forms,
+        }
+        return arrays, meta
+
+    @classmethod
+    def from_state(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> ResidualLog:
+        """Inverse of :meth:`state`."""
+        shapes = {k: (int(m), int(n)) for k, (m, n) in dict(meta["shapes"]).items()}  # type: ignore[arg-type]
+        log = cls(shapes, dtype=np.dtype(str(meta["dtype"])).type, budget=float(meta["budget"]))  # type: ignore[arg-type]
+        log._floor = int(meta["floor"])  # type: ignore[arg-type]
+        log._canonical = {name: np.array(arrays[f"canonical/{name}"], dtype=np.float32) for name in shapes}
+        for i, forms in enumerate(meta["forms"]):  # type: ignore[arg-type]
+            entry = {}
+            for name, form in forms.items():
+                count = 1 if form == "dense" else 2
+                parts = tuple(np.array(arrays[f"round/{i}/{name}/{j}"]) for j in range(count))
+                entry[name] = ResidualTransport(form, parts, shapes[name])
+            log._rounds.append(entry)
+        return log
