@@ -6,6 +6,7 @@ Handlers only parse config, fetch the cached worker and call library code; see
 
 from __future__ import annotations
 
+import time
 from logging import WARNING
 
 from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -15,6 +16,7 @@ from flwr.common.logger import log
 from adapters.lora_sb import estimate_gradients
 from adapters.payload import extract, layout, load
 from client.base_sync import sync_base
+from client.faults import InjectedFailure, draw_fault, malform
 from client.frozen_sync import CONFIRMED, sync_frozen
 from client.training import PrivateRound, local_train
 from client.tasks.base import AdapterUpdate
@@ -30,6 +32,7 @@ from strategies.contract import (
     INIT_EXAMPLES,
     METRICS,
     NUM_EXAMPLES,
+    PARTITION_ID,
     PRIVACY_BUDGET_EXHAUSTED,
     REPORT,
     SERVER_ROUND,
@@ -83,6 +86,11 @@ def train(msg: Message, context: Context) -> Message:
     worker = get_worker(config)
     partition_id, num_partitions = _node_partition(context)
     server_round = int(msg.content[CONFIG][SERVER_ROUND])
+    fault = draw_fault(config, server_round=server_round, partition_id=partition_id)
+    if fault == "fail":
+        raise InjectedFailure(f"faults.fail-fraction: partition {partition_id} fails round {server_round}")
+    if fault == "slow":
+        time.sleep(config.faults.slow_seconds)
     pending = sync_base(worker.base, msg.content, context)
     frozen = sync_frozen(worker, msg.content, context)
     received = _load_global(worker, msg.content)
@@ -107,8 +115,10 @@ def train(msg: Message, context: Context) -> Message:
     update = AdapterUpdate(before=received, after=extract(worker.model), layout=layout(worker.model))
     payload = worker.task.transform_update(worker.model, update)
     payload = update.after if payload is None else payload
+    if fault == "malformed":
+        payload = malform(payload)
     report = worker.task.client_report(worker.model, worker.tokenizer, rows, update=update)
-    metrics = {TRAIN_LOSS: stats.loss, NUM_EXAMPLES: len(rows), BASE_VERSION: pending.version, CONFIRMED: int(frozen)}
+    metrics = {TRAIN_LOSS: stats.loss, NUM_EXAMPLES: len(rows), PARTITION_ID: partition_id, BASE_VERSION: pending.version, CONFIRMED: int(frozen)}
     if stats.epsilon is not None:
         metrics[EPSILON] = stats.epsilon
     reply = RecordDict(

@@ -67,7 +67,8 @@ _CACHE: dict[str, Worker] = {}
 # every other field, plugin sections included, is part of the worker's identity.
 _NOT_WORKER_STATE = frozenset(
     {"num_server_rounds", "fraction_train", "fraction_evaluate", "min_train_nodes", "output_dir", "run_name",
-     "strategy", "train", "data", "eval", "privacy"}
+     "strategy", "train", "data", "eval", "privacy", "faults", "resume_from",
+     "round_timeout"}
 )
 
 

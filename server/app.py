@@ -1,24 +1,36 @@
-"""The Corolla ServerApp: typed config -> base model spec -> strategy -> metered round loop -> run folder."""
+"""The Corolla ServerApp: typed config -> base model spec -> strategy -> metered round loop -> run folder.
+
+Wrappers around the strategy, outermost first: :class:`RoundDriver` (resumed round numbers, reply
+order, timeouts) -> :class:`Metered` (bytes) -> :class:`PluginRelay` (task-plugin reports and
+broadcasts) -> the strategy. After every round the recorder writes the round's row and a checkpoint
+(``server.checkpoint``); ``resume-from`` continues from it.
+"""
 
 from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
+from typing import Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from adapters.base_delta import BaseWeights
+from adapters.frozen import frozen_factors, load_frozen_factors
 from adapters.lora import AdapterSpec, build_adapted_model
 from adapters.payload import extract
 from client.tasks import build_task
 from server.adapter_setup import federated_lora_sb_init, initialise_lora_sb_on_server, strategy_adapter_params
 from server.central_eval import CentralEvaluator
+from server.checkpoint import Checkpoint, check_compatible, rng_state
 from server.export import export_final
 from server.metering import DOWN, UP, ByteLedger, Metered
 from server.plugin_relay import PluginRelay
 from server.privacy_statement import privacy_statement
+from server.progress import ProgressGrid
 from server.recorder import RoundRecorder
+from server.round_driver import RoundDriver
 from server.run_folder import RunFolder
 from strategies import build_strategy
 from strategies.contract import RunConfig, parse_run_config
@@ -29,6 +41,9 @@ app = ServerApp()
 def run(grid: Grid, config: RunConfig) -> RunFolder:
     """Run the whole federation described by ``config`` on ``grid``; returns the run folder."""
     started = time.perf_counter()
+    resumed = Checkpoint.load(Path(config.resume_from).expanduser()) if config.resume_from else None
+    if resumed is not None:
+        check_compatible(resumed.config, config.to_flat())
     task = build_task(config.task.name, seed=config.seed, max_length=config.task.max_length)
     task.configure(config)
     model, tokenizer = build_adapted_model(
@@ -39,13 +54,16 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
         init_seed=config.seed,
     )
     datasets = task.build_datasets()
-    ledger = ByteLedger()
+    ledger = ByteLedger(rows=list(resumed.ledger)) if resumed else ByteLedger()
     privacy = privacy_statement(config)  # logs what ε does not cover before anything runs
-    if config.adapter_kind == "lora-sb" and config.adapter.init == "server":
+    if resumed is not None:
+        load_frozen_factors(model, resumed.frozen)  # never re-run Fed-SB's init: it may have asked clients
+    elif config.adapter_kind == "lora-sb" and config.adapter.init == "server":
         initialise_lora_sb_on_server(model, task, tokenizer, datasets, config)
     elif config.adapter_kind == "lora-sb":
         federated_lora_sb_init(grid, model, config, ledger)
-    initial = ArrayRecord({key: Array(value) for key, value in extract(model).items()})
+    start_arrays = resumed.global_arrays if resumed else extract(model)
+    initial = ArrayRecord({key: Array(value) for key, value in start_arrays.items()})
     strategy = build_strategy(
         config.strategy.name,
         **strategy_adapter_params(model, config),
@@ -57,9 +75,20 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
         min_available_nodes=config.min_train_nodes,
         seed=config.seed,
     )
-    folder = RunFolder.create(config)  # only once everything above resolved: a bad name leaves nothing
+    if resumed is not None:
+        strategy.restore_state(resumed.strategy_arrays, resumed.strategy_meta)
+        folder = RunFolder.reopen(Path(config.resume_from), config, resumed.rows)
+    else:
+        folder = RunFolder.create(config)  # only once everything above resolved: a bad name leaves nothing
     random.seed(config.seed)  # Flower samples nodes with the global `random`
-    meter = Metered(PluginRelay(strategy, task, folder.path), ledger)  # plugin records are metered too
+    relay = PluginRelay(strategy, task, folder.path)
+    if resumed is not None:
+        random.setstate(resumed.rng_state)
+        if resumed.broadcast is not None:
+            relay.broadcast = resumed.broadcast
+            task.apply_broadcast(resumed.broadcast)
+    meter = Metered(relay, ledger)  # plugin records are metered too
+    driver = RoundDriver(meter, offset=resumed.server_round if resumed else 0)
     base = BaseWeights(model)
     base_deltas = getattr(strategy, "base_deltas", None)  # strategies that change the frozen base
     evaluator = None
@@ -72,15 +101,37 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
         )
     recorder = RoundRecorder(
         folder, meter, evaluator, main_metric=task.main_metric, num_rounds=config.num_server_rounds,
-        show_epsilon=config.privacy.enabled,
+        show_epsilon=config.privacy.enabled, rows=resumed.rows if resumed else None,
+        timed_out=driver.timed_out,
     )
-    result = meter.start(
-        grid=grid,
+    frozen = frozen_factors(model)
+
+    def record_and_checkpoint(server_round: int, arrays: ArrayRecord) -> Any:
+        metrics = recorder(server_round, arrays)
+        if server_round > 0:
+            state_arrays, state_meta = strategy.export_state()
+            Checkpoint(
+                server_round=server_round, config=config.to_flat(),
+                global_arrays={key: array.numpy() for key, array in arrays.items()}, frozen=frozen,
+                strategy_arrays=state_arrays, strategy_meta=state_meta, rng_state=rng_state(),
+                ledger=list(meter.ledger.rows), rows=recorder.rows, broadcast=relay.broadcast,
+            ).save(folder.path)
+        return metrics
+
+    def status() -> str:
+        last = recorder.rows[-1] if recorder.rows else {}
+        metric = last.get(f"eval_{task.main_metric}")
+        latest = f", eval_{task.main_metric} {metric:.4f} (round {last['round']})" if metric is not None else ""
+        return f"{meter.ledger.total() / 1e6:.2f} MB so far{latest}"
+
+    result = driver.start(
+        grid=ProgressGrid(grid, num_rounds=config.num_server_rounds, status=status),
         initial_arrays=initial,
-        num_rounds=config.num_server_rounds,
+        num_rounds=config.num_server_rounds - driver.offset,
         train_config=ConfigRecord({}),
         evaluate_config=ConfigRecord({}),
-        evaluate_fn=recorder,
+        evaluate_fn=driver.evaluate_fn(record_and_checkpoint),
+        timeout=config.round_timeout or 3600,
     )
     final = result.arrays if len(result.arrays) else initial
     meter.ledger.write_csv(folder.ledger_path)
@@ -105,6 +156,8 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
             "bytes_down": meter.ledger.total(direction=DOWN),
             "bytes_up": meter.ledger.total(direction=UP),
             "dropped": sum(int(r.get("dropped", 0)) for r in recorder.rows),
+            "timed_out": sum(int(r.get("timed_out", 0)) for r in recorder.rows),
+            **({"resumed_after_round": resumed.server_round} if resumed else {}),
             **({"privacy": {**privacy, "epsilon": max((r["epsilon"] for r in recorder.rows if "epsilon" in r), default=None)}}
                if privacy else {}),
             "wall_s": round(time.perf_counter() - started, 2),

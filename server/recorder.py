@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from flwr.app import ArrayRecord, MetricRecord
 
 from server.central_eval import CentralEvaluator
-from strategies.contract import EPSILON
+from strategies.contract import EPSILON, PARTITION_ID
 from server.metering import DOWN, SETUP, UP, Metered
 from server.run_folder import RunFolder
 
@@ -42,6 +42,8 @@ class RoundRecorder:
         num_rounds: int,
         show_epsilon: bool = False,
         stream: TextIO | None = None,
+        rows: list[dict[str, Any]] | None = None,
+        timed_out: dict[int, int] | None = None,
     ) -> None:
         self.folder = folder
         self.meter = meter
@@ -50,7 +52,8 @@ class RoundRecorder:
         self.num_rounds = num_rounds
         self.columns = (*_COLUMNS[:-1], EPSILON, _COLUMNS[-1]) if show_epsilon else _COLUMNS
         self.stream = stream or sys.stdout
-        self.rows: list[dict[str, Any]] = []
+        self.timed_out = timed_out if timed_out is not None else {}  # per round, from the RoundDriver
+        self.rows: list[dict[str, Any]] = list(rows or [])  # a resumed run starts with the checkpoint's rows
         self._last = time.perf_counter()
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -61,6 +64,7 @@ class RoundRecorder:
             "round": server_round,
             "clients": int(train.pop("clients", 0)),
             "dropped": int(train.pop("dropped", 0)),
+            "timed_out": int(self.timed_out.get(server_round, 0)),
             "bytes_down": self.meter.ledger.total(server_round=server_round, direction=DOWN),
             "bytes_up": self.meter.ledger.total(server_round=server_round, direction=UP),
             "train_loss": train.pop("train_loss", None),
@@ -68,6 +72,7 @@ class RoundRecorder:
         row["bytes_setup"] = self.meter.ledger.total(server_round=server_round, phase=SETUP)
         row["bytes_down_total"] = self.meter.ledger.total(direction=DOWN)
         row["bytes_up_total"] = self.meter.ledger.total(direction=UP)
+        train.pop(PARTITION_ID, None)  # an identifier for ordering replies, not a metric
         row.update({k: v for k, v in train.items() if k != "num-examples"})
         row.update({f"fed_{k}": v for k, v in fed_eval.items() if k != "num-examples"})
         row.update(getattr(self.meter, "round_metrics", {}).get(server_round, {}))  # task-plugin metrics

@@ -7,6 +7,7 @@
     ``adapter/``      the final adapter in PEFT format (``PeftModel.from_pretrained`` loads it)
     ``merged/``       merged weights, for strategies that change the frozen base (FedEx-LoRA)
     ``summary.json``  totals and the final metrics, written when the run completes
+    ``checkpoint.safetensors``  the state after the last completed round (``resume-from`` reads it)
 
 The output directory is resolved to an absolute path before use: a ServerApp's working directory
 is the SuperLink's, not the app's.
@@ -43,6 +44,17 @@ class RunFolder:
         path.mkdir(parents=True)
         folder = cls(path)
         folder.config_path.write_text(json.dumps(config.to_flat(), indent=2, sort_keys=True) + "\n")
+        return folder
+
+    @classmethod
+    def reopen(cls, path: Path, config: RunConfig, rows: list[dict[str, Any]]) -> RunFolder:
+        """Continue a killed run in its own folder: ``rounds.jsonl`` is cut back to the checkpoint's
+        rows (a round recorded after the last checkpoint is run again), ``config.json`` rewritten."""
+        folder = cls(Path(path).expanduser().resolve())
+        folder.config_path.write_text(json.dumps(config.to_flat(), indent=2, sort_keys=True) + "\n")
+        tmp = folder.rounds_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+        tmp.replace(folder.rounds_path)
         return folder
 
     @property

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .config_guideq import GuideqConfig
 from .config_structformer import StructFormerConfig
+
+from .config_faults import FaultsConfig
 from .config_safety import SafetyConfig
 from .config_tokenswap import TokenSwapConfig
 
@@ -160,6 +162,8 @@ class RunConfig(_Section):
     seed: int = Field(42, ge=0, description="seed for data generation, partitioning and init")
     output_dir: str = Field("runs", min_length=1, description="where run folders are written")
     run_name: str = Field("", description="run folder name (empty: timestamp + strategy)")
+    resume_from: str = Field("", description="run folder of a killed run to continue from its last checkpoint (empty: new run)")
+    round_timeout: float = Field(0.0, ge=0, description="seconds the server waits for the replies of a round (0: Flower's default, 3600)")
     strategy: StrategyConfig = StrategyConfig()
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
@@ -170,6 +174,7 @@ class RunConfig(_Section):
     privacy: PrivacyConfig = PrivacyConfig()
     guideq: GuideqConfig = GuideqConfig()
     structformer: StructFormerConfig = StructFormerConfig()
+    faults: FaultsConfig = FaultsConfig()
     tokenswap: TokenSwapConfig = TokenSwapConfig()
     safety: SafetyConfig = SafetyConfig()
 
@@ -177,6 +182,11 @@ class RunConfig(_Section):
     def _check_cross_fields(self) -> RunConfig:
         if self.run_name and any(c in self.run_name for c in "/\\"):
             raise ValueError("`run-name` must be a plain folder name without `/`")
+        if self.resume_from and self.privacy.enabled:
+            raise ValueError(
+                "`resume-from` cannot continue a DP run: the clients' accountant state lives in their Flower contexts, "
+                "which a new run does not have, so ε would silently restart; rerun from scratch"
+            )
         allowed = STRATEGY_ADAPTERS.get(self.strategy.name)
         if allowed and self.adapter.name not in ("auto", *allowed):
             raise ValueError(
