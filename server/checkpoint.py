@@ -6,7 +6,8 @@
 - ``frozen/<key>``   the frozen adapter factors (FFA's A, Fed-SB's B and A): a resumed run installs
   these instead of re-initialising (Fed-SB's federated init would otherwise ask clients again),
 - ``strategy/<key>`` the strategy's own arrays (FedEx-LoRA / FLoRA: the versioned residual log),
-- ``ledger``         every metered message so far, ``(rows, 5)`` int64 (round, node, direction, phase, bytes),
+- ``ledger``         every metered message so far, ``(rows, 5)`` uint64 (round, node, direction, phase,
+  bytes; Flower's node ids are random unsigned 64-bit integers),
 
 and, in the safetensors metadata (plain strings, JSON; never pickle), the round, the config, the
 strategy's metadata, Python's ``random`` state (Flower samples nodes with it), the plugin broadcast
@@ -60,7 +61,7 @@ class Checkpoint:
             tensors.update({f"{prefix}/{k}": np.ascontiguousarray(v) for k, v in arrays.items()})
         tensors["ledger"] = np.array(
             [(r.round, r.node, _DIRECTIONS.index(r.direction), _PHASES.index(r.phase), r.bytes) for r in self.ledger],
-            dtype=np.int64,
+            dtype=np.uint64,
         ).reshape(-1, 5)
         version, internal, gauss = self.rng_state
         metadata = {

@@ -124,3 +124,15 @@ def test_the_fedex_residual_log_round_trips_through_its_state_bit_for_bit() -> N
         for module, t in want.modules.items():
             for x, y in zip(t.arrays, got.modules[module].arrays, strict=True):
                 assert x.tobytes() == y.tobytes()
+
+
+def test_a_checkpoint_round_trips_flower_s_64_bit_node_ids(tmp_path: Path) -> None:
+    from server.metering import LedgerRow  # noqa: PLC0415
+
+    node = 2**64 - 12345  # real Flower node ids are random uint64, beyond int64
+    ckpt = Checkpoint(server_round=1, config={"seed": 1}, global_arrays={"a": np.ones((2, 2), np.float32)}, frozen={},
+                      strategy_arrays={}, strategy_meta={}, rng_state=__import__("random").getstate(),
+                      ledger=[LedgerRow(1, node, "up", "train", 123), LedgerRow(1, 7, "down", "setup", 9)], rows=[{"round": 0}])
+    ckpt.save(tmp_path)
+    again = Checkpoint.load(tmp_path)
+    assert again.ledger == ckpt.ledger and again.rng_state == ckpt.rng_state and again.rows == ckpt.rows
