@@ -127,7 +127,8 @@ class Checkpoint:
 
 
 # Keys that may differ between the killed run and its resumption; anything else would change the run.
-RESUMABLE_CHANGES = frozenset({"resume-from", "num-server-rounds"})
+# (`run-name` and `output-dir` do not matter: a resumed run writes into the `resume-from` folder.)
+RESUMABLE_CHANGES = frozenset({"resume-from", "num-server-rounds", "run-name", "output-dir", "round-timeout"})
 
 
 def check_compatible(saved: dict[str, Any], current: dict[str, Any]) -> None:
