@@ -91,6 +91,11 @@ def flower_base_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for every component: offline, no runtime installs, no update checks."""
     env = dict(os.environ if base is None else base)
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    # Flower's processes start `flwr-serverapp`, `flwr-clientapp`, `flwr-simulation` by name: find this
+    # environment's, even when it was never activated (`.venv/bin/python -m pytest`)
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join([bindir, *filter(None, [env.get("PATH", "")])])
     env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -101,6 +101,11 @@ def flower_env(base: Mapping[str, str] | None = None, *, managed: bool = True) -
     env.setdefault("FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", str(DEFAULT_SUPERLINK_PORT))
     env.setdefault("FLWR_LOCAL_CONTROL_API_PORT", str(DEFAULT_CONTROL_PORT))
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    # Flower's processes start `flwr-serverapp`, `flwr-clientapp`, `flwr-simulation` by name: find this
+    # environment's, even when it was never activated (`.venv/bin/python -m pytest`)
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join([bindir, *filter(None, [env.get("PATH", "")])])
     env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     env.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     env.setdefault("HF_HUB_OFFLINE", "1")
