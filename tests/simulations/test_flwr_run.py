@@ -102,6 +102,27 @@ def test_a_failed_run_is_reported_as_failed_not_by_flwr_exit_code(flower_env: di
     assert not folder.exists()
 
 
+def test_faults_and_a_resume_through_the_ray_engine(flower_env: dict[str, str], tmp_path: Path) -> None:
+    # failing clients raise inside the ClientApp (Flower turns that into an error reply), malformed ones
+    # send a NaN; slow clients and round-timeout are left to the in-process tests: a sleeping client holds
+    # one of the two Ray workers for its whole sleep, which costs minutes here
+    faulty = ('strategy.name="fedex" model.name="tiny-llama" task.name="arithmetic" num-server-rounds=2 '
+              'train.local-steps=2 adapter.rank=4 eval.max-examples=16 faults.fail-fraction=0.25 '
+              'faults.malformed-fraction=0.25')
+    result, folder = _run(flower_env, tmp_path, 4, [faulty])
+    assert result.ok, result.output[-3000:]
+    rows = read_rounds(folder / "rounds.jsonl")
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["dropped"] >= 2 and summary["timed_out"] == 0  # the seed's draws: 2 faulty clients a round
+    assert all(r["clients"] + r["dropped"] == 4 and r["clients"] >= 1 for r in rows[1:])
+    # the finished run continues for one more round from its checkpoint, in its own folder
+    more, _ = _run(flower_env, tmp_path, 4, [faulty.replace("num-server-rounds=2", "num-server-rounds=3") + f' resume-from="{folder}"'])
+    assert more.ok, more.output[-3000:]
+    assert [r["round"] for r in read_rounds(folder / "rounds.jsonl")] == [0, 1, 2, 3]
+    assert json.loads((folder / "summary.json").read_text())["resumed_after_round"] == 2
+
+
 def test_a_dp_run_through_flower_shows_epsilon_rising_and_loss_falling(flower_env: dict[str, str], tmp_path: Path) -> None:
     # each ClientApp message runs in a Ray worker; ε can only rise if Context.state carries the history
     result, folder = _run(
