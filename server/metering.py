@@ -19,6 +19,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from server.strategy_wrapper import StrategyWrapper
+
 from strategies.contract import SETUP_RECORDS, message_bytes
 
 DOWN, UP = "down", "up"
@@ -66,7 +68,7 @@ class ByteLedger:
             writer.writerows((r.round, r.node, r.direction, r.phase, r.bytes) for r in self.rows)
 
 
-class Metered(Strategy):
+class Metered(StrategyWrapper):
     """Wrap ``inner`` so that every message in both directions is entered in ``ledger``.
 
     The wrapper delegates all decisions to ``inner``; ``start`` is Flower's own round loop calling
@@ -75,7 +77,7 @@ class Metered(Strategy):
     """
 
     def __init__(self, inner: Strategy, ledger: ByteLedger | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.ledger = ledger if ledger is not None else ByteLedger()
         self.train_metrics: dict[int, MetricRecord] = {}
         self.evaluate_metrics: dict[int, MetricRecord] = {}
@@ -124,15 +126,6 @@ class Metered(Strategy):
         if metrics is not None:
             self.evaluate_metrics[server_round] = metrics
         return metrics
-
-    def summary(self) -> None:
-        """Delegate."""
-        self.inner.summary()
-
-    def __getattr__(self, name: str) -> object:  # e.g. `last_dropped` of the inner strategy
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]

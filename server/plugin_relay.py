@@ -25,16 +25,18 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from server.strategy_wrapper import StrategyWrapper
+
 from client.tasks.base import ClientReport, Task
 from strategies.contract import ARRAYS, BROADCAST, METRICS, NUM_EXAMPLES, ReportError, encode_json_record, message_report
 from strategies.validation import expected_from_arrays, validate_reply
 
 
-class PluginRelay(Strategy):
+class PluginRelay(StrategyWrapper):
     """Wrap ``inner`` to relay ``task``'s plugin reports and broadcasts (module docstring)."""
 
     def __init__(self, inner: Strategy, task: Task, folder: Path) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.task = task
         self.folder = folder
         self.broadcast: dict[str, Any] | None = None
@@ -100,16 +102,3 @@ class PluginRelay(Strategy):
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """Delegate, then attach the broadcast."""
         return self._attach(self.inner.configure_evaluate(server_round, arrays, config, grid))
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Delegate."""
-        return self.inner.aggregate_evaluate(server_round, replies)
-
-    def summary(self) -> None:
-        """Delegate."""
-        self.inner.summary()
-
-    def __getattr__(self, name: str) -> object:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)

@@ -18,6 +18,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from server.strategy_wrapper import StrategyWrapper
+
 from strategies.contract import METRICS, PARTITION_ID
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
@@ -30,11 +32,11 @@ def _order_key(reply: Message) -> tuple[int, int]:
     return partition, int(reply.metadata.src_node_id)
 
 
-class RoundDriver(Strategy):
+class RoundDriver(StrategyWrapper):
     """Wrap ``inner``; rounds seen by ``inner`` are ``start``'s rounds plus ``offset``."""
 
     def __init__(self, inner: Strategy, *, offset: int = 0) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.offset = offset
         self.timed_out: dict[int, int] = {}
         self._sent: dict[int, int] = {}
@@ -69,12 +71,3 @@ class RoundDriver(Strategy):
             return inner(server_round + self.offset, arrays)
 
         return shifted
-
-    def summary(self) -> None:
-        """Delegate."""
-        self.inner.summary()
-
-    def __getattr__(self, name: str) -> object:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
