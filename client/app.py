@@ -14,7 +14,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.logger import log
 
 from adapters.lora_sb import estimate_gradients
-from adapters.payload import extract, layout, load
+from adapters.payload import extract, load
 from client.base_sync import sync_base
 from client.faults import InjectedFailure, draw_fault, malform
 from client.frozen_sync import CONFIRMED, sync_frozen
@@ -112,7 +112,7 @@ def train(msg: Message, context: Context) -> Message:
         log(WARNING, "partition %d, round %d: %s", partition_id, server_round, exc)
         # no base commit: the server drops this reply, so it still believes the previous version
         return Message(error=Error(code=PRIVACY_BUDGET_EXHAUSTED, reason=str(exc)), reply_to=msg)
-    update = AdapterUpdate(before=received, after=extract(worker.model), layout=layout(worker.model))
+    update = AdapterUpdate(before=received, after=extract(worker.model), layout=worker.layout)
     payload = worker.task.transform_update(worker.model, update)
     payload = update.after if payload is None else payload
     if fault == "malformed":
@@ -145,9 +145,10 @@ def evaluate(msg: Message, context: Context) -> Message:
     rows = worker.test_rows(partition_id=partition_id, num_partitions=num_partitions, seed=config.seed)
     result = worker.task.evaluate(worker.model, worker.tokenizer, rows, batch_size=config.eval.batch_size)
     metrics = {f"eval_{name}": float(value) for name, value in result.values.items()}
-    own = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
-    shard = worker.task.shard_metrics(worker.model, worker.tokenizer, own, batch_size=config.eval.batch_size)
-    metrics.update({f"eval_{name}": float(value) for name, value in shard.items()})
+    if worker.task.implements("shard_metrics"):  # the client's own training shard, e.g. memorisation
+        own = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
+        shard = worker.task.shard_metrics(worker.model, worker.tokenizer, own, batch_size=config.eval.batch_size)
+        metrics.update({f"eval_{name}": float(value) for name, value in shard.items()})
     metrics[NUM_EXAMPLES] = result.num_examples
     metrics[BASE_VERSION] = pending.version
     metrics[CONFIRMED] = int(frozen)

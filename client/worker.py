@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.base_delta import BaseWeights
 from adapters.lora import AdapterSpec, build_adapted_model
+from adapters.payload import layout
 from client.tasks import build_task
 from client.tasks.base import Task
 from client.tasks.partition import partition_dataset
@@ -31,6 +32,7 @@ class Worker:
     tokenizer: Any
     datasets: Any
     base: BaseWeights
+    layout: dict[str, dict[str, Any]] = field(default_factory=dict)  # adapters.payload.layout(model), fixed
     frozen_hash: str | None = None  # hash of the frozen adapter factors installed in ``model``
 
     def train_rows(self, config: RunConfig, *, partition_id: int, num_partitions: int) -> list[dict[str, Any]]:
@@ -101,6 +103,7 @@ def get_worker(config: RunConfig) -> Worker:
             tokenizer=tokenizer,
             datasets=task.build_datasets(),
             base=BaseWeights(model),
+            layout=layout(model),
         )
         _CACHE[key] = worker
     return worker

@@ -4,8 +4,8 @@
 broadcasts it adds are metered with everything else. Per round it
 
 1. adds the current broadcast (if any) to every train and evaluate instruction,
-2. after the inner strategy aggregated, hands every accepted reply (content present, arrays matching
-   what was sent, report decodable) to ``task.merge_reports``; a reply whose report is unreadable
+2. after the inner strategy aggregated, and only for a task that implements ``merge_reports``, hands
+   every reply the strategy accepted (not in its ``last_dropped``) to it; a reply whose report is unreadable
    is still aggregated - only its report is skipped, and the count is in ``plugin_bad_reports``,
 3. keeps the returned metrics for the round's row, writes ``detail`` to ``plugins/round-<N>.json``,
    and installs a new ``broadcast`` on the server's task (central evaluation sees it) and for the
@@ -60,17 +60,23 @@ class PluginRelay(StrategyWrapper):
         replies = list(replies)
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         sent = self._sent.get(server_round)
-        if sent is not None:
+        if sent is not None and self.task.implements("merge_reports"):
             self._merge(server_round, replies, sent)
         return arrays, metrics
 
+    def _accepted(self, replies: list[Message], sent: ArrayRecord) -> list[Message]:
+        """The replies the strategy aggregated: its own ``last_dropped`` verdicts, not a second check."""
+        dropped = getattr(self.inner, "last_dropped", None)
+        if dropped is None:  # a strategy without a drop list: validate here
+            expected = expected_from_arrays(sent)
+            return [r for r in replies if r.has_content() and validate_reply(r.content, expected) is None]
+        nodes = {node for node, _ in dropped}
+        return [r for r in replies if r.has_content() and r.metadata.src_node_id not in nodes]
+
     def _merge(self, server_round: int, replies: list[Message], sent: ArrayRecord) -> None:
-        expected = getattr(self.inner, "expected", None) or expected_from_arrays(sent)
         reports: list[ClientReport] = []
         bad = 0
-        for reply in replies:
-            if not reply.has_content() or validate_reply(reply.content, expected) is not None:
-                continue  # the strategy dropped it too
+        for reply in self._accepted(replies, sent):
             try:
                 report = message_report(reply)
             except ReportError as exc:

@@ -142,6 +142,10 @@ class Task(ABC):
 
     # --- optional hooks (module docstring); the defaults do nothing -------------------------------
 
+    def implements(self, hook: str) -> bool:
+        """Whether this task overrides the optional ``hook`` (callers skip the work a no-op would waste)."""
+        return getattr(type(self), hook) is not getattr(Task, hook)
+
     def transform_update(self, model: torch.nn.Module, update: AdapterUpdate) -> dict[str, np.ndarray] | None:
         """Client, after local training: a replacement payload to send (same keys, shapes and
         dtypes as ``update.after``), or ``None`` to send ``update.after`` unchanged."""
