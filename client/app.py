@@ -22,7 +22,7 @@ from client.training import PrivateRound, local_train
 from client.tasks.base import AdapterUpdate
 from client.worker import Worker, get_worker
 from privacy import BudgetExhausted, DPConfig
-from strategies.contract import (
+from contract import (
     ARRAYS,
     BASE_VERSION,
     BROADCAST,

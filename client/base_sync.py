@@ -1,7 +1,7 @@
 """Keeping a node's frozen base in step with the server's versioned base (FedEx-LoRA, FLoRA).
 
 A node's base is ``W0 + C_v``. The node keeps the canonical delta ``C_v`` (dense, float32, per
-module; ``strategies.contract.base_delta``, identical bit for bit on every node) and ``v`` in its
+module; ``contract.base_delta``, identical bit for bit on every node) and ``v`` in its
 Flower ``Context.state``, which persists across messages in simulation and deployment alike (a
 deployed node runs every message in a fresh process). Each message that carries a base delta
 moves the node from ``base-from-version`` to ``base-version``; a node whose stored version does
@@ -15,7 +15,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
 
 from adapters.base_delta import BaseWeights
-from strategies.contract import BASE_DELTA, BASE_FROM_VERSION, BASE_SPLITS, BASE_VERSION, CONFIG, advance_base
+from contract import BASE_DELTA, BASE_FROM_VERSION, BASE_SPLITS, BASE_VERSION, CONFIG, advance_base
 
 STATE_DELTA = "corolla.base-delta"
 STATE_META = "corolla.base-meta"

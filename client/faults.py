@@ -1,4 +1,4 @@
-"""Injected client faults (``faults.*``, see ``strategies/contract/config_faults.py``).
+"""Injected client faults (``faults.*``, see ``contract/config_faults.py``).
 
 The draw depends only on ``(seed, round, partition)``, so a run with faults is as reproducible as one
 without, and a test knows which clients misbehave without looking.
@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from strategies.contract import RunConfig
+from contract import RunConfig
 
 Fault = Literal["fail", "malformed", "slow"]
 _STREAM = 0xFA17  # separates this draw from every other seeded stream of the run

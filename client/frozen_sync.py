@@ -11,7 +11,7 @@ from __future__ import annotations
 from flwr.app import Array, ArrayRecord, Context, RecordDict
 
 from adapters.frozen import hash_arrays, load_frozen_factors
-from strategies.contract import CONFIG, FROZEN_FACTORS, FROZEN_HASH
+from contract import CONFIG, FROZEN_FACTORS, FROZEN_HASH
 
 STATE_FROZEN = "corolla.frozen-factors"
 CONFIRMED = FROZEN_HASH + "-ok"  # reply metric: 1 once the node verified and installed the factors

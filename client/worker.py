@@ -19,7 +19,7 @@ from adapters.payload import layout
 from client.tasks import build_task
 from client.tasks.base import Task
 from client.tasks.partition import partition_dataset
-from strategies.contract import RunConfig
+from contract import RunConfig
 
 
 @dataclass

@@ -26,7 +26,7 @@ from adapters.lora_sb import effective_lr, init_from_gradients, initialise_lora_
 from adapters.payload import layout
 from client.tasks.base import Task
 from server.metering import DOWN, SETUP, UP, ByteLedger
-from strategies.contract import ARRAYS, CONFIG, GRADIENT_ESTIMATE, INIT_EXAMPLES, METRICS, RunConfig, message_bytes
+from contract import ARRAYS, CONFIG, GRADIENT_ESTIMATE, INIT_EXAMPLES, METRICS, RunConfig, message_bytes
 from strategies.layout import layout_from_config
 
 

@@ -33,7 +33,7 @@ from server.recorder import RoundRecorder
 from server.round_driver import RoundDriver
 from server.run_folder import RunFolder
 from strategies import build_strategy
-from strategies.contract import RunConfig, parse_run_config
+from contract import RunConfig, parse_run_config
 
 app = ServerApp()
 

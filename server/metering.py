@@ -21,7 +21,7 @@ from flwr.serverapp.strategy import Strategy
 
 from server.strategy_wrapper import StrategyWrapper
 
-from strategies.contract import SETUP_RECORDS, message_bytes
+from contract import SETUP_RECORDS, message_bytes
 
 DOWN, UP = "down", "up"
 SETUP = "setup"  # the phase of one-time set-up records

@@ -28,7 +28,7 @@ from flwr.serverapp.strategy import Strategy
 from server.strategy_wrapper import StrategyWrapper
 
 from client.tasks.base import ClientReport, Task
-from strategies.contract import ARRAYS, BROADCAST, METRICS, NUM_EXAMPLES, ReportError, encode_json_record, message_report
+from contract import ARRAYS, BROADCAST, METRICS, NUM_EXAMPLES, ReportError, encode_json_record, message_report
 from strategies.validation import expected_from_arrays, validate_reply
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from flwr.common.logger import log
 
-from strategies.contract import RunConfig
+from contract import RunConfig
 
 FEDERATED_INIT_GAP = (
     "LoRA-SB's frozen B and A come from the clients' summed raw gradients (adapter.init = federated), "

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from strategies.contract import CONFIG, SERVER_ROUND
+from contract import CONFIG, SERVER_ROUND
 
 _POLL_S = 0.1
 

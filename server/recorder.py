@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from flwr.app import ArrayRecord, MetricRecord
 
 from server.central_eval import CentralEvaluator
-from strategies.contract import EPSILON, PARTITION_ID
+from contract import EPSILON, PARTITION_ID
 from server.metering import DOWN, SETUP, UP, Metered
 from server.run_folder import RunFolder
 

@@ -20,7 +20,7 @@ from flwr.serverapp.strategy import Strategy
 
 from server.strategy_wrapper import StrategyWrapper
 
-from strategies.contract import METRICS, PARTITION_ID
+from contract import METRICS, PARTITION_ID
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 

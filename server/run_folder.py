@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from strategies.contract import RunConfig
+from contract import RunConfig
 
 
 @dataclass(frozen=True)

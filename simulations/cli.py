@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from strategies.contract import ConfigError, RunConfig
+from contract import ConfigError, RunConfig
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 
 from flwr.common.config import flatten_dict, parse_config_args
 
-from strategies.contract import RunConfig, parse_run_config
+from contract import RunConfig, parse_run_config
 
 DEFAULT_SUPERLINK_PORT = 39191  # Corolla's managed SuperLink; Flower's own default is 39091
 DEFAULT_CONTROL_PORT = 39193

@@ -11,7 +11,7 @@ one per aggregated round. The server keeps the rounds' residuals in a bounded
 the version that node holds to ``V`` — the last residual for a node that took part in the previous
 round, the missed ones stacked otherwise (exact factors, or dense when that is smaller), or, for a
 node older than the log keeps, the whole cumulative delta from the pristine base (version 0) —
-under the base-delta contract (:mod:`strategies.contract.base_delta`). Nodes report their version.
+under the base-delta contract (:mod:`contract.base_delta`). Nodes report their version.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from .aggregation import weighted_mean
-from .contract import ARRAYS, CONFIG, METRICS
-from .contract.base_delta import (
+from contract import ARRAYS, CONFIG, METRICS
+from contract.base_delta import (
     BASE_DELTA,
     BASE_FROM_VERSION,
     BASE_SPLITS,

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from .aggregation import aggregation_weights, lora_deviation, weighted_mean
-from .contract.records import (
+from contract.records import (
     ARRAYS,
     CLIENTS,
     CONFIG,

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
-from .contract import ARRAYS, CONFIG, METRICS
-from .contract.frozen import FROZEN_FACTORS, FROZEN_HASH
+from contract import ARRAYS, CONFIG, METRICS
+from contract.frozen import FROZEN_FACTORS, FROZEN_HASH
 
 
 class FrozenFactorsDistribution:

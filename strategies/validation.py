@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 
-from .contract.records import NUM_EXAMPLES
+from contract.records import NUM_EXAMPLES
 
 Expected = dict[str, tuple[tuple[int, ...], np.dtype]]
 """Array key -> (shape, dtype) a reply must reproduce."""

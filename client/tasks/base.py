@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from datasets import DatasetDict
 
-from strategies.contract import RunConfig
+from contract import RunConfig
 
 ModelKind = Literal["sequence-classification", "causal-lm", "masked-lm"]
 

@@ -19,7 +19,7 @@ from adapters.payload import extract, load
 from client.app import app as client_app
 from client.tasks import clear_partition_cache
 from client.training import local_train
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 
 
 def _set_identity() -> None:

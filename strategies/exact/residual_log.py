@@ -4,7 +4,7 @@ FedEx-LoRA changes the frozen base every round (``W0^t = W0^{t−1} + s·ΔW_res
 skipped rounds holds a stale base (``algorithms.md`` §1.5, §1.10 item 6, §6). The server tags the
 base with a version (0 = the pristine pretrained weights, ``t`` after round ``t``'s fold).
 
-Every node holds the *canonical* delta ``C_v`` of its version (``strategies.contract.base_delta``:
+Every node holds the *canonical* delta ``C_v`` of its version (``contract.base_delta``:
 ``C_t = float32(float64(C_{t−1}) + float64(R_t))``), so all nodes - whatever rounds they skipped, and
 the nodes of a run resumed from a checkpoint - hold the same base bit for bit. The log keeps:
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contract.base_delta import canonical_step
+from contract.base_delta import canonical_step
 from ._common import FloatDtype, compute_dtype
 from .transport import ResidualTransport
 

@@ -11,7 +11,7 @@ from adapters.lora import AdapterSpec, build_adapted_model
 from adapters.payload import extract
 from client.app import app as client_app
 from client.training import batch_indices
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 from tests.strategies.fake_grid import set_task_identity
 
 RUN = {

@@ -9,7 +9,7 @@ from flwr.app import Context, RecordDict
 import client.worker as worker_module
 from client.app import app as client_app
 from privacy import STATE_KEY
-from strategies.contract import PRIVACY_BUDGET_EXHAUSTED, ConfigError, parse_run_config
+from contract import PRIVACY_BUDGET_EXHAUSTED, ConfigError, parse_run_config
 from tests.client.test_app import RUN, initial_arrays, reply_arrays, train_message
 
 DP = {**RUN, "privacy.enabled": True, "privacy.noise-multiplier": 1.0, "num-server-rounds": 3}

@@ -9,7 +9,7 @@ from flwr.app import ConfigRecord, Context, RecordDict
 from adapters.base_delta import BaseWeights
 from adapters.lora import AdapterSpec, build_adapted_model
 from client.base_sync import BaseVersionMismatch, sync_base
-from strategies.contract import BASE_DELTA, BASE_FROM_VERSION, BASE_VERSION, CONFIG, encode_base_delta
+from contract import BASE_DELTA, BASE_FROM_VERSION, BASE_VERSION, CONFIG, encode_base_delta
 
 MODULE = "base_model.model.model.layers.0.self_attn.v_proj"  # (m, n) = (128, 256): non-square
 

@@ -99,7 +99,7 @@ def _initial_duplicate_bytes() -> int:
     from adapters.lora import AdapterSpec, build_adapted_model
     from adapters.payload import extract
     from client.tasks import build_task
-    from strategies.contract import parse_run_config
+    from contract import parse_run_config
 
     config = parse_run_config({**RUN, "output-dir": "/unused"})
     task = build_task(config.task.name, seed=config.seed, max_length=config.task.max_length)

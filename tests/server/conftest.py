@@ -8,7 +8,7 @@ import pytest
 
 from client.app import app as client_app
 from server.app import run
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 from tests.strategies.fake_grid import FakeGrid
 
 TINY_RUN = {

@@ -15,7 +15,7 @@ from adapters.payload import extract
 from client.app import app as client_app
 from server.app import run
 from server.run_folder import read_rounds
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 from tests.server.conftest import TINY_RUN
 from tests.strategies.fake_grid import FakeGrid
 

@@ -12,7 +12,7 @@ from privacy import save_history
 from server.app import run
 from server.privacy_statement import privacy_statement
 from server.run_folder import read_rounds
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 from tests.server.conftest import TINY_RUN
 from tests.strategies.fake_grid import FakeGrid
 

@@ -10,7 +10,7 @@ import pytest
 
 from client.app import app as client_app
 from server.app import run
-from strategies.contract import ARRAYS, BASE_DELTA, FROZEN_FACTORS, message_bytes, parse_run_config
+from contract import ARRAYS, BASE_DELTA, FROZEN_FACTORS, message_bytes, parse_run_config
 from strategies.exact.comm import comm_params
 from tests.strategies.fake_grid import FakeGrid
 

@@ -21,7 +21,7 @@ from adapters.models import build_base_model
 from client.app import app as client_app
 from client.base_sync import STATE_DELTA, STATE_META
 from server.app import run
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 from tests.strategies.fake_grid import FakeGrid
 
 RUN = {

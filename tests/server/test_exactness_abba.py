@@ -13,7 +13,7 @@ from adapters.payload import layout
 from client.app import app as client_app
 from client.base_sync import STATE_DELTA
 from server.app import run
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 from strategies.exact.abba import AbbaFactors, abba_update
 from tests.server.test_exactness import MODULES, merged_weights, pristine, round_replies, weights_of
 from tests.strategies.fake_grid import FakeGrid

@@ -16,7 +16,7 @@ from client.app import app as client_app
 from client.faults import draw_fault
 from server.app import run
 from server.run_folder import read_rounds
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 from tests.server.test_exactness import MODULES, frozen_of, mean_update_and_residual, merged_weights, round_replies
 from tests.strategies.fake_grid import FakeGrid
 

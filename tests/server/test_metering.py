@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from flwr.common.serde import message_to_proto
 
-from strategies.contract import ARRAYS, message_bytes
+from contract import ARRAYS, message_bytes
 from tests.strategies.fake_grid import FakeGrid
 
 

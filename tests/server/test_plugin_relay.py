@@ -20,7 +20,7 @@ from client.tasks.arithmetic import ArithmeticWordProblems
 from client.tasks.base import AdapterUpdate, ClientReport, ReportMerge
 from server.app import run
 from server.run_folder import read_rounds
-from strategies.contract import BROADCAST, REPORT, message_bytes, parse_run_config
+from contract import BROADCAST, REPORT, message_bytes, parse_run_config
 from tests.server.conftest import TINY_RUN
 from tests.strategies.fake_grid import FakeGrid
 

@@ -19,7 +19,7 @@ from client.app import app as client_app
 from server.app import run
 from server.checkpoint import CHECKPOINT_NAME, Checkpoint, CheckpointError
 from server.run_folder import read_rounds
-from strategies.contract import ConfigError, parse_run_config
+from contract import ConfigError, parse_run_config
 from tests.server.conftest import TINY_RUN
 from tests.strategies.fake_grid import FakeGrid
 

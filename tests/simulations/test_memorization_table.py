@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from simulations.memorization_table import gather, plan, write_table
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 
 
 def test_plan_is_valid_for_every_cell(tmp_path):

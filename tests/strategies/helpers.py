@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
-from strategies.contract import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES
+from contract import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES
 from strategies.layout import LoraPair
 
 from .fake_grid import set_task_identity

@@ -9,7 +9,7 @@ import pytest
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from strategies.contract import (
+from contract import (
     ARRAYS,
     BYTES_UP,
     EPSILON,

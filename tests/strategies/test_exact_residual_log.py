@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from strategies.contract import advance_base, canonical_step, encode_base_delta, encode_splits
+from contract import advance_base, canonical_step, encode_base_delta, encode_splits
 from strategies.exact import ResidualLog, ResidualTransport, fedex_aggregate
 
 SCALE = 2.0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
-from strategies.contract import CLIENTS, DEV_REL_MEAN, DROPPED, EPSILON, METRICS, NUM_EXAMPLES, TRAIN_LOSS
+from contract import CLIENTS, DEV_REL_MEAN, DROPPED, EPSILON, METRICS, NUM_EXAMPLES, TRAIN_LOSS
 from strategies.fedit import FedIT
 from strategies.layout import LoraPair
 from tests.strategies.fake_grid import FakeGrid

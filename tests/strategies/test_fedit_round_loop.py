@@ -7,7 +7,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from strategies.contract import (
+from contract import (
     ARRAYS,
     CLIENTS,
     CONFIG,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import MetricRecord, RecordDict
 
-from strategies.contract import ARRAYS, METRICS, NUM_EXAMPLES
+from contract import ARRAYS, METRICS, NUM_EXAMPLES
 from strategies.validation import (
     MalformedReply,
     check_reply,

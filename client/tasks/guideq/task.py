@@ -45,7 +45,7 @@ from client.tasks.guideq.questioning import (
     TemplateQuestioner,
 )
 from client.tasks.registry import register_task
-from strategies.contract import RunConfig
+from contract import RunConfig
 
 
 SHORT_TRAIN_TEXTS = 0.3  # synthetic training pool: share of first-half-only texts (data.synthetic_split)
@@ -54,7 +54,7 @@ SHORT_TRAIN_TEXTS = 0.3  # synthetic training pool: share of first-half-only tex
 @register_task
 class GuidedClassification(Task):
     """GUIDEQ (arXiv 2411.05991) as a federated task; settings in ``guideq.*``
-    (``strategies.contract.config_guideq.GuideqConfig``; the run config's defaults until
+    (``contract.config_guideq.GuideqConfig``; the run config's defaults until
     :meth:`configure`)."""
 
     name: ClassVar[str] = "guideq"

@@ -31,7 +31,7 @@ from client.tasks.safety.activations import OFF_TASK_PROMPTS, activation_overlap
 from client.tasks.safety.analysis import analyse_update, merge_client_reports, ref_basis
 from client.tasks.safety.reference import Reference, base_weights, load_reference, module_key
 from client.tasks.safety.updates import projected_payload, update_factors
-from strategies.contract import RunConfig
+from contract import RunConfig
 
 
 def _fractions(text: str) -> tuple[float, ...]:

@@ -30,7 +30,7 @@ from client.tasks.structformer import docs as documents
 from client.tasks.structformer.collator import CollatorSpec, collate, encode
 from client.tasks.structformer.metrics import heading_attention_mass, receptive_field, summarize
 from client.tasks.structformer.slots import slot_split
-from strategies.contract import RunConfig
+from contract import RunConfig
 
 PAD_MULTIPLE = 16  # tiny-longformer's window; larger windows are padded by the model itself
 MODEL_KEYS = ("input_ids", "attention_mask", "global_attention_mask")

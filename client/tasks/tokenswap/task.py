@@ -32,7 +32,7 @@ from client.tasks.tokenswap.metrics import METRIC_NAMES, mean_metrics, reduction
 from client.tasks.tokenswap.processor import TokenSwapProcessor, generate_greedy, positions_from_mask
 from client.tasks.tokenswap.swap import swap_distribution
 from client.tasks.tokenswap.words import parse_words
-from strategies.contract import RunConfig
+from contract import RunConfig
 
 IGNORE_INDEX = -100
 

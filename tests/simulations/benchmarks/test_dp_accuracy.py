@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from simulations.benchmarks.dp_accuracy import overrides_for
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 
 
 def test_each_cell_is_a_valid_config_with_dp_only_at_finite_epsilon() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import client.worker as worker_module
 from simulations.benchmarks.scale import BASE, shutdown, total_rss
 from simulations.benchmarks.scale_baselines import floor_seconds, naive_seconds
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 
 
 def test_every_cell_is_a_valid_config_with_at_most_100_clients_a_round() -> None:

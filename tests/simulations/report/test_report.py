@@ -14,7 +14,7 @@ from client.app import app as client_app
 from server.app import run
 from simulations.report import RunFolderError, headline, load_run, write_report
 from simulations.report.runs import bytes_to_reach
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 from tests.server.conftest import TINY_RUN
 from tests.strategies.fake_grid import FakeGrid
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from flwr.common.config import flatten_dict
 
-from strategies.contract.run_config import ConfigError, RunConfig, allowed_keys, parse_run_config
+from contract.run_config import ConfigError, RunConfig, allowed_keys, parse_run_config
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -94,6 +94,6 @@ def test_a_strategy_adapter_mismatch_fails_with_the_fix() -> None:
 
 def test_every_registered_strategy_declares_its_adapters() -> None:
     from strategies import strategy_names
-    from strategies.contract.run_config import STRATEGY_ADAPTERS
+    from contract.run_config import STRATEGY_ADAPTERS
 
     assert sorted(STRATEGY_ADAPTERS) == sorted(strategy_names())

@@ -15,8 +15,8 @@ import pytest
 from client.app import app as client_app
 from server.app import run
 from server.run_folder import read_rounds
-from strategies.contract import parse_run_config
-from strategies.contract import BROADCAST, decode_json_record
+from contract import parse_run_config
+from contract import BROADCAST, decode_json_record
 from tests.strategies.fake_grid import FakeGrid
 
 RUN = {

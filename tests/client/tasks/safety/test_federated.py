@@ -20,7 +20,7 @@ from client.tasks.safety.reference import save_basis
 from client.tasks.safety.subspace import Svd
 from server.app import run
 from server.run_folder import read_rounds
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 from tests.server.conftest import TINY_RUN
 from tests.strategies.fake_grid import FakeGrid
 

@@ -13,7 +13,7 @@ from client.tasks.structformer import docs
 from client.tasks.structformer.collator import BODY, HEADING, TITLE, CollatorSpec, collate, encode, flatten
 from client.tasks.structformer.slots import KEYWORDS, slot_split
 from client.tasks.structformer.task import StructureMLM
-from strategies.contract import RunConfig
+from contract import RunConfig
 
 HAND = docs.StructuredDoc("w016 w017", ["w040 w041"], [docs.StructuredDoc("w000 w001", ["w050 w051 w052"])])
 

@@ -17,7 +17,7 @@ import torch
 
 from adapters.models import build_base_model
 from client.tasks.structformer.task import StructureMLM
-from strategies.contract import RunConfig
+from contract import RunConfig
 
 STEPS, BATCH, LR = 120, 16, 3e-3
 

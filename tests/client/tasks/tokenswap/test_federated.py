@@ -16,7 +16,7 @@ from client.app import app as client_app
 from client.tasks.tokenswap.wordlm import save_word_model
 from server.app import run
 from server.run_folder import read_rounds
-from strategies.contract import parse_run_config
+from contract import parse_run_config
 from tests.strategies.fake_grid import FakeGrid
 
 

@@ -148,7 +148,7 @@ def reduce_metrics(
         if weight is None or isinstance(weight, list):
             raise ValueError(
                 f"reply {i} has no scalar `{weighted_by_key}` metric; every client reply MUST "
-                f"report it (see strategies.contract.train_reply_content)"
+                f"report it (see contract.train_reply_content)"
             )
         merged.append(metrics)
         weights.append(float(weight))
