@@ -9,7 +9,7 @@ import pytest
 
 from strategies.exact import comm_params, hf_module_shapes
 
-# the fields of /work/shared/data/model-configs/*.json that the shapes depend on
+# the fields of tests/data/model-configs/*.json that the shapes depend on
 CONFIGS = {
     name: dict(
         zip(
@@ -33,7 +33,7 @@ TABLE = {
     "llama-3.2-3b": (196, 48_627_712, 24_772_608, (5, 243.1), (2.82, 5.02, 7.84)),
     "llama-3.2-1b": (112, 22_544_384, 12_058_624, None, (1.61, 2.87, 4.48)),
 }
-SHARED_CONFIGS = Path("/work/shared/data/model-configs")
+MODEL_CONFIGS = Path(__file__).parents[1] / "data" / "model-configs"  # the models' config.json
 
 
 @pytest.mark.parametrize("model", sorted(TABLE))
@@ -68,10 +68,8 @@ def test_section36_ratio_and_one_time_download() -> None:
 
 
 @pytest.mark.parametrize("model", sorted(TABLE))
-def test_shapes_match_the_shared_hf_configs(model: str) -> None:
-    path = SHARED_CONFIGS / f"{model}.json"
-    if not path.exists():
-        pytest.skip(f"{path} not available")
+def test_shapes_match_the_hf_configs(model: str) -> None:
+    path = MODEL_CONFIGS / f"{model}.json"
     assert hf_module_shapes(json.loads(path.read_text())) == hf_module_shapes(CONFIGS[model])
 
 
