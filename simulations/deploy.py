@@ -26,16 +26,17 @@ import argparse
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from simulations.flower_env import flower_binary, flower_env
 
 CONNECTION = "corolla-deploy"
 MAKE_CERTS = Path(__file__).resolve().parent.parent / "docker" / "make-certs.sh"
@@ -51,17 +52,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def _binary(name: str) -> str:
-    """A Flower executable next to the running interpreter (same environment), else on PATH."""
-    local = Path(sys.executable).parent / name
-    if local.exists():
-        return str(local)
-    found = shutil.which(name)
-    if found is None:
-        raise DeploymentError(f"`{name}` not found: install flwr in this environment")
-    return found
 
 
 def make_certs(out: Path, nodes: int, extra_names: Sequence[str] = (), *, script: Path = MAKE_CERTS) -> None:
@@ -85,23 +75,6 @@ def write_connection(flwr_home: Path, name: str, address: str, root_certificates
         f'[superlink.{name}]\naddress = "{address}"\nroot-certificates = "{root_certificates.resolve()}"\n'
     )
     return path
-
-
-def flower_base_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for every component: offline, no runtime installs, no update checks."""
-    env = dict(os.environ if base is None else base)
-    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
-    # Flower's processes start `flwr-serverapp`, `flwr-clientapp`, `flwr-simulation` by name: find this
-    # environment's, even when it was never activated (`.venv/bin/python -m pytest`)
-    bindir = str(Path(sys.executable).parent)
-    if bindir not in env.get("PATH", "").split(os.pathsep):
-        env["PATH"] = os.pathsep.join([bindir, *filter(None, [env.get("PATH", "")])])
-    env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
 
 
 @dataclass
@@ -132,7 +105,7 @@ class Topology:
     nodes: int = 2
     host: str = "127.0.0.1"
     superexec_auth: bool = True
-    env: dict[str, str] = field(default_factory=flower_base_env)
+    env: dict[str, str] = field(default_factory=lambda: flower_env(managed=False))
     components: list[Component] = field(default_factory=list)
     superlink_port: int = 0
     node_ports: list[int] = field(default_factory=list)
@@ -210,7 +183,7 @@ class Topology:
         """``flower-superlink``: TLS, SuperNode auth, process isolation, no runtime installs."""
         certs = self.certs
         return [
-            _binary("flower-superlink"),
+            flower_binary("flower-superlink"),
             "--ssl-ca-certfile", str(certs / "ca.crt"),
             "--ssl-certfile", str(certs / "superlink.crt"),
             "--ssl-keyfile", str(certs / "superlink.key"),
@@ -230,7 +203,7 @@ class Topology:
     def superexec_command(self, runtime_address: str, *, ca: Path | None = None) -> list[str]:
         """``flower-superexec`` against a Runtime API (the SuperLink's or a SuperNode's), over TLS."""
         return [
-            _binary("flower-superexec"),
+            flower_binary("flower-superexec"),
             "--runtime-api-address", runtime_address,
             "--root-certificates", str(ca or self.certs / "ca.crt"),
             *self._secret_flags(),
@@ -244,7 +217,7 @@ class Topology:
     ) -> list[str]:
         """The ``flower-supernode`` command line of node ``i`` (partition ``i-1`` of ``nodes``)."""
         cmd = [
-            _binary("flower-supernode"),
+            flower_binary("flower-supernode"),
             "--superlink", self.address,
             "--root-certificates", str(ca or self.certs / "ca.crt"),
             "--auth-supernode-private-key", str(key or self.keys / f"supernode-{i}"),
@@ -268,7 +241,7 @@ class Topology:
     def flwr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run the ``flwr`` CLI against this topology."""
         return subprocess.run(
-            [_binary("flwr"), *args], env=self.cli_env(), capture_output=True, text=True, timeout=timeout, cwd=self.root
+            [flower_binary("flwr"), *args], env=self.cli_env(), capture_output=True, text=True, timeout=timeout, cwd=self.root
         )
 
     def register(self, public_key: Path) -> int:

@@ -7,7 +7,7 @@
 * ``output-dir`` is made absolute (the ServerApp runs in the SuperLink's working directory);
 * the managed SuperLink is Corolla's own (``$COROLLA_FLWR_HOME``, default ``~/.corolla/flwr``, on
   its own ports), started with runtime dependency installation off, so runs work offline and never
-  reinstall torch;
+  reinstall torch (``simulations.flower_env``);
 * ``flwr run --stream`` exits 0 even when the run failed, so the final status is read with
   ``flwr ls --run-id`` and a run that did not finish as ``completed`` exits non-zero.
 """
@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -28,10 +27,7 @@ from typing import Any
 from flwr.common.config import flatten_dict, parse_config_args
 
 from contract import RunConfig, parse_run_config
-
-DEFAULT_SUPERLINK_PORT = 39191  # Corolla's managed SuperLink; Flower's own default is 39091
-DEFAULT_CONTROL_PORT = 39193
-
+from simulations.flower_env import flower_binary, flower_env
 
 @dataclass(frozen=True)
 class LaunchResult:
@@ -87,41 +83,9 @@ def toml_overrides(values: Mapping[str, Any]) -> str:
     return " ".join(f"{key}={literal(value)}" for key, value in values.items())
 
 
-def flower_env(base: Mapping[str, str] | None = None, *, managed: bool = True) -> dict[str, str]:
-    """The environment for ``flwr``, offline-safe.
-
-    ``managed``: Corolla's own local SuperLink (its own ``FLWR_HOME``). Off for a named
-    ``--connection``, which lives in the user's ``FLWR_HOME`` (default ``~/.flwr``) and must be found
-    there.
-    """
-    env = dict(os.environ if base is None else base)
-    if managed:
-        home = Path(env["HOME"]) if "HOME" in env else Path.home()
-        env.setdefault("FLWR_HOME", env.get("COROLLA_FLWR_HOME", str(home / ".corolla" / "flwr")))
-    env.setdefault("FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", str(DEFAULT_SUPERLINK_PORT))
-    env.setdefault("FLWR_LOCAL_CONTROL_API_PORT", str(DEFAULT_CONTROL_PORT))
-    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
-    # Flower's processes start `flwr-serverapp`, `flwr-clientapp`, `flwr-simulation` by name: find this
-    # environment's, even when it was never activated (`.venv/bin/python -m pytest`)
-    bindir = str(Path(sys.executable).parent)
-    if bindir not in env.get("PATH", "").split(os.pathsep):
-        env["PATH"] = os.pathsep.join([bindir, *filter(None, [env.get("PATH", "")])])
-    env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
-    env.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env
-
-
-def flwr_executable() -> str:
-    """``flwr`` next to the running interpreter (the same environment), else on PATH."""
-    local = Path(sys.executable).parent / "flwr"
-    return str(local) if local.exists() else "flwr"
-
-
 def run_status(run_id: int, *, env: Mapping[str, str], connection: str | None = None) -> str:
     """The run's status from ``flwr ls --run-id`` (e.g. ``finished:completed``)."""
-    cmd = [flwr_executable(), "ls", *( [connection] if connection else [] ), "--run-id", str(run_id), "--format", "json"]
+    cmd = [flower_binary("flwr"), "ls", *( [connection] if connection else [] ), "--run-id", str(run_id), "--format", "json"]
     out = subprocess.run(cmd, env=dict(env), capture_output=True, text=True, timeout=120)
     try:
         payload = json.loads(out.stdout[out.stdout.index("{"):])
@@ -147,7 +111,7 @@ def launch(
     ``echo`` copies Flower's output to stdout; ``on_line`` sees every line (progress displays).
     """
     env = flower_env(env, managed=connection is None)
-    cmd = [flwr_executable(), "run", str(app_dir)]
+    cmd = [flower_binary("flwr"), "run", str(app_dir)]
     if connection:
         cmd.append(connection)
     cmd += ["--stream", "--run-config", toml_overrides(overrides)]

@@ -41,7 +41,8 @@ from server.checkpoint import CHECKPOINT_NAME, Checkpoint
 from server.run_folder import read_rounds
 from simulations.benchmarks._output import write_result
 from simulations.benchmarks.scale_baselines import floor_seconds, naive_seconds
-from simulations.launch import find_app_dir, flower_env, flwr_executable, launch, resolve_config, toml_overrides
+from simulations.flower_env import flower_binary, flower_env
+from simulations.launch import find_app_dir, launch, resolve_config, toml_overrides
 
 BASE: dict[str, Any] = {
     "strategy.name": "fedit", "model.name": "tiny-llama", "task.name": "arithmetic", "adapter.rank": 8,
@@ -204,7 +205,7 @@ def resume(app: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
         while True:
             time.sleep(0.2)
             if run_id and (path / CHECKPOINT_NAME).exists() and Checkpoint.load(path).server_round >= 3:
-                subprocess.run([flwr_executable(), "stop", str(run_id[0])], env=env, capture_output=True, timeout=120)
+                subprocess.run([flower_binary("flwr"), "stop", str(run_id[0])], env=env, capture_output=True, timeout=120)
                 stopped_after.append(Checkpoint.load(path).server_round)
                 return
 

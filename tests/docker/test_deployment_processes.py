@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -38,7 +37,8 @@ from typing import Any
 import psutil
 import pytest
 
-from simulations.deploy import CONNECTION, Topology, flower_base_env, free_port, make_certs, wait_exit
+from simulations.deploy import CONNECTION, Topology, free_port, make_certs, wait_exit
+from simulations.flower_env import flower_env
 from simulations.launch import LaunchResult, find_app_dir, launch
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ RUN: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    env = flower_base_env({**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    env = flower_env(managed=False, threads=1)
     topo = Topology(tmp_path_factory.mktemp("deploy"), nodes=NODES, env=env)
     try:
         topo.start(timeout=90)
