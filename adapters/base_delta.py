@@ -5,7 +5,7 @@ FedEx-LoRA folds the averaging residual into the frozen weights every round (arX
 §3). Either way a client's base is ``W0 + D_v``, with ``D_v`` the cumulative delta after version
 ``v``. Deltas are always given in the module's ``(m, n)`` orientation and float32; they are
 transposed here, and only here, for ``fan_in_fan_out`` layers (GPT-2 ``Conv1D`` stores ``(n, m)``),
-the orientation bug of the FedEx reference code (algorithms.md §1.3).
+the orientation bug of the FedEx reference code (``docs/algorithms.md §1``).
 
 ``BaseWeights`` keeps a pristine fp32 copy of each adapted module's original weight, so setting a
 base is ``W = W0 + D`` (never an accumulation of in-place additions that drifts): a simulation
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from peft.tuners.lora import LoraLayer
 
-from adapters.payload import unwrap
+from adapters.peft_model import unwrap
 
 
 class BaseWeights:

@@ -21,7 +21,7 @@ class CustomLoraLinear(Linear):
     """PEFT ``lora.Linear`` for ``nn.Linear`` and GPT-2 ``Conv1D`` alike.
 
     ``Conv1D`` stores its weight ``(n, m)``: ``fan_in_fan_out`` is set for it, as PEFT's own
-    dispatcher does, so merging transposes ``ΔW`` (algorithms.md §0.2).
+    dispatcher does, so merging transposes ``ΔW`` (``docs/algorithms.md §1``).
     """
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, config: LoraConfig, **kwargs: Any) -> None:

@@ -1,8 +1,8 @@
 """Frozen adapter factors: distributed once, verified by hash, never part of the per-round payload.
 
 FFA-LoRA freezes A (arXiv 2403.12313 §3) and LoRA-SB / Fed-SB freeze A and B (arXiv 2411.19557 §3,
-arXiv 2502.15436 §3; algorithms.md §3.4). Every client MUST hold bit-identical frozen factors, or
-aggregating B (FFA) or R (Fed-SB) is no longer exact (algorithms.md §3.9.1). The server sends
+arXiv 2502.15436 §3; ``docs/algorithms.md §9.3``). Every client MUST hold bit-identical frozen factors, or
+aggregating B (FFA) or R (Fed-SB) is no longer exact (``docs/algorithms.md §9.3``). The server sends
 :func:`frozen_factors` once; clients install them with :func:`load_frozen_factors` and compare
 :func:`factors_hash` with the server's.
 
@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-from adapters.payload import PayloadError, frozen_state, unwrap
+from adapters.payload import PayloadError, frozen_state
+from adapters.peft_model import unwrap
 
 
 def frozen_factors(model: Any) -> dict[str, np.ndarray]:
@@ -53,7 +54,7 @@ def leading_factors(arrays: Mapping[str, np.ndarray], rank: int) -> dict[str, np
     """The rank-``rank`` leading block of LoRA-SB frozen factors, for a rank-heterogeneous client.
 
     ``B[:, :rank]`` for ``lora_B`` keys and ``A[:rank, :]`` for ``lora_A`` keys (Fed-SB rank
-    heterogeneity, algorithms.md §3.5: B's columns and A's rows are sorted by descending singular
+    heterogeneity, ``docs/algorithms.md §9.4``: B's columns and A's rows are sorted by descending singular
     value, as ``init_from_gradients`` returns them). A client built with ``adapter.rank = rank`` loads
     the result with :func:`load_frozen_factors`; its hash is ``hash_arrays`` of the result.
     """

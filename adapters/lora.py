@@ -4,10 +4,12 @@
 (Hu et al. 2021, arXiv 2106.09685 §4.1). PEFT initialises A Kaiming-uniform and B = 0, so the
 adapted model starts equal to the base.
 
-``AdapterSpec.method`` picks the adapter kind (``adapters.kinds``): ``lora`` (the default, unchanged),
-``ffa`` (FFA-LoRA: A frozen) or ``lora-sb`` (LoRA-SB: frozen A, B and a trainable r×r R; s = 1, so
-``alpha`` is ignored; its B, A and R0 MUST then be installed, see ``adapters.lora_sb``) or ``abba``
-(ABBA: ``s·(B1 A1) ⊙ (B2 A2)``, ranks ``rank1``/``rank2``, ``s = alpha``; see ``adapters.abba``).
+``AdapterSpec.method`` picks the adapter kind (``adapters.kind_registry``; ``corolla adapters`` lists
+them): ``lora`` (the default, unchanged), ``ffa`` (FFA-LoRA: A frozen), ``lora-sb`` (LoRA-SB: frozen A,
+B and a trainable r×r R; s = 1, so ``alpha`` is ignored; its B, A and R0 MUST then be installed, see
+``adapters.lora_sb``), ``abba`` (ABBA: ``s·(B1 A1) ⊙ (B2 A2)``, ranks ``rank1``/``rank2``, ``s = alpha``;
+see ``adapters.abba``) or any other registered kind. The kind edits the ``LoraConfig``
+(``AdapterKind.configure``) and the wrapped model (``AdapterKind.finalize``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from adapters.kinds import get_adapter_kind
-from adapters.models import DEFAULT_TARGETS, BaseModel, ModelKind, build_base_model
+from adapters.kind_registry import get_adapter_kind
+from adapters.models import BaseModel, ModelKind, TargetScope, auto_target_modules, build_base_model
 
 # PEFT has no masked-LM task type: None wraps the bare model (the MLM head stays frozen)
 _TASK_TYPES = {"sequence-classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "masked-lm": None}
@@ -33,9 +35,10 @@ class AdapterSpec:
     alpha: float = 16.0
     target_modules: tuple[str, ...] | None = None  # None: the architecture's default
     dropout: float = 0.0
-    method: str = "lora"  # an adapter kind: "lora", "ffa", "lora-sb" or "abba" (adapters.kinds)
+    method: str = "lora"  # a registered adapter kind (adapters.kind_registry)
     rank1: int = 0  # ABBA's r1; 0: derived from rank (see ranks())
     rank2: int = 0  # ABBA's r2; 0: derived from rank
+    default_targets: TargetScope = "attention"  # what target_modules=None adapts (auto_target_modules)
 
     def __post_init__(self) -> None:
         get_adapter_kind(self.method)  # an unknown kind fails here, listing the known ones
@@ -46,8 +49,8 @@ class AdapterSpec:
         """ABBA's ``(r1, r2)``: the ``rank1``/``rank2`` set, the unset (0) ones derived from ``rank``.
 
         Both unset: ``r1 = rank // 2``, ``r2 = rank - r1``, so ``r1 + r2 = rank`` and ABBA costs what
-        LoRA rank ``rank`` costs (the paper's ``r1 = r2 = r/2`` budget, algorithms.md §4.1, pitfall
-        §4.7.3). One unset: it is ``rank`` minus the other. Every result must be >= 1.
+        LoRA rank ``rank`` costs (the paper's ``r1 = r2 = r/2`` budget,
+        ``docs/algorithms.md §10.1``). One unset: it is ``rank`` minus the other. Every result must be >= 1.
         """
         r1, r2 = self.rank1, self.rank2
         if not r1 and not r2:
@@ -65,9 +68,9 @@ class AdapterSpec:
         return r1, r2
 
     @classmethod
-    def from_config(cls, section: Any, *, method: str = "lora") -> AdapterSpec:
-        """Build from the run config's ``adapter.*`` section (anything with those attributes) and the
-        resolved adapter kind ``method``."""
+    def from_config(cls, section: Any, *, method: str = "lora", default_targets: TargetScope = "attention") -> AdapterSpec:
+        """Build from the run config's ``adapter.*`` section (anything with those attributes), the
+        resolved adapter kind ``method`` and what ``target-modules = auto`` means for the task."""
         targets = section.target_list()
         return cls(
             rank=section.rank,
@@ -77,21 +80,21 @@ class AdapterSpec:
             method=method,
             rank1=getattr(section, "rank1", 0),
             rank2=getattr(section, "rank2", 0),
+            default_targets=default_targets,
         )
 
 
 def lora_config(spec: AdapterSpec, *, kind: ModelKind, model_type: str) -> LoraConfig:
     """The PEFT ``LoraConfig`` for ``spec`` on a ``model_type`` model."""
-    targets = list(spec.target_modules) if spec.target_modules else DEFAULT_TARGETS.get(model_type)
-    adapter_kind = get_adapter_kind(spec.method)
+    targets = list(spec.target_modules) if spec.target_modules else auto_target_modules(model_type, spec.default_targets)
     config = LoraConfig(
-        r=spec.ranks()[0] if adapter_kind.configure_spec else spec.rank,
+        r=spec.rank,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
         target_modules=targets,
         task_type=_TASK_TYPES[kind],
     )
-    return adapter_kind.configure_spec(config, spec) if adapter_kind.configure_spec else adapter_kind.configure(config)
+    return get_adapter_kind(spec.method).configure(config, spec)
 
 
 def wrap_with_lora(base: BaseModel, spec: AdapterSpec, *, kind: ModelKind, init_seed: int) -> PeftModel:

@@ -49,9 +49,31 @@ BUILTIN_MODELS = ("tiny-llama", "minilm-l6", "smollm2-135m", "tiny-longformer")
 DEFAULT_TARGETS = {
     "bert": ["query", "value"],
     "llama": ["q_proj", "v_proj"],
-    # StructFormer (spec §4c): the global projections adapt too
+    # StructFormer (docs/tasks.md §7): the global projections adapt too
     "longformer": ["query", "key", "value", "query_global", "key_global", "value_global"],
 }
+
+TargetScope = Literal["attention", "attention-mlp"]
+
+
+def auto_target_modules(model_type: str, scope: TargetScope = "attention") -> list[str] | str | None:
+    """The modules ``adapter.target-modules = auto`` adapts on a ``model_type`` model.
+
+    ``attention``: :data:`DEFAULT_TARGETS` (``None`` for an unlisted architecture: PEFT's own LoRA
+    default). ``attention-mlp`` (what a task sets in ``Task.adapter_targets``, e.g. instruction
+    tuning; LoRA on every attention and MLP projection, as QLoRA found needed to match full
+    fine-tuning, arXiv 2305.14314 §4): PEFT's per-architecture list of the attention + MLP
+    projections (``TRANSFORMERS_MODELS_TO_OSF_TARGET_MODULES_MAPPING``, the one PEFT mapping that
+    lists both), else PEFT's ``"all-linear"`` (every linear layer but the output head).
+    """
+    if scope == "attention-mlp":
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_OSF_TARGET_MODULES_MAPPING as PROJECTIONS
+
+        listed = PROJECTIONS.get(model_type)
+        return list(listed) if listed else "all-linear"
+    if scope != "attention":
+        raise ValueError(f"unknown LoRA target scope {scope!r}; use 'attention' or 'attention-mlp'")
+    return DEFAULT_TARGETS.get(model_type)
 
 
 @dataclass

@@ -20,22 +20,17 @@ from typing import Any
 import numpy as np
 import torch
 from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
-from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from adapters.kind_registry import kind_of_layer
+from adapters.peft_model import ADAPTER, adapted_layers, unwrap
+
 Payload = dict[str, np.ndarray]
+__all__ = ["Payload", "PayloadError", "extract", "frozen_state", "layout", "load", "payload_spec", "shipped_state", "unwrap"]
 
 
 class PayloadError(ValueError):
     """A payload that does not fit the model (missing or extra keys, wrong shapes or dtypes)."""
-
-
-def unwrap(model: Any) -> PeftModel:
-    """``model`` as a PEFT model; anything else (e.g. Opacus's ``GradSampleModule``, which stays inside
-    ``privacy/``: pass ``PrivateTraining.model``) is refused."""
-    if not isinstance(model, PeftModel):
-        raise TypeError(f"expected a PEFT model, got {type(model).__name__}")
-    return model
 
 
 def _frozen_prefixes(peft_model: PeftModel) -> tuple[str, ...]:
@@ -43,7 +38,7 @@ def _frozen_prefixes(peft_model: PeftModel) -> tuple[str, ...]:
     prefixes = []
     for name, module in peft_model.named_modules():
         if isinstance(module, BaseTunerLayer):
-            for layer_name in module.frozen_peft_weight_names.get("default", ()):
+            for layer_name in module.frozen_peft_weight_names.get(ADAPTER, ()):
                 prefixes.append(f"{name}.{layer_name}.")
     return tuple(prefixes)
 
@@ -102,30 +97,28 @@ def load(model: Any, payload: Payload) -> None:
 
 
 def layout(model: Any) -> dict[str, dict[str, Any]]:
-    """Per adapted module: its payload keys for A and B, the LoRA scale and the orientation.
+    """Per adapted module: its payload keys, the LoRA scale and the orientation.
 
-    Returns plain data, ``{module: {"a_key", "b_key", "scale", "fan_in_fan_out"}}``; ``B: (m, r)``,
-    ``A: (r, n)``. ``fan_in_fan_out`` marks GPT-2 ``Conv1D`` layers whose weight is stored ``(n, m)``.
-    Only the keys the payload carries appear: FFA-LoRA modules have ``b_key`` alone (A is frozen) and
-    LoRA-SB modules ``r_key`` alone (``R: (r, r)``; A and B are frozen); ABBA modules add ``a2_key``
-    and ``b2_key`` (its second pair; ``scale`` is ABBA's ``s``).
+    Returns plain data, ``{module: {<field>: key, ..., "scale", "fan_in_fan_out"}}`` with the fields of
+    the module's adapter kind (``AdapterKind.layout_keys``): ``a_key``/``b_key`` for LoRA (``B: (m, r)``,
+    ``A: (r, n)``), ``b_key`` alone for FFA-LoRA (A is frozen), ``r_key`` alone for LoRA-SB
+    (``R: (r, r)``; A and B are frozen), and ABBA adds ``a2_key``/``b2_key`` (its second pair;
+    ``scale`` is ABBA's ``s``). ``fan_in_fan_out`` marks GPT-2 ``Conv1D`` layers whose weight is
+    stored ``(n, m)``. Only keys the payload carries appear.
     """
     peft_model = unwrap(model)
+    config = peft_model.peft_config[ADAPTER]
     keys = set(shipped_state(peft_model))
     result: dict[str, dict[str, Any]] = {}
-    for name, module in peft_model.named_modules():
-        if not isinstance(module, LoraLayer) or "default" not in module.lora_A:
-            continue
-        entry: dict[str, Any] = {}
-        fields = (("a_key", "lora_A"), ("b_key", "lora_B"), ("r_key", "lora_R"), ("a2_key", "lora_A2"), ("b2_key", "lora_B2"))
-        for field, layer_name in fields:
-            if f"{name}.{layer_name}.weight" in keys:
-                entry[field] = f"{name}.{layer_name}.weight"
-        if not entry:
-            raise PayloadError(f"LoRA module {name} has no payload keys {name}.lora_A/B/R.weight")
+    for name, module in adapted_layers(peft_model).items():
+        kind = kind_of_layer(config, module)
+        entry = {field: f"{name}.{layer}.weight" for field, layer in kind.layout_keys.items()}
+        absent = sorted(key for key in entry.values() if key not in keys)
+        if absent:
+            raise PayloadError(f"LoRA module {name} ({kind.name}) has no payload keys {absent}")
         result[name] = {
             **entry,
-            "scale": float(module.scaling["default"]),
+            "scale": float(module.scaling[ADAPTER]),
             "fan_in_fan_out": bool(getattr(module, "fan_in_fan_out", False)),
         }
-    return dict(sorted(result.items()))
+    return result

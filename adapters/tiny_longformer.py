@@ -1,7 +1,7 @@
 """``tiny-longformer``: a Longformer masked LM of ~0.1 M parameters built from a config, for CPU tests.
 
 StructFormer (arXiv 2411.16618 §3) continues pre-training Longformer-base-4096 with global attention
-on heading tokens; ``shared/spec/plugins.md`` §4d shrinks it to 2 layers, hidden 64, 2 heads and a
+on heading tokens; for CPU runs Corolla (``docs/tasks.md §7``) shrinks it to 2 layers, hidden 64, 2 heads and a
 local window of 16 (8 tokens each side), so that 2 layers see at most 16 tokens either way and an
 answer more than 32 tokens from a heading is reachable *only* through global attention.
 
@@ -21,7 +21,7 @@ from transformers import LongformerConfig, PreTrainedTokenizerFast
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 MARKER_TOKENS = ("<sec>", "[SLOT]")  # a per-heading marker (global policy "marker") and the slot cue
 WORDS: tuple[str, ...] = tuple(f"w{i:03d}" for i in range(192))
-ATTENTION_WINDOW = 16  # both sides together, per layer (spec §4d: 8 each side)
+ATTENTION_WINDOW = 16  # both sides together, per layer (8 each side, docs/tasks.md §7)
 MAX_POSITIONS = 520  # RoBERTa-style positions start at pad_id + 1, so sequences up to 518 tokens
 
 
@@ -43,7 +43,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_config(tokenizer: PreTrainedTokenizerFast) -> LongformerConfig:
-    """2 layers, hidden 64, 2 heads, FFN 128, window 16 per layer (spec §4d)."""
+    """2 layers, hidden 64, 2 heads, FFN 128, window 16 per layer (``docs/tasks.md §7``)."""
     return LongformerConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,

@@ -1,6 +1,6 @@
 """Export an ABBA model as a plain base model with ``W = W0 + s·(B1 A1) ⊙ (B2 A2)`` merged in.
 
-``ΔW`` is generally of rank up to ``r1·r2`` (algorithms.md §4.1), so unlike LoRA-SB there is no exact
+``ΔW`` is generally of rank up to ``r1·r2`` (``docs/algorithms.md §10.4``), so unlike LoRA-SB there is no exact
 plain-LoRA export of the same rank: the merged weights are the portable form (the reference's
 ``merge_save.py`` does the same). Merging is done on a copy; the adapted model is left as it is.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from adapters.payload import unwrap
+from adapters.peft_model import unwrap
 
 
 def merged_model(model: Any) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""ABBA's SVD-mixed initialisation (ABBA, arXiv 2505.14238; algorithms.md §4.2).
+"""ABBA's SVD-mixed initialisation (ABBA, arXiv 2505.14238; ``docs/algorithms.md §10.2``).
 
 1. Rank-``r1`` truncated SVD of ``W0: (m, n)`` in fp32 (float64 stays float64), ``W0 ≈ U Σ Vᵀ``:
    the reference's randomised ``svd_lowrank`` (``q = r1``, ``niter = 10``) or an exact LAPACK SVD.
@@ -6,7 +6,7 @@
    ``W0``; ``W0`` itself is not modified (unlike PiSSA).
 3. ``A2 ~ U(−√(6/n), √(6/n))``: Kaiming-uniform with torch's defaults (``a = 0``, ``fan_in = n``,
    gain √2, bound ``gain·√(3/n)``), of shape ``(r2, n)`` (the reference wrongly uses ``r1``,
-   pitfall §4.7.2). ``B2 = 0``, so ``ΔW = 0`` at initialisation.
+   ``docs/algorithms.md §10.1``). ``B2 = 0``, so ``ΔW = 0`` at initialisation.
 
 Randomness (A2, the randomised SVD) comes from the caller's ``torch.Generator``; the global RNG is
 untouched.
@@ -21,7 +21,7 @@ import torch
 
 from adapters.lora_sb.init import _randomized_svd
 
-SVD_NITER = 10  # the reference's svd_lowrank(niter=10), §4.2 step 1
+SVD_NITER = 10  # the reference's svd_lowrank(niter=10), docs/algorithms.md §10.2 step 1
 
 
 class ABBAFactors(NamedTuple):
@@ -34,7 +34,7 @@ class ABBAFactors(NamedTuple):
 
 
 def kaiming_uniform_bound(fan_in: int) -> float:
-    """``√(6 / fan_in)``: torch's ``kaiming_uniform_`` bound with ``a = 0`` (§4.2 step 3)."""
+    """``√(6 / fan_in)``: torch's ``kaiming_uniform_`` bound with ``a = 0`` (``docs/algorithms.md §10.2`` step 3)."""
     return math.sqrt(6.0 / fan_in)
 
 
@@ -57,7 +57,7 @@ def init_factors(
     m, n = weight.shape
     if not (1 <= rank1 <= min(m, n) and rank2 >= 1):
         raise ValueError(f"ABBA ranks r1 = {rank1}, r2 = {rank2} need 1 <= r1 <= min(m, n) = {min(m, n)}, r2 >= 1")
-    dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32  # §4.7.7: SVD in fp32
+    dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32  # SVD in fp32 (docs/algorithms.md §10.2)
     w0 = weight.detach().to(device="cpu", dtype=dtype)
     if svd == "exact":
         u, s, vh = torch.linalg.svd(w0, full_matrices=False)

@@ -1,8 +1,8 @@
-"""ABBA's update ``ΔW = s·(B1 A1) ⊙ (B2 A2)`` without forming an ``m × n`` matrix (algorithms.md §4.3).
+"""ABBA's update ``ΔW = s·(B1 A1) ⊙ (B2 A2)`` without forming an ``m × n`` matrix (``docs/algorithms.md §10.1``).
 
 The row-wise (face-splitting) product of ``B1: (m, r1)`` and ``B2: (m, r2)`` and the column-wise
 (Khatri–Rao) product of ``A1: (r1, n)`` and ``A2: (r2, n)``, flattened the same way (``(j, k)``
-j-major, k-minor; pitfall §4.7.6), satisfy ``B* A* = (B1 A1) ⊙ (B2 A2)`` exactly (ABBA, arXiv
+j-major, k-minor; ``docs/algorithms.md §10.1``), satisfy ``B* A* = (B1 A1) ⊙ (B2 A2)`` exactly (ABBA, arXiv
 2505.14238, its efficient implementation). ``ΔW x = s·B*(A* x)`` then costs
 ``O(T·(m + n)·r1 r2)`` for T tokens instead of ``O(m n)``.
 """
@@ -27,7 +27,7 @@ def abba_delta_x(
 ) -> torch.Tensor:
     """``x ΔWᵀ`` through the Khatri–Rao factors; ``x: (..., n)`` -> ``(..., m)``.
 
-    ``B*`` and ``A*`` are rebuilt on every call, through autograd (§4.3: caching would break the
+    ``B*`` and ``A*`` are rebuilt on every call, through autograd (``docs/algorithms.md §10.1``: caching would break the
     gradients of the four factors).
     """
     a_star = column_khatri_rao(a1, a2)  # A*: (r1 r2, n)

@@ -1,16 +1,16 @@
 """The ABBA layer: ``W = W0 + s·(B1 A1) ⊙ (B2 A2)`` with all four factors trainable.
 
-ABBA (arXiv 2505.14238; algorithms.md §4.1). ``B1: (m, r1)`` is ``lora_B``, ``A1: (r1, n)`` is
+ABBA (arXiv 2505.14238; ``docs/algorithms.md §10.1``). ``B1: (m, r1)`` is ``lora_B``, ``A1: (r1, n)`` is
 ``lora_A`` (so ``r = r1`` to PEFT), ``B2: (m, r2)`` is ``lora_B2`` and ``A2: (r2, n)`` is ``lora_A2``.
-The forward pass is ``y = W0 x + b + s·B*(A*·dropout(x))`` through the Khatri–Rao factors of §4.3,
+The forward pass is ``y = W0 x + b + s·B*(A*·dropout(x))`` through the Khatri–Rao factors of ``docs/algorithms.md §10.1``,
 never an ``m × n`` matrix.
 
 * Scale: each pair gets ``s_k = √α_k`` in the reference, so ``s = √(α1·α2)``; with one
-  ``adapter.alpha`` for both, ``s = alpha`` (§4.1; the published formula is not known). PEFT's scale is
+  ``adapter.alpha`` for both, ``s = alpha`` (``docs/algorithms.md §10.1``; the published formula is not known). PEFT's scale is
   ``lora_alpha / r``, so :func:`configure_abba` sets ``lora_alpha = s·r1``.
-* Dropout: the reference accepts it but never applies it (§4.7.4); here ``adapter.dropout`` is applied
+* Dropout: the reference accepts it but never applies it (``docs/algorithms.md §10.1``); here ``adapter.dropout`` is applied
   to the adapter branch's input, as for LoRA (0 reproduces the reference).
-* Initialisation (§4.2, :mod:`adapters.abba.init`): ``B1 A1`` = the rank-r1 SVD of ``W0``,
+* Initialisation (``docs/algorithms.md §10.2``, :mod:`adapters.abba.init`): ``B1 A1`` = the rank-r1 SVD of ``W0``,
   ``A2`` Kaiming-uniform, ``B2 = 0``, drawn from a local generator seeded with ``ABBAOptions.seed``
   (None: ``torch.initial_seed()``, which ``wrap_with_lora`` sets from ``init_seed``) plus a CRC of the
   module name; the global RNG is only read, never advanced.
@@ -58,11 +58,11 @@ def _options(config: LoraConfig) -> ABBAOptions:
 
 
 class ABBAVariant(DeltaWeightVariant):
-    """PEFT LoRA variant ``ΔW = s·(B1 A1) ⊙ (B2 A2)`` (algorithms.md §4.1-4.3)."""
+    """PEFT LoRA variant ``ΔW = s·(B1 A1) ⊙ (B2 A2)`` (``docs/algorithms.md §10.1``)."""
 
     @staticmethod
     def init(module: LoraLayer, adapter_name: str, **kwargs: Any) -> None:
-        """Add ``lora_A2``/``lora_B2`` and install the §4.2 initialisation into all four factors."""
+        """Add ``lora_A2``/``lora_B2`` and install the ``docs/algorithms.md §10.2`` initialisation into all four factors."""
         options = _options(kwargs["config"])
         if not hasattr(module, A2_LAYER):
             module.lora_A2 = nn.ModuleDict({})
@@ -105,7 +105,7 @@ class ABBALinear(CustomLoraLinear):
     """PEFT ``lora.Linear`` whose adapters are ABBA; for ``nn.Linear`` and GPT-2 ``Conv1D``.
 
     ``Conv1D`` stores its weight ``(n, m)``: ``fan_in_fan_out`` is set for it, so the SVD reads
-    ``W0ᵀ`` and merging transposes ``ΔW`` (algorithms.md §0.2).
+    ``W0ᵀ`` and merging transposes ``ΔW`` (``docs/algorithms.md §1``).
     """
 
     @property
@@ -143,7 +143,7 @@ def configure_abba(
 ) -> LoraConfig:
     """Turn a PEFT ``LoraConfig`` (``r = r1``) into an ABBA one, in place (and return it).
 
-    ``scale`` is ``s`` (None: ``√(α1·α2) = lora_alpha``, §4.1); PEFT then sees ``lora_alpha = s·r1``.
+    ``scale`` is ``s`` (None: ``√(α1·α2) = lora_alpha``, ``docs/algorithms.md §10.1``); PEFT then sees ``lora_alpha = s·r1``.
     """
     if config.use_dora or config.use_rslora or config.rank_pattern or config.alpha_pattern or config.lora_bias:
         raise ValueError(
@@ -154,7 +154,7 @@ def configure_abba(
         raise ValueError(f"ABBA rank r2 = {rank2} must be >= 1")
     s = float(config.lora_alpha if scale is None else scale)
     config.lora_alpha = s * config.r
-    config.init_lora_weights = False  # the variant installs §4.2 itself
+    config.init_lora_weights = False  # the variant installs docs/algorithms.md §10.2 itself
     config._abba = ABBAOptions(rank2=rank2, svd=svd, seed=seed)
     config._register_custom_module(CUSTOM_MODULES)
     return config

@@ -1,4 +1,7 @@
-"""LoRA-SB (arXiv 2411.19557): ``W = W0 + s·B R A`` with frozen ``B``, ``A`` and a trainable ``r × r`` R."""
+"""LoRA-SB (arXiv 2411.19557): ``W = W0 + s·B R A`` with frozen ``B``, ``A`` and a trainable ``r × r`` R.
+
+The ``lora-sb`` adapter kind (``adapters.lora_sb.kind``); registered on import.
+"""
 
 from adapters.lora_sb.export import save_as_lora, to_lora
 from adapters.lora_sb.init import (
@@ -12,9 +15,12 @@ from adapters.lora_sb.init import (
     read_factors,
     sign_update,
 )
+from adapters.lora_sb.kind import FEDERATED_INIT_GAP, LoraSB
 from adapters.lora_sb.layer import LoraSBLinear, LoraSBVariant, configure_lora_sb
 
 __all__ = [
+    "FEDERATED_INIT_GAP",
+    "LoraSB",
     "LoraSBLinear",
     "LoraSBVariant",
     "SBFactors",

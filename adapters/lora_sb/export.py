@@ -3,7 +3,7 @@
 ``s·B R A = 1·(s·B R) A``: the export keeps ``A``, sets ``B' = s·B R`` (``(m, r)``) and
 ``lora_alpha = r`` so PEFT's scale is 1, drops ``lora_R`` and keeps the trained head. A plain
 ``LoraConfig`` model (``PeftModel.from_pretrained``) then computes exactly the same function, with no
-Corolla code needed to load it (LoRA-SB's merge script rebuilds B, A and R instead, §2.6.5).
+Corolla code needed to load it (LoRA-SB's merge script rebuilds B, A and R instead, ``docs/algorithms.md §8.3``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from peft import LoraConfig, get_peft_model_state_dict
 from safetensors.torch import save_file
 
 from adapters.lora_sb.init import adapted_layers
-from adapters.payload import unwrap
+from adapters.peft_model import unwrap
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # PEFT's SAFETENSORS_WEIGHTS_NAME
 

@@ -1,16 +1,16 @@
-"""LoRA-SB initialisation from a gradient estimate (arXiv 2411.19557 §3.2; algorithms.md §2.3).
+"""LoRA-SB initialisation from a gradient estimate (arXiv 2411.19557 §3.2; ``docs/algorithms.md §8.2``).
 
 1. :func:`estimate_gradients` sums ``∂L/∂W`` of every adapted weight over the first ``num_samples``
-   examples, each batch's mean loss divided again by its size (§2.3.3).
+   examples, each batch's mean loss divided again by its size (``docs/algorithms.md §8.2`` step 1).
 2. :func:`sign_update` turns the *summed* gradient into one simulated first Adam step,
-   ``ΔŴ = −η_eff · sign(ΣG)`` (§2.3.4; the sign is taken after summing, pitfall §2.6.2), with
+   ``ΔŴ = −η_eff · sign(ΣG)`` (``docs/algorithms.md §8.2`` step 2; the sign is taken after summing), with
    ``η_eff`` from :func:`effective_lr`.
 3. :func:`init_from_gradients` takes the rank-r truncated SVD ``ΔŴ ≈ U_r Σ_r V_rᵀ`` and returns
-   ``B = U_r``, ``R0 = Σ_r / s``, ``A = V_rᵀ`` per module (§2.3.5-6), so ``s·B R0 A`` is the best
-   rank-r approximation of ``ΔŴ`` and the model starts at ``W0 + [ΔŴ]_r`` (§2.3.7).
+   ``B = U_r``, ``R0 = Σ_r / s``, ``A = V_rᵀ`` per module (``docs/algorithms.md §8.2`` steps 4-5), so ``s·B R0 A`` is the best
+   rank-r approximation of ``ΔŴ`` and the model starts at ``W0 + [ΔŴ]_r``.
 4. :func:`install_factors` writes ``(B, R, A)`` into a LoRA-SB model.
 
-In a federation (Fed-SB, arXiv 2502.15436; algorithms.md §3.4 option 2) clients run step 1 and upload
+In a federation (Fed-SB, arXiv 2502.15436; ``docs/algorithms.md §9.2``) clients run step 1 and upload
 the summed raw gradients; the server sums them, runs steps 2-3 and ships B and A once
 (``adapters.frozen``) and R0 as the first payload.
 
@@ -25,9 +25,8 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
-from peft.tuners.lora import LoraLayer
 
-from adapters.payload import unwrap
+from adapters.peft_model import adapted_layers, unwrap
 
 
 class SBFactors(NamedTuple):
@@ -41,7 +40,7 @@ class SBFactors(NamedTuple):
 def effective_lr(
     lr: float, *, num_train: int, batch_size: int, epochs: int = 1, warmup_ratio: float | None = None
 ) -> float:
-    """``η_eff`` of the simulated first step (algorithms.md §2.3.4).
+    """``η_eff`` of the simulated first step (``docs/algorithms.md §8.2`` step 3).
 
     ``lr / (warmup_ratio · T_est)`` with ``T_est = ceil(num_train / batch_size) · epochs`` counted in
     *estimation-loader* batches, as the reference does (LoRA-SB, Fed-SB non-DP); without a warmup
@@ -54,17 +53,10 @@ def effective_lr(
 
 
 def sign_update(grad: np.ndarray | torch.Tensor, *, eta: float) -> torch.Tensor:
-    """``ΔŴ = −η · sign(G)`` elementwise, float64 (zero gradients give zero; §2.3.4)."""
+    """``ΔŴ = −η · sign(G)`` elementwise, float64 (zero gradients give zero; ``docs/algorithms.md §8.2`` step 2)."""
     if not eta > 0:
         raise ValueError(f"the simulated step size eta = {eta} must be > 0 (see effective_lr)")
     return -eta * torch.sign(torch.as_tensor(np.asarray(grad), dtype=torch.float64))
-
-
-def adapted_layers(model: Any) -> dict[str, LoraLayer]:
-    """``{module name: LoRA layer}`` of a PEFT model, sorted (the names ``layout`` uses)."""
-    peft_model = unwrap(model)
-    layers = {n: m for n, m in peft_model.named_modules() if isinstance(m, LoraLayer) and "default" in m.lora_A}
-    return dict(sorted(layers.items()))
 
 
 def _batch_len(batch: Any) -> int:
@@ -95,7 +87,7 @@ def estimate_gradients(
     """Summed gradient ``G = Σ_batches ∂(mean loss / batch size)/∂W`` of every adapted base weight.
 
     Plain autograd on the base weights ``W0`` with every other parameter frozen and the adapters
-    disabled (the reference has none attached, §2.3.1), in eval mode; requires-grad flags, the
+    disabled (the reference has none attached; ``docs/algorithms.md §8.2`` step 1), in eval mode; requires-grad flags, the
     train/eval mode and ``.grad`` are restored afterwards.
 
     Parameters
@@ -108,7 +100,7 @@ def estimate_gradients(
         The batch's *mean* loss, called with the (unwrapped) PEFT model (e.g.
         ``lambda m, b: m(**b).loss``).
     num_samples : int, optional
-        Stop after this many examples, cutting the last batch to fit (§2.3.3); None: all batches.
+        Stop after this many examples, cutting the last batch to fit (``docs/algorithms.md §8.2`` step 1); None: all batches.
 
     Returns
     -------
@@ -138,7 +130,7 @@ def estimate_gradients(
                 if num_samples is not None and seen + size > num_samples:
                     size = num_samples - seen
                     batch = _take(batch, size)
-                # §2.3.3: the batch's mean loss divided again by the batch size; .grad sums over batches
+                # docs/algorithms.md §8.2 step 1: the batch's mean loss divided again by the batch size; .grad sums over batches
                 (loss_fn(peft_model, batch) / size).backward()
                 seen += size
         if seen == 0:
@@ -162,7 +154,7 @@ def _randomized_svd(
     mat: torch.Tensor, q: int, *, niter: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Halko et al. range finder with ``niter`` power iterations, as ``torch.svd_lowrank`` with ``q``
-    columns (the reference's ``q = r, niter = 10``, §2.3.5) but drawing from ``generator``."""
+    columns (the reference's ``q = r, niter = 10``, ``docs/algorithms.md §8.2`` step 4) but drawing from ``generator``."""
     omega = torch.randn(mat.shape[1], q, generator=generator, dtype=mat.dtype)  # (n, q)
     basis = torch.linalg.qr(mat @ omega).Q  # (m, q)
     for _ in range(niter):
@@ -182,19 +174,19 @@ def init_from_gradients(
     seed: int = 0,
     niter: int = 10,
 ) -> dict[str, SBFactors]:
-    """LoRA-SB factors ``(B, R0, A)`` per module from summed gradients (algorithms.md §2.3.4-6).
+    """LoRA-SB factors ``(B, R0, A)`` per module from summed gradients (``docs/algorithms.md §8.2`` steps 2-5).
 
     Parameters
     ----------
     grads : Mapping[str, numpy.ndarray]
         ``{module: ΣG}``, ``(m, n)`` each: one process's :func:`estimate_gradients`, or the sum of
-        the clients' (Fed-SB: sum the raw gradients *then* take the sign, §3.4).
+        the clients' (Fed-SB: sum the raw gradients *then* take the sign, ``docs/algorithms.md §9.2``).
     rank : int
         ``r``; at most ``min(m, n)``.
     eta : float
         ``η_eff`` of the simulated step (:func:`effective_lr`).
     scale : float (default: 1.0)
-        The adapter scale ``s``; ``R0 = Σ_r / s`` so that ``s·B R0 A = [ΔŴ]_r`` (§2.1).
+        The adapter scale ``s``; ``R0 = Σ_r / s`` so that ``s·B R0 A = [ΔŴ]_r`` (``docs/algorithms.md §8.2`` step 5).
     svd : {"exact", "randomized"} (default: "exact")
         ``exact``: full LAPACK SVD, the true best rank-r approximation and no randomness.
         ``randomized``: the reference's randomised SVD (``q = r``, ``niter``) from a local generator
@@ -282,7 +274,7 @@ def initialise_lora_sb(
     svd: Literal["exact", "randomized"] = "exact",
     seed: int = 0,
 ) -> dict[str, SBFactors]:
-    """Centralised LoRA-SB set-up: estimate, factorise and install (§2.3); returns the factors."""
+    """Centralised LoRA-SB set-up: estimate, factorise and install (``docs/algorithms.md §8.2``); returns the factors."""
     rank = {layer.r["default"] for layer in adapted_layers(model).values()}
     scale = {layer.scaling["default"] for layer in adapted_layers(model).values()}
     if len(rank) != 1 or len(scale) != 1:

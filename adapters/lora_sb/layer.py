@@ -1,7 +1,7 @@
 """The LoRA-SB layer: PEFT LoRA with a trainable ``r × r`` map ``R`` between frozen ``A`` and ``B``.
 
 ``W = W0 + s·B R A`` with ``B: (m, r)`` (``lora_B``), ``R: (r, r)`` (``lora_R``) and ``A: (r, n)``
-(``lora_A``); only ``R`` trains (LoRA-SB, arXiv 2411.19557 §3; algorithms.md §2.1). The forward pass
+(``lora_A``); only ``R`` trains (LoRA-SB, arXiv 2411.19557 §3; ``docs/algorithms.md §8.1``). The forward pass
 is ``y = W0 x + b + s·B(R(A·dropout(x)))``.
 
 How it hooks into PEFT (no monkey-patching):
@@ -36,11 +36,11 @@ from transformers.pytorch_utils import Conv1D
 from adapters.custom_lora import CustomLoraLinear, DeltaWeightVariant
 
 R_LAYER = "lora_R"
-FROZEN_LAYERS = ("lora_A", "lora_B")  # LoRA-SB freezes both factors (§2.1)
+FROZEN_LAYERS = ("lora_A", "lora_B")  # LoRA-SB freezes both factors (docs/algorithms.md §8.1)
 
 
 class LoraSBVariant(DeltaWeightVariant):
-    """PEFT LoRA variant ``ΔW = s·B R A`` with only ``R`` trainable (algorithms.md §2.1)."""
+    """PEFT LoRA variant ``ΔW = s·B R A`` with only ``R`` trainable (``docs/algorithms.md §8.1``)."""
 
     @staticmethod
     def init(module: LoraLayer, adapter_name: str, **kwargs: Any) -> None:
@@ -52,7 +52,7 @@ class LoraSBVariant(DeltaWeightVariant):
         weight_a = module.lora_A[adapter_name].weight
         mapping = nn.Linear(r, r, bias=False, device=weight_a.device, dtype=weight_a.dtype)
         # R: (r, r). Zero keeps the uninitialised adapter inert (B = 0 too); LoRA-SB MUST install
-        # R0 = Σ_r / s from its gradient initialisation (§2.3, pitfall §2.6.4: R = 0 is LoRA-XS).
+        # R0 = Σ_r / s from its gradient initialisation (docs/algorithms.md §8.2; R = 0 is LoRA-XS, §8.1).
         nn.init.zeros_(mapping.weight)
         module.lora_R[adapter_name] = mapping
         for name in FROZEN_LAYERS:
@@ -74,7 +74,7 @@ class LoraSBLinear(CustomLoraLinear):
     """PEFT ``lora.Linear`` whose adapters are LoRA-SB; for ``nn.Linear`` and GPT-2 ``Conv1D``.
 
     ``Conv1D`` stores its weight ``(n, m)``: the layer sets ``fan_in_fan_out`` for it, as PEFT's own
-    dispatcher does, so merging transposes ``B R A`` (algorithms.md §0.2, §2.6.1).
+    dispatcher does, so merging transposes ``B R A`` (``docs/algorithms.md §1``).
     """
 
     @property
@@ -103,7 +103,7 @@ CUSTOM_MODULES: dict[type[nn.Module], type[nn.Module]] = {nn.Linear: LoraSBLinea
 def configure_lora_sb(config: LoraConfig) -> LoraConfig:
     """Turn a PEFT ``LoraConfig`` into a LoRA-SB one, in place (and return it).
 
-    Sets ``lora_alpha = r`` so that ``s = 1`` (the reference forces it; §2.1: "method is
+    Sets ``lora_alpha = r`` so that ``s = 1`` (the reference forces it, ``docs/algorithms.md §8.1``: "method is
     hyperparameter independent") and registers :class:`LoraSBLinear` for ``nn.Linear`` and ``Conv1D``.
     """
     if config.use_dora or config.use_rslora or config.rank_pattern or config.alpha_pattern:

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from adapters.abba import merged_model, merged_state_dict, save_merged
-from adapters.kinds import adapter_kind_of
+from adapters.kind_registry import adapter_kind_of
 from adapters.lora import AdapterSpec, build_adapted_model
 from adapters.payload import extract, layout, load
 from client.app import app as client_app

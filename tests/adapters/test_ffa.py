@@ -10,7 +10,7 @@ import torch
 from peft import PeftModel
 
 from adapters.frozen import factors_hash, frozen_factors, load_frozen_factors
-from adapters.kinds import adapter_kind_of
+from adapters.kind_registry import adapter_kind_of
 from adapters.models import build_base_model
 from adapters.payload import extract, layout, load
 from tests.adapters.toys import (

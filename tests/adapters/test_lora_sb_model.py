@@ -10,7 +10,7 @@ import torch
 from peft import PeftModel
 
 from adapters.frozen import factors_hash, frozen_factors, hash_arrays, leading_factors, load_frozen_factors
-from adapters.kinds import adapter_kind_of
+from adapters.kind_registry import adapter_kind_of
 from adapters.lora_sb import (
     estimate_gradients,
     init_from_gradients,

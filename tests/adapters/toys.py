@@ -9,7 +9,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.pytorch_utils import Conv1D
 
-from adapters.kinds import get_adapter_kind
+from adapters.kind_registry import get_adapter_kind
 from adapters.lora import AdapterSpec, build_adapted_model, wrap_with_lora
 from adapters.models import BaseModel
 
@@ -42,7 +42,8 @@ def one_layer(
         for p in base.parameters():
             p.requires_grad_(False)
         config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=["proj"])
-        model = get_peft_model(base, get_adapter_kind(method).configure(config))
+        spec = AdapterSpec(rank=rank, alpha=alpha, dropout=dropout, method=method)
+        model = get_peft_model(base, get_adapter_kind(method).configure(config, spec))
         get_adapter_kind(method).finalize(model)
     return model
 

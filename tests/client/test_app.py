@@ -10,8 +10,9 @@ import client.worker as worker_module
 from adapters.lora import AdapterSpec, build_adapted_model
 from adapters.payload import extract
 from client.app import app as client_app
+from adapters.kind_registry import adapter_kind_of
 from client.training import batch_indices
-from contract import parse_run_config
+from contract import ADAPTER_KIND, parse_run_config
 from tests.strategies.fake_grid import set_task_identity
 
 RUN = {
@@ -30,9 +31,12 @@ def initial_arrays() -> ArrayRecord:
     return ArrayRecord({k: Array(v) for k, v in extract(model).items()})
 
 
-def train_message(arrays: ArrayRecord, node_id: int, server_round: int = 1) -> Message:
+def train_message(arrays: ArrayRecord, node_id: int, server_round: int = 1, adapter_kind: str | None = "lora") -> Message:
     set_task_identity()
-    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+    config = ConfigRecord({"server-round": server_round})
+    if adapter_kind is not None:
+        config[ADAPTER_KIND] = adapter_kind
+    content = RecordDict({"arrays": arrays, "config": config})
     return Message(content, dst_node_id=node_id, message_type="train")
 
 
@@ -54,8 +58,8 @@ def reply_arrays(reply: Message) -> dict[str, np.ndarray]:
 def test_base_model_is_built_once_per_process_and_clients_do_not_leak_into_each_other(monkeypatch: pytest.MonkeyPatch) -> None:
     worker_module._CACHE.clear()
     builds = []
-    real_build = worker_module.build_adapted_model
-    monkeypatch.setattr(worker_module, "build_adapted_model", lambda *a, **k: builds.append(1) or real_build(*a, **k))
+    real_build = worker_module.build_task_and_model
+    monkeypatch.setattr(worker_module, "build_task_and_model", lambda *a, **k: builds.append(1) or real_build(*a, **k))
     arrays = initial_arrays()
 
     alone = reply_arrays(client_app(train_message(arrays, 100), context(0)))
@@ -73,9 +77,24 @@ def test_reply_carries_num_examples_and_the_train_loss() -> None:
     reply = client_app(train_message(initial_arrays(), 102), context(2))
     metrics = reply.content["metrics"]
     config = parse_run_config(RUN)
-    shard = worker_module.get_worker(config).train_rows(config, partition_id=2, num_partitions=4)
+    shard = worker_module.get_worker(config, "lora").train_rows(config, partition_id=2, num_partitions=4)
     assert metrics["num-examples"] == len(shard) > 0
     assert np.isfinite(metrics["train_loss"])
+
+
+def test_the_worker_is_built_with_the_adapter_kind_the_server_named_not_one_the_client_derives() -> None:
+    worker_module._CACHE.clear()
+    reply_arrays(client_app(train_message(initial_arrays(), 100), context(0)))
+    config = parse_run_config(RUN)
+    assert list(worker_module._CACHE) == [worker_module.worker_key(config, "lora")]
+    ffa = worker_module.get_worker(config, "ffa")  # the same run config (strategy fedit), another kind
+    assert adapter_kind_of(ffa.model) == "ffa" and list(worker_module._CACHE) == [worker_module.worker_key(config, "ffa")]
+    worker_module._CACHE.clear()
+
+
+def test_an_instruction_without_the_adapter_kind_gets_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=f"names no adapter kind \\(`{ADAPTER_KIND}`"):
+        client_app(train_message(initial_arrays(), 100, adapter_kind=None), context(0))
 
 
 def test_a_node_without_partition_config_gets_a_clear_error() -> None:
