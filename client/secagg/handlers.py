@@ -1,0 +1,57 @@
+"""ClientApp handlers for the four SecAgg+ message types, and their registration on a ClientApp.
+
+:func:`register_secagg` is the one call a ClientApp makes: it routes each message type of
+:mod:`contract.secagg` to its stage, with the app's own train handler doing the training inside
+the collect stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from client.secagg import stages
+from client.secagg.masking import collect
+from contract import secagg as wire
+
+Handler = Callable[[Message, Context], Message]
+
+
+def _reply(msg: Message, record: object) -> Message:
+    return Message(content=RecordDict({wire.SECAGG: record}), reply_to=msg)  # type: ignore[dict-item]
+
+
+def handle_setup(msg: Message, context: Context) -> Message:
+    """Set-up: parameters in, public keys out."""
+    return _reply(msg, stages.setup(msg.content[wire.SECAGG], context, msg.metadata.dst_node_id))
+
+
+def handle_share_keys(msg: Message, context: Context) -> Message:
+    """Share-keys: neighbours' public keys in, encrypted shares out."""
+    return _reply(msg, stages.share_keys(msg.content[wire.SECAGG], context))
+
+
+def handle_unmask(msg: Message, context: Context) -> Message:
+    """Unmask: survivor lists in, shares out."""
+    return _reply(msg, stages.unmask(msg.content[wire.SECAGG], context))
+
+
+def secagg_handlers(train: Handler) -> dict[str, Handler]:
+    """Message type -> handler; ``train`` is the ClientApp's plain train handler."""
+
+    def handle_collect(msg: Message, context: Context) -> Message:
+        """Collect: train, reply with the masked vector only."""
+        return collect(msg, context, train)
+
+    return {wire.SETUP: handle_setup, wire.SHARE_KEYS: handle_share_keys, wire.COLLECT: handle_collect,
+            wire.UNMASK: handle_unmask}
+
+
+def register_secagg(app: ClientApp, train: Handler) -> None:
+    """Register the SecAgg+ handlers on ``app`` (``query.secagg_*`` and ``train.secagg_collect``)."""
+    decorators = {"query": app.query, "train": app.train}
+    for message_type, handler in secagg_handlers(train).items():
+        category, action = message_type.split(".")
+        decorators[category](action)(handler)
