@@ -21,7 +21,7 @@ same base bit for bit. Each module's delta is either
   :data:`BASE_SPLITS` (JSON ``{module: [k_t, ...]}``); the node applies them round by round; or
 * dense, ``"<module>#D"``: ``(m, n)``: ``C_version`` itself (absolute, not an increment),
 
-whichever has fewer elements (FedEx-LoRA §1.5 of algorithms.md). Always ``(m, n)`` orientation; the
+whichever has fewer elements (``docs/algorithms.md §4.3``, §5.2). Always ``(m, n)`` orientation; the
 receiver transposes for ``fan_in_fan_out`` layers. Nodes report the version they hold in their reply
 metrics.
 """

@@ -1,6 +1,6 @@
 """Differential privacy for clients: DP-SGD with Opacus on the trainable adapter tensors.
 
-Layout after Opacus's own separation (style-anchors.md item 6):
+Layout after Opacus's own separation (``docs/privacy.md §1``):
 
 * ``config``: :class:`DPConfig`, the ``privacy.*`` settings;
 * ``engine``: :func:`privatize`, the only caller of Opacus ``make_private``; returns one

@@ -2,7 +2,7 @@
 
 ``import opacus`` runs ``logging.basicConfig`` (``opacus/utils/module_utils.py``), which adds a
 stderr handler to the *root* logger when it has none; Flower's ``flwr`` logger propagates to the
-root, so every Flower log line then prints twice (flower.md §5.4). The root logger's handlers and
+root, so every Flower log line then prints twice. The root logger's handlers and
 level are snapshotted before the import and restored right after it.
 """
 

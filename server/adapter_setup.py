@@ -1,13 +1,13 @@
 """Server-side adapter set-up before round 1: LoRA-SB's B and A, and what a strategy must be told.
 
-Fed-SB needs B and A from a gradient estimate (LoRA-SB §2.3, Fed-SB §3.4). Here the server
+Fed-SB needs B and A from a gradient estimate (``docs/algorithms.md §8.2``, ``§9.2``). Here the server
 estimates it on a calibration sample of ``adapter.init-examples`` rows that it holds: with the
 built-in tasks, a seeded sample of the task's training pool, standing in for a server-held
 calibration split (``adapter.init = server``). With ``adapter.init = federated`` the server needs no
-data: every node uploads the summed raw gradient of its own examples once (Fed-SB §3.4), the
+data: every node uploads the summed raw gradient of its own examples once (``docs/algorithms.md §9.2``), the
 server sums them and takes the sign; that round's traffic is metered as set-up (round 0). Either
 way the factors are installed before the initial payload is extracted, so round 1 starts from R0,
-not from R = 0 (LoRA-SB §2.6: R = 0 would be LoRA-XS). The gradient upload is not privatised: with
+not from R = 0 (``docs/algorithms.md §8.1``: R = 0 would be LoRA-XS). The gradient upload is not privatised: with
 DP on, the run must say so (issue 4).
 """
 
@@ -90,7 +90,7 @@ def strategy_adapter_params(model: Any, config: RunConfig) -> dict[str, Any]:
 
     ABBA trains all four factors (nothing frozen): its layout names both pairs, FedIT averages them
     naively (its ``B·A`` deviation metric skips ABBA modules) and FedEx-LoRA folds the exact Hadamard
-    residual (algorithms.md §4.6).
+    residual (``docs/algorithms.md §10.3``).
     """
     kind = config.adapter_kind
     if kind in ("lora", "abba"):

@@ -2,7 +2,7 @@
 
 Clients report ε for their DP-SGD steps (``privacy/``); the server records the max over clients per
 round. One piece of client data can reach the server outside DP-SGD: Fed-SB's federated set-up
-(``adapter.init = federated``, arXiv 2502.15436 §3.4), where each client uploads its summed raw
+(``adapter.init = federated``, arXiv 2502.15436; ``docs/algorithms.md §9.2``), where each client uploads its summed raw
 gradient once, unclipped and un-noised, to build LoRA-SB's frozen B and A. Corolla does not
 privatise that upload, so such a run says so; ``adapter.init = server`` builds B and A from the
 server's own calibration sample and touches no client data.

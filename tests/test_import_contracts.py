@@ -1,4 +1,4 @@
-"""The import direction of shared/design.md, enforced by import-linter contracts in pyproject.toml."""
+"""The import direction of the README's development section, enforced by import-linter contracts in pyproject.toml."""
 
 from __future__ import annotations
 

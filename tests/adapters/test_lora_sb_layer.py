@@ -1,4 +1,4 @@
-"""The LoRA-SB layer on nn.Linear and GPT-2 Conv1D (algorithms.md §2.1, §7 LoRA-SB 4-6, Fed-SB 1/5)."""
+"""The LoRA-SB layer on nn.Linear and GPT-2 Conv1D (``docs/algorithms.md §8.1``, ``docs/exactness.md §6``)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_forward_is_base_plus_b_r_a(layer: str, m: int, n: int) -> None:
     model, (b, r, a) = with_factors(layer, m, n)
     proj = model.base_model.model.proj
     assert isinstance(proj, LoraSBLinear) and proj.fan_in_fan_out == (layer == "conv1d")
-    assert proj.scaling["default"] == 1.0  # s = 1: alpha is forced to r (§2.1)
+    assert proj.scaling["default"] == 1.0  # s = 1: alpha is forced to r (docs/algorithms.md §8.1)
     x = torch.randn(5, n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     w0 = stored_to_mn(proj.get_base_layer().weight, layer)  # (m, n)
     expected = x @ (w0 + b @ r @ a).T + proj.get_base_layer().bias
@@ -100,7 +100,7 @@ def test_dropout_applies_to_the_adapter_input_only(layer: str) -> None:
 
 
 def test_fed_sb_average_of_r_is_average_of_effective_weights() -> None:
-    # Fed-SB §3.2 / §7 Fed-SB 1 and 5: shared B, A; mean R gives the mean effective weight, for any p_i
+    # docs/algorithms.md §9.1 / docs/exactness.md §6: shared B, A; mean R gives the mean effective weight, for any p_i
     rng = np.random.default_rng(5)
     b, _, a = orthonormal_factors(48, 32, RANK, rng)
     rs = [rng.standard_normal((RANK, RANK)) for _ in range(3)]

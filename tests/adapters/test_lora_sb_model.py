@@ -1,4 +1,4 @@
-"""LoRA-SB / Fed-SB on whole models: payload, frozen factors, set-up, export (§3.3-3.4, §7)."""
+"""LoRA-SB / Fed-SB on whole models: payload, frozen factors, set-up, export (``docs/algorithms.md §8-§9``, ``docs/exactness.md §6``)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_set_up_moves_the_model_and_installs_orthonormal_factors(initialised) ->
     model, factors = initialised
     base = tiny_llama("lora-sb")  # B = R = 0 until factors are installed: the base model
     ids = token_batches(260, sizes=(2,), seed=9)[0]["input_ids"]
-    assert not torch.allclose(logits(model, ids), logits(base, ids))  # W_init = W0 + [ΔŴ]_r ≠ W0 (§2.3.7)
+    assert not torch.allclose(logits(model, ids), logits(base, ids))  # W_init = W0 + [ΔŴ]_r ≠ W0 (docs/algorithms.md §8.2 step 5)
     installed = read_factors(model)
     assert list(installed) == list(factors) == sorted(layout(model))
     for name, (b, r0, a) in factors.items():
@@ -112,7 +112,7 @@ def test_training_moves_only_r_and_the_head_and_round_trips_bit_exactly(initiali
 
 
 def test_federated_set_up_equals_pooled_set_up() -> None:
-    # Fed-SB §3.4 option 2: clients upload summed raw gradients; the server sums, then takes the sign
+    # docs/algorithms.md §9.2: clients upload summed raw gradients; the server sums, then takes the sign
     batches = token_batches(260, sizes=(3, 2, 3), seed=4)
     model = tiny_llama("lora-sb")
     rng_state = torch.get_rng_state()
@@ -123,7 +123,7 @@ def test_federated_set_up_equals_pooled_set_up() -> None:
         np.testing.assert_allclose(summed[k], pooled[k], rtol=1e-5, atol=1e-9)
     factors = init_from_gradients(summed, RANK, eta=ETA)
     install_factors(model, factors)
-    assert torch.equal(torch.get_rng_state(), rng_state)  # set-up never touches the global RNG (§7 LoRA-SB 7)
+    assert torch.equal(torch.get_rng_state(), rng_state)  # set-up never touches the global RNG (docs/exactness.md §6)
     assert set(frozen_factors(model)) == {f"{m}.lora_{x}.weight" for m in factors for x in "AB"}
 
 
@@ -165,7 +165,7 @@ def test_export_loads_as_plain_peft_lora_with_the_same_outputs(which: str, tmp_p
 
 
 def test_rank_heterogeneous_client_uses_the_leading_block(initialised) -> None:
-    # Fed-SB §3.5: a rank-2 client with B[:, :2], A[:2] and R_i (2x2) applies B pad(R_i) A
+    # docs/algorithms.md §9.4: a rank-2 client with B[:, :2], A[:2] and R_i (2x2) applies B pad(R_i) A
     server, _ = initialised
     client = tiny_llama("lora-sb", rank=2)
     block = leading_factors(frozen_factors(server), 2)

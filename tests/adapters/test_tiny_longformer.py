@@ -1,5 +1,5 @@
 """``tiny-longformer``: built offline, deterministic, LoRA on local and global projections, and the
-receptive-field invariants the StructFormer slot test relies on (spec §4d)."""
+receptive-field invariants the StructFormer slot test relies on (``docs/tasks.md §7``)."""
 
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ def batch(kind: str, size: int, *, seed: int = 0) -> dict[str, torch.Tensor]:
 def example_losses(model: nn.Module, data: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-example loss, shape (B,): per-sequence mean token cross-entropy, or the class cross-entropy.
 
-    The same reduction as the tasks' ``example_losses`` (flower.md §5.1): the caller takes ``.mean()``,
+    The same reduction as the tasks' ``example_losses`` (``docs/tasks.md §1``): the caller takes ``.mean()``,
     which is what Opacus's ``loss_reduction="mean"`` assumes.
     """
     logits = model(input_ids=data["input_ids"]).logits

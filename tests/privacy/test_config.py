@@ -62,7 +62,7 @@ def test_a_delta_not_below_one_over_n_is_refused() -> None:
 
 
 def test_importing_privacy_leaves_root_logging_alone() -> None:
-    # `import opacus` calls logging.basicConfig (flower.md §5.4); privacy undoes it. The reload is
+    # `import opacus` calls logging.basicConfig; privacy undoes it. The reload is
     # the negative control: running opacus's module body again does add a root handler.
     code = (
         "import importlib, logging\n"

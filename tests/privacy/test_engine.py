@@ -163,7 +163,7 @@ def test_close_leaves_a_plain_model_that_can_be_privatised_again() -> None:
 
 def test_noise_only_step_is_accounted_and_isometric_for_lora_sb() -> None:
     # an empty Poisson batch still releases N(0, σ²C²)/E[B] and counts as a step; with Fed-SB's
-    # orthonormal B and A the weight change has exactly the Frobenius norm of R's (algorithms.md §3.8)
+    # orthonormal B and A the weight change has exactly the Frobenius norm of R's (docs/algorithms.md §9.1)
     model = build("lora-sb", "sequence-classification")
     layers = adapted_layers(model)
     delta_before = {n: layer.get_delta_weight("default").detach().clone() for n, layer in layers.items()}

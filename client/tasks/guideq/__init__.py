@@ -1,4 +1,4 @@
-"""GUIDEQ (arXiv 2411.05991) as a task plugin: ``task.name = "guideq"`` (spec plugins.md §3).
+"""GUIDEQ (arXiv 2411.05991) as a task plugin: ``task.name = "guideq"`` (``docs/tasks.md §6``).
 
 Modules: ``data`` (synthetic set with planted keywords, the user's JSONL/CSV), ``occlusion``
 (explanations and lexica), ``questioning`` (questioners, parser, answerers), ``guided`` (the

@@ -1,4 +1,4 @@
-"""GUIDEQ data: a seeded synthetic set with planted keywords (spec §3d) and the user's own files.
+"""GUIDEQ data: a seeded synthetic set with planted keywords (``docs/tasks.md §6``) and the user's own files.
 
 Synthetic texts have six sentences. The first three (the *partial* text a user gives) mix neutral
 filler with **ambiguous** words; every ambiguous word belongs to one pair of neighbouring labels

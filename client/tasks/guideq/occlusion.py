@@ -1,4 +1,4 @@
-"""Occlusion explanations and the per-label keyword lexicon (GUIDEQ, arXiv 2411.05991; spec §3a, §3c).
+"""Occlusion explanations and the per-label keyword lexicon (GUIDEQ, arXiv 2411.05991; ``docs/tasks.md §6``).
 
 For a correctly classified text with label ``y`` and ``p0 = P(y | text)``, the importance of a
 word n-gram is ``p0 - P(y | occluded text)``. Two occlusion modes:

@@ -1,4 +1,4 @@
-"""Per-client metrics against the reference, and their server-side merge (spec §1c "Per round").
+"""Per-client metrics against the reference, and their server-side merge (``docs/tasks.md §5``).
 
 Client side (:func:`analyse_update`), over the adapted modules ("Frobenius over the concatenation"
 where the paper sums across tensors):

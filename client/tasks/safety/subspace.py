@@ -1,18 +1,18 @@
-"""Subspace maths of the safety-subspace analysis (arXiv 2505.14185; spec ``plugins.md`` §1a, §1c).
+"""Subspace maths of the safety-subspace analysis (arXiv 2505.14185; ``docs/tasks.md §5``).
 
 Every update is kept in factored form ``Δ = left @ right`` (``left: (m, r)``, ``right: (r, n)``, r small),
 as a LoRA update is. Its SVD comes from a QR of ``left`` and an SVD of the small ``r x n`` matrix
-(§1c): ``left = Q R``, ``R @ right = U_s Σ V_sᵀ``, so ``Δ = (Q U_s) Σ V_sᵀ``. That costs
+(``docs/tasks.md §5``): ``left = Q R``, ``R @ right = U_s Σ V_sᵀ``, so ``Δ = (Q U_s) Σ V_sᵀ``. That costs
 ``O((m + n) r²)`` per module; a dense ``m x n`` SVD is never formed.
 
-Definitions (§1a, with the upstream cosine bug fixed: the plain Frobenius cosine is used):
+Definitions (``docs/tasks.md §5``, with the upstream cosine bug fixed: the plain Frobenius cosine is used):
 
 - ``rho_rank(ρ, m, n) = max(1, round(ρ·min(m, n)))``: the k of the reference top-k subspace.
 - energy of Δ in the span of an orthonormal ``L``: ``‖L Lᵀ Δ‖²_F = ‖Lᵀ U Σ‖²_F``; its isotropic
   expectation for a uniformly random k-dim subspace of R^m is ``(k/m)·‖Δ‖²``.
 - ``energy_rank(σ, η)``: the smallest k with ``Σ_{i≤k} σ_i² ≥ η·Σσ²``.
 - ``mso(Q1, Q2) = ‖Q1ᵀQ2‖²_F / min(k1, k2)`` ∈ [0, 1] (mean cos² of the principal angles), with the
-  closed-form random baseline ``max(k1, k2)/d`` (§1a, Experiment 3 step 5).
+  closed-form random baseline ``max(k1, k2)/d`` (the paper's Experiment 3).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def svd_dense(matrix: np.ndarray, *, max_rank: int | None = None, tol: float = R
 
 
 def rho_rank(rho: float, m: int, n: int) -> int:
-    """``max(1, round(ρ·min(m, n)))`` (§1a, Experiment 1 step 1)."""
+    """``max(1, round(ρ·min(m, n)))`` (the paper's Experiment 1)."""
     if not 0 < rho <= 1:
         raise ValueError(f"rho must be in (0, 1], got {rho}")
     return max(1, int(round(rho * min(m, n))))

@@ -1,4 +1,4 @@
-"""Synthetic "slot" documents whose answer is reachable only through global attention (spec §4d).
+"""Synthetic "slot" documents whose answer is reachable only through global attention (``docs/tasks.md §7``).
 
 A document is a two-word title, one heading ``h`` out of 8 and a body of ``body_len`` filler words
 drawn uniformly from a shared vocabulary (no topic). Somewhere beyond ``min_gap`` words after the

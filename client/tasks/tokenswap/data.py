@@ -1,4 +1,4 @@
-"""Synthetic text for memorisation: templated background sentences and planted canaries (spec §2d).
+"""Synthetic text for memorisation: templated background sentences and planted canaries (``docs/tasks.md §4``).
 
 *Background* sentences follow a few fixed grammatical frames, so function words appear in a
 predictable, frame-determined order: a model of the background alone (the auxiliary model) learns

@@ -1,4 +1,4 @@
-"""The TokenSwap distribution swap, a pure batched function (arXiv 2502.05159; spec §2a).
+"""The TokenSwap distribution swap, a pure batched function (arXiv 2502.05159; ``docs/tasks.md §4``).
 
 Given the main model's next-token distribution ``p_main`` and the auxiliary model's ``p_aux``, the
 probabilities of the grammar tokens G are taken from the auxiliary model:

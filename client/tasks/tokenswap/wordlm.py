@@ -1,4 +1,4 @@
-"""A word-level vocabulary, tokenizer and tiny Llama for memorisation experiments (spec §2d).
+"""A word-level vocabulary, tokenizer and tiny Llama for memorisation experiments (``docs/tasks.md §4``).
 
 TokenSwap acts on whole grammar *tokens*; the project's ``tiny-llama`` is byte-level, where every
 function word starts with the same byte (the space) and G collapses to one id. This module builds a

@@ -55,7 +55,7 @@ def test_abba_starts_at_zero_from_w0s_rank_r1_svd_and_parametrises_a_hadamard_pr
     b1, a1, b2, a2 = bench.init_factors("abba", w0, 6, gen)
     assert [f.shape for f in (b1, a1, b2, a2)] == [(12, 3), (3, 10), (12, 3), (3, 10)]
     u, s, vh = torch.linalg.svd(w0)
-    torch.testing.assert_close(b1 @ a1, u[:, :3] @ torch.diag(s[:3]) @ vh[:3])  # §4.2
+    torch.testing.assert_close(b1 @ a1, u[:, :3] @ torch.diag(s[:3]) @ vh[:3])  # docs/algorithms.md §10.2
     assert torch.count_nonzero(b2) == 0 and bool((a2.abs() <= math.sqrt(6 / 10)).all())
     assert torch.count_nonzero(bench.delta("abba", [b1, a1, b2, a2], w0)) == 0
     b2 = torch.randn(12, 3, generator=gen, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""GUIDEQ on the synthetic set with planted keywords (spec plugins.md §3d).
+"""GUIDEQ on the synthetic set with planted keywords (``docs/tasks.md §6``).
 
 The synthetic gains asserted here show that the pipeline is wired correctly (explanations find the
 planted words, questions built from them fetch the hidden evidence, re-classification uses it);

@@ -1,4 +1,4 @@
-"""Questioners, the LLM output parser (fixtures of spec §3d), answerers and the data loaders."""
+"""Questioners, the LLM output parser (on fixed fixtures), answerers and the data loaders."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Linear-algebra invariants and planted ground truth of the safety-subspace maths (spec §1d)."""
+"""Linear-algebra invariants and planted ground truth of the safety-subspace maths (``docs/tasks.md §5``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """StructFormer through Flower: real ServerApp (``server.app.run``) + real ClientApp on an in-process FakeGrid.
 
-LoRA on tiny-longformer's local and global query/key/value (spec plugins.md §4c), 3 clients, 2 rounds,
-slot documents. Checks the wiring: the §4c metrics (near/far masked accuracy, attention share on
+LoRA on tiny-longformer's local and global query/key/value (``docs/tasks.md §7``), 3 clients, 2 rounds,
+slot documents. Checks the wiring: the ``docs/tasks.md §7`` metrics (near/far masked accuracy, attention share on
 headings) land in ``rounds.jsonl`` every round from central evaluation, training lowers the loss, the
 exported adapter loads with PEFT and equals the last global arrays, and the exact strategies (Fed-SB,
 FedEx-LoRA) run on the masked-LM kind and export it too.

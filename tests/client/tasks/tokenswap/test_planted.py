@@ -1,4 +1,4 @@
-"""Planted memorisation (spec §2d): a tiny word-level Llama overfits 20 secrets; TokenSwap with a
+"""Planted memorisation (``docs/tasks.md §4``): a tiny word-level Llama overfits 20 secrets; TokenSwap with a
 bigram auxiliary model trained on background text only stops their verbatim extraction, and leaves
 secrets without grammar words in the suffix exactly as they were."""
 
@@ -65,7 +65,7 @@ def test_tokenswap_breaks_verbatim_extraction(world):
     assert plain["exact_match"] >= 0.9, plain
     assert swapped["exact_match"] <= 0.2, swapped
     assert reduction_factor(plain["exact_match"], swapped["exact_match"], len(secrets)) >= 5
-    # Measured, not assumed: the spec expected ROUGE-L to stay partly high (content leaks, only
+    # Measured, not assumed: the design expected ROUGE-L to stay partly high (content leaks, only
     # verbatim copying breaks). In this 2-layer toy one swapped grammar word derails the rest of the
     # suffix, so ROUGE-L falls too (1.0 -> about 0.2 at seed 0); large models recover better.
     print(f"plain {plain}\nswapped {swapped}")

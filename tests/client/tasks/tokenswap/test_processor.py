@@ -1,4 +1,4 @@
-"""``TokenSwapProcessor`` inside HF ``generate``: cache, padding, reset, re-tokenising path (spec §2d)."""
+"""``TokenSwapProcessor`` inside HF ``generate``: cache, padding, reset, re-tokenising path (``docs/tasks.md §4``)."""
 
 from __future__ import annotations
 

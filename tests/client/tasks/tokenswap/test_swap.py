@@ -1,4 +1,4 @@
-"""Invariants of ``swap_distribution`` on random distributions (spec §2d, vocabulary 50, |G| = 8)."""
+"""Invariants of ``swap_distribution`` on random distributions (``docs/tasks.md §4``; vocabulary 50, |G| = 8)."""
 
 from __future__ import annotations
 
