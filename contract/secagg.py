@@ -36,8 +36,9 @@ import numpy as np
 from flwr.app import ConfigRecord
 from flwr.common.secure_aggregation.quantization import dequantize, quantize
 from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from .config import Section, register_section
 from .records import TRAIN_LOSS
 
 # --- message types (one per stage; Flower routes "<category>.<action>" to the ClientApp) ----------
@@ -90,11 +91,8 @@ METRIC_CLIP = 64.0  # masked metrics are clipped to [−64, 64] (a cross-entropy
 MAX_MODULUS_BITS = 62  # int64 arithmetic wraps mod 2^64, so any ring Z_{2^m}, m ≤ 62, is exact
 
 
-class SecAggConfig(BaseModel):
-    """``secagg.*``: secure aggregation for the strategies whose aggregate is a weighted sum."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=lambda n: n.replace("_", "-"),
-                              populate_by_name=True)
+class SecAggConfig(Section):
+    """``secagg.*``: secure aggregation (SecAgg+) for the strategies whose aggregate is a weighted sum."""
 
     enabled: bool = Field(False, description="run SecAgg+: the server learns only the clients' weighted sum")
     threshold: float = Field(
@@ -116,9 +114,11 @@ class SecAggConfig(BaseModel):
     def _fraction_or_count(cls, value: float, info: Any) -> float:
         least = 2 if info.field_name == "threshold" else 3
         if value > 1 and (not float(value).is_integer() or value < least):
-            key = info.field_name.replace("_", "-")
-            raise ValueError(f"`secagg.{key}` = {value}: use a fraction in (0, 1] or a whole count >= {least}")
+            raise ValueError(f"use a fraction in (0, 1] or a whole count >= {least}")
         return value
+
+
+register_section("secagg", SecAggConfig, owner="contract.secagg")
 
 
 def group_size(num_shares: float, sampled: int) -> int:
