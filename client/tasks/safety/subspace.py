@@ -22,8 +22,9 @@ from typing import Literal
 
 import numpy as np
 
+from adapters.low_rank import RANK_TOL, thin_svd_of_product
+
 ProjectMode = Literal["same", "orth", "opp"]
-RANK_TOL = 1e-10  # singular values below RANK_TOL·σ_max are numerical zeros (rank deficiency)
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,7 @@ class Svd:
 
 def svd_factored(delta: Factored, *, tol: float = RANK_TOL) -> Svd:
     """Thin SVD of ``left @ right`` via QR + a small SVD (module docstring); numerical zeros dropped."""
-    q, r = np.linalg.qr(np.asarray(delta.left, dtype=np.float64))  # Q: (m, r), R: (r, r)
-    us, s, vh = np.linalg.svd(r @ np.asarray(delta.right, dtype=np.float64), full_matrices=False)  # (r, r'), (r',), (r', n)
-    keep = s > tol * s[0] if s.size and s[0] > 0 else np.zeros(s.shape, dtype=bool)
-    return Svd(q @ us[:, keep], s[keep], vh[keep])
+    return Svd(*thin_svd_of_product(delta.left, delta.right, tol=tol))
 
 
 def svd_dense(matrix: np.ndarray, *, max_rank: int | None = None, tol: float = RANK_TOL) -> Svd:

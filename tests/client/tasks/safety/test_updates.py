@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from adapters.kind_registry import get_adapter_kind
 from client.tasks.safety.analysis import analyse_update, inter_client_mso, merge_client_reports
 from client.tasks.safety.reference import load_basis, save_basis
 from client.tasks.safety.subspace import Factored, energy_in, svd_dense, svd_factored
@@ -36,7 +37,7 @@ def kinds(rng):
 @pytest.mark.parametrize("index", range(4))
 def test_factors_match_dense_updates(index):
     name, entry, before, after, frozen, dense = list(kinds(np.random.default_rng(index)))[index]
-    factors = update_factors({MOD: {**entry, "scale": S}}, before, after, frozen)
+    factors = update_factors({MOD: {**entry, "scale": S}}, before, after, frozen, get_adapter_kind(name))
     np.testing.assert_allclose(factors[MOD].dense(), dense, atol=1e-10, err_msg=name)
 
 
@@ -45,24 +46,25 @@ def test_projection_is_exact_where_promised():
     basis = np.linalg.qr(arr(rng, M, 4))[0]
     p = basis @ basis.T
     # FFA: exact for any mode
+    ffa, lora = get_adapter_kind("ffa"), get_adapter_kind("lora")
     _, entry, before, after, frozen, dense = list(kinds(rng))[1]
     layout = {MOD: {**entry, "scale": S}}
     for mode, expected in (("same", p @ dense), ("orth", dense - p @ dense), ("opp", -p @ dense)):
-        payload, lost = projected_payload(layout, before, after, frozen, {MOD: basis}, mode)
-        got = update_factors(layout, before, payload, frozen)[MOD].dense()
+        payload, lost = projected_payload(layout, before, after, frozen, {MOD: basis}, mode, ffa)
+        got = update_factors(layout, before, payload, frozen, ffa)[MOD].dense()
         np.testing.assert_allclose(got, expected, atol=1e-5)
         assert lost == 0.0
     # LoRA from B0 = 0 (round 1): the rank-r re-factorisation is exact
     _, entry, before, after, frozen, _ = list(kinds(rng))[0]
     before = {k: (np.zeros_like(v) if "lora_B" in k else v) for k, v in before.items()}
     layout = {MOD: {**entry, "scale": S}}
-    dense = update_factors(layout, before, after, frozen)[MOD].dense()
-    payload, lost = projected_payload(layout, before, after, frozen, {MOD: basis}, "same")
-    np.testing.assert_allclose(update_factors(layout, before, payload, frozen)[MOD].dense(), p @ dense, atol=1e-5)
+    dense = update_factors(layout, before, after, frozen, lora)[MOD].dense()
+    payload, lost = projected_payload(layout, before, after, frozen, {MOD: basis}, "same", lora)
+    np.testing.assert_allclose(update_factors(layout, before, payload, frozen, lora)[MOD].dense(), p @ dense, atol=1e-5)
     assert lost < 1e-12 and payload[entry["b_key"]].shape == (M, R)
     # ... and from B0 != 0 it is a rank-r truncation whose loss is reported
     _, entry, before, after, frozen, _ = list(kinds(rng))[0]
-    assert projected_payload({MOD: {**entry, "scale": S}}, before, after, frozen, {MOD: basis}, "same")[1] > 0
+    assert projected_payload({MOD: {**entry, "scale": S}}, before, after, frozen, {MOD: basis}, "same", lora)[1] > 0
 
 
 def test_analysis_planted_and_merge(tmp_path):
