@@ -12,6 +12,7 @@ from client.tasks.guideq import GuidedClassification  # noqa: F401  (registers "
 from client.tasks.structformer import StructureMLM  # noqa: F401  (registers "structformer")
 from client.tasks.safety.task import SafetyArithmetic  # noqa: F401  (registers "safety-arithmetic")
 from client.tasks.tokenswap.task import Memorization  # noqa: F401  (registers "memorization")
+from client.tasks.instruct import InstructionTuning  # noqa: F401  (registers "instruct")
 
 __all__ = [
     "ArithmeticWordProblems",
