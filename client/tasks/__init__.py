@@ -13,6 +13,7 @@ from client.tasks.structformer import StructureMLM  # noqa: F401  (registers "st
 from client.tasks.safety.task import SafetyArithmetic  # noqa: F401  (registers "safety-arithmetic")
 from client.tasks.tokenswap.task import Memorization  # noqa: F401  (registers "memorization")
 from client.tasks.instruct import InstructionTuning  # noqa: F401  (registers "instruct")
+from client.tasks.bbc_news import BBCNews  # noqa: F401  (registers "bbc-news")
 
 __all__ = [
     "ArithmeticWordProblems",
