@@ -90,6 +90,13 @@ def epsilon_of(history: Iterable[Sequence[float]], *, mechanism: str, delta: flo
     return float(accountant.get_epsilon(delta=delta))
 
 
+def _numbers(record: ConfigRecord, key: str) -> list[float]:
+    value = record.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
+        raise ValueError(f"Context.state[{STATE_KEY!r}] is malformed: {key!r} is {value!r}, expected a list of numbers")
+    return [float(v) for v in value]
+
+
 def load_history(state: RecordDict, *, mechanism: str) -> list[HistoryEntry]:
     """The history saved in ``state`` (a ``Context.state``), or ``[]`` before the first DP round.
 
@@ -110,7 +117,7 @@ def load_history(state: RecordDict, *, mechanism: str) -> list[HistoryEntry]:
             f"this client's privacy history was kept by the {saved!r} accountant, but `privacy.accountant` = "
             f"{mechanism!r} now; ε cannot be composed across accountants, keep `privacy.accountant` = {saved!r}"
         )
-    noises, rates, steps = (list(record.get(k, [])) for k in ("noise-multiplier", "sample-rate", "steps"))  # type: ignore[call-overload]
+    noises, rates, steps = (_numbers(record, k) for k in ("noise-multiplier", "sample-rate", "steps"))
     if not len(noises) == len(rates) == len(steps):
         raise ValueError(f"Context.state[{STATE_KEY!r}] is malformed: its lists differ in length")
     return merge_history(zip(noises, rates, steps, strict=True))

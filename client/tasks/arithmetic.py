@@ -16,7 +16,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ from client.tasks._batching import (
 )
 from client.tasks.base import ModelKind, Task, TaskMetrics
 from client.tasks.registry import register_task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 
@@ -142,7 +145,7 @@ def parse_answer(text: str) -> int | None:
     return int(match.group()) if match else None
 
 
-def _encode_prompt(tokenizer: Any, text: str) -> list[int]:
+def _encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of ``text`` with the tokenizer's leading special tokens (e.g. BOS) but none after."""
     full = list(tokenizer(text)["input_ids"])
     bare = list(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -200,12 +203,12 @@ class ArithmeticWordProblems(Task):
             for split, size in (("train", self.num_train), ("test", self.num_test))
         })
 
-    def _target_ids(self, tokenizer: Any, answer: str) -> list[int]:
+    def _target_ids(self, tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
         ids = list(tokenizer(f" {answer}", add_special_tokens=False)["input_ids"])
         eos = getattr(tokenizer, "eos_token_id", None)
         return ids + ([int(eos)] if eos is not None else [])
 
-    def collate(self, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def collate(self, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Right-padded ``input_ids``/``attention_mask`` of prompt + answer + EOS, and ``labels``
         equal to ``input_ids`` on the answer and EOS tokens and ``-100`` elsewhere."""
         ids, labels = [], []
@@ -237,7 +240,8 @@ class ArithmeticWordProblems(Task):
         sums = sums.index_add(0, rows, token_losses)
         return sums / mask.sum(dim=1).clamp(min=1).to(sums.dtype)
 
-    def generate_answers(self, model: torch.nn.Module, tokenizer: Any, questions: list[str]) -> list[str]:
+    def generate_answers(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                         questions: list[str]) -> list[str]:
         """Greedy continuations (decoded, special tokens skipped) of the prompts of ``questions``.
 
         Prompts are left-padded so all continuations start at the same column. The caller is
@@ -254,7 +258,7 @@ class ArithmeticWordProblems(Task):
                              pad_token_id=pad, eos_token_id=eos)
         return list(tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True))
 
-    def evaluate(self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *,
+    def evaluate(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
                  batch_size: int) -> TaskMetrics:
         """Mean per-example answer ``loss`` and greedy-decoding ``exact_match`` (first integer of
         the continuation equals the answer) over ``rows``."""

@@ -25,13 +25,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from datasets import DatasetDict
 
 from contract import RunConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 ModelKind = Literal["sequence-classification", "causal-lm", "masked-lm"]
 
@@ -124,7 +127,7 @@ class Task(ABC):
         held-out global test split used for central evaluation. MUST be deterministic in ``seed``."""
 
     @abstractmethod
-    def collate(self, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def collate(self, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Turn dataset rows into a batch of tensors (``input_ids``, ``attention_mask``, and the
         targets the task's ``example_losses`` reads), padded to at most ``max_length`` tokens."""
 
@@ -134,7 +137,7 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(
-        self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *, batch_size: int
+        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *, batch_size: int
     ) -> TaskMetrics:
         """Evaluate ``model`` (in eval mode, under ``torch.no_grad``) on ``rows``.
 
@@ -152,7 +155,8 @@ class Task(ABC):
         return None
 
     def client_report(
-        self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *, update: AdapterUpdate
+        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
+        update: AdapterUpdate,
     ) -> dict[str, Any] | None:
         """Client, after local training on ``rows``: a small JSON-able report sent up with the train
         reply (metered like everything else), or ``None``."""
@@ -170,7 +174,7 @@ class Task(ABC):
         state the server's :meth:`merge_reports` broadcast."""
 
     def shard_metrics(
-        self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *, batch_size: int
+        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *, batch_size: int
     ) -> dict[str, float]:
         """Client federated evaluation: metrics of the global model on this client's own training
         shard ``rows`` (e.g. extraction of memorised private data). Reduced by weighted mean."""

@@ -22,7 +22,7 @@ not depend on the train size.
 from __future__ import annotations
 
 import random
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,9 @@ from client.tasks._batching import (
 )
 from client.tasks.base import ModelKind, Task, TaskMetrics
 from client.tasks.registry import register_task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 CLASS_NAMES: tuple[str, ...] = ("sports", "business", "science", "politics", "health")
 
@@ -253,7 +256,7 @@ class TopicClassification(Task):
             for split, size in (("train", self.num_train), ("test", self.num_test))
         })
 
-    def collate(self, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def collate(self, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Tokenize ``text`` (truncated to ``max_length``), right-pad; adds ``labels``."""
         encoded = tokenizer([row["text"] for row in rows], truncation=True,
                             max_length=self.max_length)["input_ids"]
@@ -269,7 +272,7 @@ class TopicClassification(Task):
         logits = logits_of(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]))
         return F.cross_entropy(logits.float(), batch["labels"], reduction="none")
 
-    def evaluate(self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *,
+    def evaluate(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
                  batch_size: int) -> TaskMetrics:
         """Mean per-example ``loss`` and ``accuracy`` of the argmax prediction over ``rows``."""
         device = model_device(model)

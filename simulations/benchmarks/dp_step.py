@@ -30,7 +30,7 @@ import torch
 
 from adapters.lora import AdapterSpec, build_adapted_model
 from adapters.lora_sb import adapted_layers, install_factors
-from client.tasks import build_task
+from client.tasks import Task, build_task
 from privacy import DPConfig, privatize
 from simulations.benchmarks._output import write_result
 
@@ -39,14 +39,15 @@ KINDS = ("lora", "ffa", "lora-sb")
 DP = DPConfig(enabled=True, noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=False)
 
 
-def _model(name: str, task: Any, kind: str, rank: int) -> torch.nn.Module:
+def _model(name: str, task: Task, kind: str, rank: int) -> torch.nn.Module:
     model, _ = build_adapted_model(name, AdapterSpec(rank=rank, method=kind), kind=task.model_kind,  # type: ignore[arg-type]
                                    num_labels=task.num_labels, init_seed=0)
     rng = np.random.default_rng(0)
     if kind == "lora-sb":
         factors = {}
         for module, layer in adapted_layers(model).items():
-            m, n = layer.lora_B["default"].weight.shape[0], layer.lora_A["default"].weight.shape[1]
+            m = layer.lora_B["default"].get_parameter("weight").shape[0]  # B: (m, r)
+            n = layer.lora_A["default"].get_parameter("weight").shape[1]  # A: (r, n)
             factors[module] = (np.linalg.qr(rng.standard_normal((m, rank)))[0], 0.01 * rng.standard_normal((rank, rank)),
                                np.linalg.qr(rng.standard_normal((n, rank)))[0].T)
         install_factors(model, factors)
@@ -58,7 +59,8 @@ def _model(name: str, task: Any, kind: str, rank: int) -> torch.nn.Module:
     return model.train()
 
 
-def _time_steps(module: torch.nn.Module, optimizer: torch.optim.Optimizer, task: Any, batches: list) -> list[float]:
+def _time_steps(module: torch.nn.Module, optimizer: torch.optim.Optimizer, task: Task,
+                batches: list[dict[str, torch.Tensor]]) -> list[float]:
     times = []
     for batch in batches:
         start = time.perf_counter()

@@ -114,7 +114,7 @@ def headline(runs: list[RunData], target: float | None = None) -> tuple[list[dic
     Returns the rows and the target used.
     """
     target = default_target(runs) if target is None else target
-    rows = []
+    rows: list[dict[str, Any]] = []  # table rows: numbers, labels and None for "not reached"
     for run in runs:
         values = [v for v in run.metric() if v is not None]
         up = sum(int(r.get("bytes_up", 0)) for r in run.rounds)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from numpy.typing import NDArray
 import numpy as np
 
 from client.tasks.guideq.occlusion import Lexicon, Predict
@@ -26,19 +27,22 @@ from client.tasks.guideq.questioning import Answerer, Questioner, split_halves
 TOP_K = 3  # the paper pairs the classifier's top-3 labels with their keywords
 
 
-def weighted_f1(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+Labels = Sequence[int] | NDArray[np.integer]  # one class index per text
+
+
+def weighted_f1(y_true: Labels, y_pred: Labels) -> float:
     """Per-class F1 averaged with weights = true support (sklearn's ``average="weighted"``)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.size == 0:
+    truth, predicted = np.asarray(y_true), np.asarray(y_pred)
+    if truth.size == 0:
         return float("nan")
     total = 0.0
-    for c in np.unique(y_true):
-        tp = float(np.sum((y_true == c) & (y_pred == c)))
-        fp = float(np.sum((y_true != c) & (y_pred == c)))
-        fn = float(np.sum((y_true == c) & (y_pred != c)))
+    for c in np.unique(truth):
+        tp = float(np.sum((truth == c) & (predicted == c)))
+        fp = float(np.sum((truth != c) & (predicted == c)))
+        fn = float(np.sum((truth == c) & (predicted != c)))
         f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-        total += f1 * np.sum(y_true == c)
-    return total / y_true.size
+        total += f1 * float(np.sum(truth == c))
+    return total / truth.size
 
 
 @dataclass
@@ -52,7 +56,7 @@ class Dialogue:
 
 def _ask_all(predict: Predict, partials: list[str], hiddens: list[str], label_names: Sequence[str],
              lexicon: Lexicon, questioner: Questioner, answerer: Answerer, turns: int,
-             first_probs: np.ndarray) -> tuple[np.ndarray, list[Dialogue]]:
+             first_probs: NDArray[np.floating]) -> tuple[NDArray[np.intp], list[Dialogue]]:
     current, probs = list(partials), first_probs
     dialogues = [Dialogue() for _ in partials]
     for _ in range(turns):
@@ -70,7 +74,7 @@ def _ask_all(predict: Predict, partials: list[str], hiddens: list[str], label_na
     return probs.argmax(axis=1), dialogues
 
 
-def guided_metrics(predict: Predict, texts: Sequence[str], labels: Sequence[int], label_names: Sequence[str],
+def guided_metrics(predict: Predict, texts: Sequence[str], labels: Labels, label_names: Sequence[str],
                    lexicon: Lexicon, questioner: Questioner, no_kw_questioner: Questioner, answerer: Answerer, *,
                    turns: int = 1) -> tuple[dict[str, float], list[Dialogue]]:
     """The §3c metrics over ``texts`` and the guided dialogues (for inspection)."""

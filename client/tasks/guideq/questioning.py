@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from client.tasks.guideq.occlusion import Lexicon, keywords, normalise
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 NO_QUESTION = "None"
 # Function words and the template's own words never count as overlap.
@@ -148,7 +151,8 @@ class LLMQuestioner:
     If the model's output holds no usable question the sentinel ``"None"`` is asked, which an answerer
     cannot answer (the turn adds nothing)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, use_keywords: bool = True, max_new_tokens: int = 48,
+    def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, *, use_keywords: bool = True,
+                 max_new_tokens: int = 48,
                  temperature: float = 0.0, min_words: int = 5, seed: int = 0) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.use_keywords, self.max_new_tokens = use_keywords, max_new_tokens
@@ -164,7 +168,7 @@ class LLMQuestioner:
             out = self.model.generate(**{k: v.to(device) for k, v in ids.items()}, max_new_tokens=self.max_new_tokens,
                                       do_sample=self.temperature > 0, temperature=self.temperature or None,
                                       pad_token_id=pad)
-        completion = self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        completion = self.tokenizer.batch_decode(out[:, ids["input_ids"].shape[1]:], skip_special_tokens=True)[0]
         question = parse_question('QUESTION: "' + completion, min_words=self.min_words)
         used = tuple(k for k in shown if k in question.lower())
         return Question(question, used)
@@ -187,7 +191,8 @@ class ExtractiveQAAnswerer:
     """An HF ``...ForQuestionAnswering`` model: the best span of ``hidden`` (at most ``max_answer_tokens``),
     or ``""`` when the no-answer score (start = end = the first token) beats every span."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 384, max_answer_tokens: int = 30) -> None:
+    def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, *, max_length: int = 384,
+                 max_answer_tokens: int = 30) -> None:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_length, self.max_answer_tokens = max_length, max_answer_tokens
 

@@ -9,13 +9,16 @@ between the two sets' bases with the baseline ``max(k1, k2)/D``, averaged over t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from client.tasks._batching import chunks, eval_mode, model_device
 from client.tasks.safety.subspace import energy_basis, mso, mso_baseline, svd_dense
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 # Off-task prompts: the default second set when `safety.prompts-b` is empty (no harmful data ships).
 OFF_TASK_PROMPTS: tuple[str, ...] = (
@@ -36,7 +39,17 @@ def layer_range(num_layers: int) -> list[int]:
     return list(range(first, max(stop, first + 1)))
 
 
-def last_token_states(model: Any, tokenizer: Any, prompts: Sequence[str], layers: Sequence[int], *,
+def num_blocks(model: torch.nn.Module) -> int:
+    """The transformer blocks ``L`` of a HF model (or a PEFT model around one): its config's ``num_hidden_layers``."""
+    layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    if layers is None:
+        raise ValueError(f"`safety.activation` needs a model whose config has `num_hidden_layers`; "
+                         f"{type(model).__name__} has none (set `safety.activation = false`)")
+    return int(layers)
+
+
+def last_token_states(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                      layers: Sequence[int], *,
                       batch_size: int = 16) -> dict[int, np.ndarray]:
     """``layer -> (N, D)`` hidden state after block ``layer`` at each prompt's last real token."""
     out: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from client.tasks.safety.subspace import Factored, Svd, svd_dense, svd_factored
+
+if TYPE_CHECKING:
+    import torch
 
 Reference = dict[str, Svd]
 PEFT_PREFIX = "base_model.model."
@@ -116,13 +119,13 @@ def load_reference(kind: str, path: str, *, base: dict[str, np.ndarray], max_ran
     return {m: reference[m] for m in wanted}
 
 
-def base_weights(model: Any) -> dict[str, np.ndarray]:
+def base_weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
     """``module -> (out, in)`` frozen base weight of every LoRA-adapted module of a PEFT model."""
     from peft.tuners.lora import LoraLayer
 
     weights = {}
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer) and "default" in module.lora_A:
-            weight = module.get_base_layer().weight.detach().cpu().numpy().astype(np.float64)
+            weight = module.get_base_layer().get_parameter("weight").detach().cpu().numpy().astype(np.float64)
             weights[name] = weight.T if getattr(module, "fan_in_fan_out", False) else weight
     return weights

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from client.tasks.structformer.docs import StructuredDoc
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 SPECIAL, TITLE, HEADING, BODY = 0, 1, 2, 3  # token roles
 MARKER = "<sec>"
@@ -78,7 +81,8 @@ def flatten(doc: StructuredDoc, *, policy: GlobalPolicy = "all") -> list[tuple[s
     return out
 
 
-def encode(tokenizer: Any, doc: StructuredDoc, spec: CollatorSpec, rng: random.Random) -> dict[str, list[int]]:
+def encode(tokenizer: PreTrainedTokenizerBase, doc: StructuredDoc, spec: CollatorSpec,
+           rng: random.Random) -> dict[str, list[int]]:
     """One document: ``input_ids``, ``labels``, ``global`` (0/1), ``roles`` and ``slot`` (1 on the tokens
     of the word after the slot cue). The masking draws do not depend on ``spec.structure``."""
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id

@@ -38,10 +38,14 @@ def from_dict(data: dict[str, Any]) -> StructuredDoc:
     if not isinstance(data, dict):
         raise ValueError(f"a document node must be a JSON object, got {type(data).__name__}")
     heading = data.get("heading", data.get("title", ""))
-    paragraphs = data.get("paragraphs", data.get("content", []))
+    paragraphs: object = data.get("paragraphs", data.get("content", []))
     if isinstance(paragraphs, str):
         paragraphs = [paragraphs] if paragraphs.strip() else []
-    children = data.get("children", data.get("sublevels", []))
+    children: object = data.get("children", data.get("sublevels", []))
+    if not isinstance(paragraphs, list) or not isinstance(children, list):
+        raise ValueError("a document node's `paragraphs` (or `content`) must be a string or a list, and its "
+                         f"`children` (or `sublevels`) a list; got {type(paragraphs).__name__} and "
+                         f"{type(children).__name__}")
     return StructuredDoc(str(heading or ""), [str(p) for p in paragraphs], [from_dict(c) for c in children])
 
 

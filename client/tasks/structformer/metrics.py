@@ -15,18 +15,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
 from client.tasks.structformer.collator import HEADING, TITLE
 
 
-def receptive_field(model: Any) -> int:
+def receptive_field(model: torch.nn.Module) -> int:
     """Tokens either side a token's output can depend on without global attention: layers x window / 2."""
     config = getattr(model, "config", None)
     window = getattr(config, "attention_window", None)
-    if window is None:
+    if config is None or window is None:
         raise ValueError("heading-distance metrics need a Longformer-style model config with `attention_window`")
     windows = window if isinstance(window, (list, tuple)) else [window] * config.num_hidden_layers
     return sum(int(w) // 2 for w in windows)

@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
+from transformers import PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutput
 
 from adapters.models import build_base_model
@@ -43,6 +44,8 @@ class BigramLM(torch.nn.Module):
     ``logits[b, t] = log p(next | input_ids[b, t])``; it never caches (the last token is all it reads).
     """
 
+    table: torch.Tensor  # (V, V) log p(next | prev), a buffer
+
     def __init__(self, vocab_size: int, sequences: Sequence[Sequence[int]], *, smoothing: float = 0.01) -> None:
         super().__init__()
         counts = torch.full((vocab_size, vocab_size), smoothing, dtype=torch.float64)
@@ -55,7 +58,7 @@ class BigramLM(torch.nn.Module):
         return CausalLMOutput(logits=self.table[input_ids])  # (B, T, V)
 
 
-def load_aux(name: str, main_model: Any, main_tokenizer: Any) -> tuple[Any, Any | None]:
+def load_aux(name: str, main_model: Any, main_tokenizer: PreTrainedTokenizerBase) -> tuple[Any, Any | None]:
     """``(aux_model, aux_tokenizer)`` for ``tokenswap.aux-model``; ``aux_tokenizer`` is ``None``
     when the vocabularies are identical (the fast, cached path)."""
     if name == "base":

@@ -21,10 +21,10 @@ swap sees raw logits. With sampling, pass temperature/top-k as processors *after
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, cast
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
 from client.tasks.tokenswap.swap import SwapMode, swap_distribution
 from client.tasks.tokenswap.words import FUNCTION_WORDS, aligned_token_sets
@@ -79,7 +79,8 @@ class TokenSwapProcessor(LogitsProcessor):
         Same-tokenizer path only: feed the auxiliary model one new token per step with its KV cache.
     """
 
-    def __init__(self, aux_model: torch.nn.Module, main_tokenizer: Any, aux_tokenizer: Any | None = None, *,
+    def __init__(self, aux_model: torch.nn.Module, main_tokenizer: PreTrainedTokenizerBase,
+                 aux_tokenizer: PreTrainedTokenizerBase | None = None, *,
                  words: tuple[str, ...] = FUNCTION_WORDS, mode: SwapMode = "mass-preserving",
                  use_cache: bool = True) -> None:
         self.aux_model = aux_model
@@ -116,7 +117,7 @@ class TokenSwapProcessor(LogitsProcessor):
         """The auxiliary model's next-token distribution after ``input_ids``: ``(B, V_aux)``."""
         with torch.no_grad():
             if self.aux_tokenizer is not None:
-                return self._aux_probs_retokenized(input_ids)
+                return self._aux_probs_retokenized(input_ids, self.aux_tokenizer)
             mask = self._mask(input_ids)
             positions = positions_from_mask(mask)
             incremental = self.use_cache and self._cache is not None and input_ids.shape[1] == self._seen + 1
@@ -130,13 +131,13 @@ class TokenSwapProcessor(LogitsProcessor):
             self._seen = input_ids.shape[1]
             return torch.softmax(_logits(out)[:, -1, :].float(), dim=-1)
 
-    def _aux_probs_retokenized(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def _aux_probs_retokenized(self, input_ids: torch.Tensor, aux_tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
         mask = self._mask(input_ids).bool()
         texts = [self.main_tokenizer.decode(row[m].tolist(), skip_special_tokens=True)
                  for row, m in zip(input_ids, mask)]
-        encoded = [list(self.aux_tokenizer(text)["input_ids"]) for text in texts]
-        pad = self.aux_tokenizer.pad_token_id
-        pad = self.aux_tokenizer.eos_token_id if pad is None else pad
+        encoded = [list(aux_tokenizer(text)["input_ids"]) for text in texts]
+        pad = aux_tokenizer.pad_token_id
+        pad = aux_tokenizer.eos_token_id if pad is None else pad
         width = max(1, max(len(e) for e in encoded))
         device = input_ids.device
         ids = torch.full((len(encoded), width), int(pad or 0), dtype=torch.long, device=device)
@@ -157,7 +158,8 @@ class TokenSwapProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Processed scores: ``log(max(p_swapped, 1e-10))``, same shape and dtype as ``scores``."""
-        return torch.log(self.swapped_probs(input_ids, scores).clamp_min(LOG_FLOOR)).to(scores.dtype)
+        processed = torch.log(self.swapped_probs(input_ids, scores).clamp_min(LOG_FLOOR)).to(scores.dtype)
+        return cast(torch.FloatTensor, processed)  # HF's LogitsProcessor signature names the legacy tensor type
 
 
 def generate_greedy(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,

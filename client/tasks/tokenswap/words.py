@@ -14,9 +14,12 @@ subword-level tokenizer (``client.tasks.tokenswap.wordlm`` builds one for tests)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 FUNCTION_WORDS: tuple[str, ...] = (
     # articles and determiners (20)
@@ -44,14 +47,15 @@ def parse_words(text: str) -> tuple[str, ...]:
     return words or FUNCTION_WORDS
 
 
-def first_piece(tokenizer: Any, word: str) -> int | None:
+def first_piece(tokenizer: PreTrainedTokenizerBase, word: str) -> int | None:
     """First sub-token id of ``" " + word`` (no special tokens), or ``None`` if it encodes to nothing."""
     ids = list(tokenizer(" " + word, add_special_tokens=False)["input_ids"])
     return int(ids[0]) if ids else None
 
 
 def aligned_token_sets(
-    main_tokenizer: Any, aux_tokenizer: Any | None = None, words: Sequence[str] = FUNCTION_WORDS
+    main_tokenizer: PreTrainedTokenizerBase, aux_tokenizer: PreTrainedTokenizerBase | None = None,
+    words: Sequence[str] = FUNCTION_WORDS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """G as aligned id vectors ``(g_main, g_aux)``: entry ``i`` is the same word in both vocabularies.
 
