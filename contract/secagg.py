@@ -39,7 +39,9 @@ from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
 from pydantic import Field, field_validator
 
 from .config import Section, register_section
-from .records import TRAIN_LOSS
+from .base_delta import BASE_VERSION
+from .frozen import FROZEN_CONFIRMED
+from .records import EPSILON, TRAIN_LOSS
 
 # --- message types (one per stage; Flower routes "<category>.<action>" to the ClientApp) ----------
 SETUP = "query.secagg_setup"  # server -> client: protocol parameters; reply: two public keys
@@ -80,7 +82,7 @@ DEAD = "dead"  # ... and neighbours that dropped after sharing (send their pk1 s
 SEED_SHARE_NODES, SEED_SHARES = "seed-share-nodes", "seed-shares"
 KEY_SHARE_NODES, KEY_SHARES = "key-share-nodes", "key-shares"
 
-PUBLIC_METRICS = ("base-version", "frozen-hash-ok", "epsilon")
+PUBLIC_METRICS = (BASE_VERSION, FROZEN_CONFIRMED, EPSILON)
 """Train-reply metrics sent in plaintext next to the masked vector: protocol state (which base and
 frozen factors the node holds) and the node's DP ε. ε depends on the node's sampling rate, hence
 roughly on its number of examples; everything else (``num-examples``, ``train_loss``, plugin

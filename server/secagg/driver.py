@@ -91,7 +91,7 @@ class _Round:
         self.commitments: dict[int, bytes] = {}
         self.ciphertexts: dict[int, dict[int, bytes]] = {}  # src -> dst -> ciphertext
         self.masked_with: dict[int, set[int]] = {}
-        self.public: dict[int, dict[str, float]] = {}
+        self.public: dict[int, dict[str, int | float]] = {}
         self.rejected_shares: list[tuple[int, int, str]] = []
 
     def run(self) -> SecAggOutcome:

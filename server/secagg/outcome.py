@@ -36,7 +36,7 @@ class SecAggSum:
     threshold: int
     error_bound: float
     dropped: tuple[Dropout, ...] = ()
-    public: dict[int, dict[str, float]] = field(default_factory=dict)
+    public: dict[int, dict[str, int | float]] = field(default_factory=dict)
     rejected_shares: tuple[tuple[int, int, str], ...] = ()  # (holder, owner or -1, why); vector still counts
 
     def mean_update(self) -> dict[str, np.ndarray]:

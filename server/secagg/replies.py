@@ -69,7 +69,7 @@ def check_share_keys(record: ConfigRecord, group: set[int]) -> tuple[dict[int, b
 
 def check_masked(
     content: RecordDict, *, size: int, modulus_bits: int, sources: set[int]
-) -> tuple[np.ndarray, set[int], dict[str, float]]:
+) -> tuple[np.ndarray, set[int], dict[str, int | float]]:
     """Collect reply: one masked vector of the round's size, dtype and ring; whom it masked with
     (a subset of the shares forwarded to it); plaintext metrics restricted to the public ones."""
     if wire.VECTOR not in content.array_records:
@@ -89,11 +89,11 @@ def check_masked(
     masked_with = _ids(content.config_records[wire.SECAGG], wire.MASKED_WITH)
     if not set(masked_with) <= sources:
         raise Malformed(f"masked with {sorted(set(masked_with) - sources)}, whose shares it never got")
-    public: dict[str, float] = {}
+    public: dict[str, int | float] = {}
     if wire.PUBLIC in content.metric_records:
         for name, value in content.metric_records[wire.PUBLIC].items():
             if name in wire.PUBLIC_METRICS and isinstance(value, (int, float)) and math.isfinite(value):
-                public[name] = float(value)
+                public[name] = value
     return vector, set(masked_with), public
 
 

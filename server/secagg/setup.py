@@ -1,0 +1,53 @@
+"""Turning SecAgg on for a run: refuse what it cannot protect, then wrap the strategy."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from contract import RunConfig
+from contract.secagg import SecAggConfig
+from server.metering import ByteLedger
+from server.secagg.driver import SecAggDriver
+from server.secagg.strategy import SecAggStrategy
+from strategies.protocol import CorollaStrategy
+from strategies.registry import registered_strategies, strategy_info
+
+if TYPE_CHECKING:
+    from client.tasks.base import Task
+
+
+def check_secagg(config: RunConfig, task: Task) -> None:
+    """Refuse ``secagg.enabled`` where the server would need individual client data.
+
+    Raises
+    ------
+    ValueError
+        For a strategy that is not linear (FedEx-LoRA, FLoRA: they need each client's own
+        factors), or a task whose plugin reports are per-client data; the message names the fix.
+    """
+    if not config.section(SecAggConfig).enabled:
+        return
+    name = config.strategy.name
+    if not strategy_info(name).linear:
+        linear = ", ".join(f"`{i.name}`" for i in registered_strategies() if i.linear)
+        raise ValueError(
+            f"`secagg.enabled = true` with `strategy.name = {name}`: its aggregate is not a weighted sum of what "
+            f"clients send (it needs each client's own update, which secure aggregation hides). Use a linear "
+            f"strategy ({linear}) or set `secagg.enabled = false`."
+        )
+    for hook in ("client_report", "merge_reports"):
+        if task.implements(hook):
+            raise ValueError(
+                f"`secagg.enabled = true` with `task.name = {config.task.name}`: the task's plugin reports "
+                f"(`{hook}`) are per-client data that secure aggregation cannot sum. Set `secagg.enabled = false`."
+            )
+
+
+def secure_strategy(strategy: CorollaStrategy, config: RunConfig, *, task: Task, ledger: ByteLedger) -> CorollaStrategy:
+    """``strategy`` itself, or (``secagg.enabled``) wrapped so it aggregates only SecAgg+ sums."""
+    check_secagg(config, task)
+    section = config.section(SecAggConfig)
+    if not section.enabled:
+        return strategy
+    driver = SecAggDriver(section, ledger, weighted=config.strategy.weighted, timeout=config.round_timeout or None)
+    return SecAggStrategy(strategy, driver)
