@@ -1,4 +1,4 @@
-"""Injected client faults (``faults.*``, see ``contract/config_faults.py``).
+"""Injected client faults (``faults.*``, the section ``contract.config.FaultsConfig``).
 
 The draw depends only on ``(seed, round, partition)``, so a run with faults is as reproducible as one
 without, and a test knows which clients misbehave without looking.

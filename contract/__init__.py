@@ -2,8 +2,6 @@
 
 from .records import (
     ARRAYS,
-    BYTES_DOWN,
-    BYTES_UP,
     CLIENTS,
     CONFIG,
     DEFAULT_REDUCTION,
@@ -12,8 +10,6 @@ from .records import (
     DROPPED,
     EPSILON,
     EVAL_LOSS,
-    LOCAL_STEPS,
-    LR,
     METRIC_REDUCTIONS,
     METRICS,
     NUM_EXAMPLES,
@@ -31,8 +27,6 @@ from .records import (
 
 __all__ = [
     "ARRAYS",
-    "BYTES_DOWN",
-    "BYTES_UP",
     "CLIENTS",
     "CONFIG",
     "DEFAULT_REDUCTION",
@@ -41,8 +35,6 @@ __all__ = [
     "DROPPED",
     "EPSILON",
     "EVAL_LOSS",
-    "LOCAL_STEPS",
-    "LR",
     "METRICS",
     "METRIC_REDUCTIONS",
     "NUM_EXAMPLES",
@@ -58,7 +50,7 @@ __all__ = [
     "train_reply_content",
 ]
 
-from .run_config import ConfigError, RunConfig, allowed_keys, parse_run_config  # noqa: E402
+from .config import ConfigError, RunConfig, allowed_keys, parse_run_config  # noqa: E402
 
 __all__ += ["ConfigError", "RunConfig", "allowed_keys", "parse_run_config"]
 

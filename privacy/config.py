@@ -8,7 +8,7 @@ calibrated so that the whole planned run spends at most ``privacy.target-epsilon
 
 The privacy unit is one training example of one client: (ε, δ)-DP with respect to the client's own
 shard, composed over all its rounds. δ is per *example*, never per batch (the Fed-SB DP script's
-``δ = 1 / len(dataloader)`` is the counter-example, algorithms.md §3.8). Left unset, it defaults to
+``δ = 1 / len(dataloader)`` is the counter-example, ``docs/privacy.md §3``). Left unset, it defaults to
 ``min(1e-5, 1 / (10 n))`` for the client's ``n`` examples: always an order of magnitude below
 ``1/n`` (the Opacus maintainers' advice is "orders of magnitude less than 1/N"; TF Privacy's guide
 says "less than the inverse of the training data size"), and never looser than the ``1e-5`` of
@@ -23,25 +23,28 @@ only, ε = ∞) for tests and ablations.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
+
+from contract.config import PrivacyConfig, kebab
 
 PREFIX = "privacy."
 UNSET_WHEN_ZERO = ("noise-multiplier", "target-epsilon", "delta")  # run-config sentinel: 0 = unset
 DEFAULT_DELTA_CAP = 1e-5  # Abadi et al. 2016 §5 (MNIST, n = 60,000)
 
 
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
-
-
 class DPConfigError(ValueError):
     """A ``privacy.*`` setting that cannot be used; the message names the key and the fix."""
 
 
-class DPConfig(BaseModel):
+class DPConfig(PrivacyConfig):
     """``privacy.*``: DP-SGD with Opacus on the client's trainable adapter tensors.
+
+    The keys, bounds and the one-noise-source rule are the run-config section's
+    (:class:`contract.config.PrivacyConfig`); here "unset" is ``None`` instead of ``0``, so the three
+    optional values are redeclared as optional and :meth:`is_set` reads ``None`` as unset (a given
+    ``noise_multiplier = 0`` is clipping only, ε = ∞).
 
     Attributes
     ----------
@@ -66,39 +69,20 @@ class DPConfig(BaseModel):
         (needs ``torchcsprng``); off is fine for experiments.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=_kebab, populate_by_name=True)
-
-    enabled: bool = Field(False, description="run local training as DP-SGD (Opacus)")
-    noise_multiplier: float | None = Field(
+    noise_multiplier: float | None = Field(  # type: ignore[assignment]
         None, ge=0, description="noise std / clip norm (σ); 0 in the run config means unset"
     )
-    target_epsilon: float | None = Field(
+    target_epsilon: float | None = Field(  # type: ignore[assignment]
         None, gt=0, description="ε budget of the whole planned run; 0 in the run config means unset"
     )
-    max_grad_norm: float = Field(1.0, gt=0, description="per-example clip norm C over all trainable tensors")
-    delta: float | None = Field(
+    delta: float | None = Field(  # type: ignore[assignment]
         None, gt=0, lt=1, description="δ per example; 0 (unset): min(1e-5, 1/(10 n)) for the client's n examples"
     )
-    accountant: Literal["rdp", "prv"] = Field("rdp", description="privacy accountant: `rdp` or `prv`")
-    poisson_sampling: bool = Field(True, description="Poisson-sampled batches, as the accountant assumes")
-    secure_mode: bool = Field(False, description="secure RNG for sampling and noise (needs torchcsprng)")
 
-    @model_validator(mode="after")
-    def _exactly_one_noise_source(self) -> DPConfig:
-        if not self.enabled:
-            return self
-        if self.noise_multiplier is not None and self.target_epsilon is not None:
-            raise ValueError(
-                f"`privacy.noise-multiplier` = {self.noise_multiplier} and `privacy.target-epsilon` = "
-                f"{self.target_epsilon} are both set; choose one: the noise is either given or calibrated "
-                "to the budget (set the other to 0)"
-            )
-        if self.noise_multiplier is None and self.target_epsilon is None:
-            raise ValueError(
-                "`privacy.enabled` = true needs `privacy.noise-multiplier` (e.g. 1.0) or "
-                "`privacy.target-epsilon` (e.g. 8.0); set exactly one of them to a positive value"
-            )
-        return self
+    @classmethod
+    def is_set(cls, value: float | None) -> bool:
+        """Whether an optional value is given: anything but ``None`` (``0`` is a given σ)."""
+        return value is not None
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> DPConfig:
@@ -117,7 +101,7 @@ class DPConfig(BaseModel):
             section = {str(k)[len(PREFIX):]: v for k, v in values.items() if str(k).startswith(PREFIX)}
         else:
             section = {str(k): v for k, v in values.items()}
-        section = {_kebab(k): v for k, v in section.items()}
+        section = {kebab(k): v for k, v in section.items()}
         for key in UNSET_WHEN_ZERO:
             if key in section and not isinstance(section[key], bool) and section[key] == 0:
                 section[key] = None

@@ -44,6 +44,7 @@ from client.tasks.guideq.questioning import (
     OverlapAnswerer,
     TemplateQuestioner,
 )
+from client.tasks.guideq.config import GuideqConfig
 from client.tasks.registry import register_task
 from contract import RunConfig
 
@@ -54,7 +55,7 @@ SHORT_TRAIN_TEXTS = 0.3  # synthetic training pool: share of first-half-only tex
 @register_task
 class GuidedClassification(Task):
     """GUIDEQ (arXiv 2411.05991) as a federated task; settings in ``guideq.*``
-    (``contract.config_guideq.GuideqConfig``; the run config's defaults until
+    (``client.tasks.guideq.config.GuideqConfig``; the run config's defaults until
     :meth:`configure`)."""
 
     name: ClassVar[str] = "guideq"
@@ -62,15 +63,15 @@ class GuidedClassification(Task):
     label_column: ClassVar[str | None] = "label"
     main_metric: ClassVar[str] = "accuracy"
 
-    def __init__(self, *, seed: int, max_length: int, settings: Any = None) -> None:
+    def __init__(self, *, seed: int, max_length: int, settings: GuideqConfig | None = None) -> None:
         super().__init__(seed=seed, max_length=max_length)
         self.lexicon: occlusion.Lexicon = {}
         self._questioners: dict[bool, Any] = {}
         self._answerer: Any = None
         self._files: tuple[tuple[str, ...], dict[str, list], dict[str, list]] | None = None
-        self._use(settings if settings is not None else RunConfig().guideq)
+        self._use(settings if settings is not None else GuideqConfig())
 
-    def _use(self, settings: Any) -> None:
+    def _use(self, settings: GuideqConfig) -> None:
         self.settings = settings
         self._files = None
         if settings.train_file:
@@ -83,9 +84,7 @@ class GuidedClassification(Task):
     def configure(self, config: RunConfig) -> None:
         """Read ``guideq.*`` (and load the user's files, which fix the label set)."""
         super().configure(config)
-        section = getattr(config, "guideq", None)
-        if section is not None:
-            self._use(section)
+        self._use(config.section(GuideqConfig))
 
     @property
     def num_labels(self) -> int:

@@ -23,21 +23,17 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from adapters.adapter_kind import AdapterKind
-from adapters.kind_registry import adapter_kind_of, get_adapter_kind
 from adapters.payload import frozen_state
 from client.tasks.arithmetic import ArithmeticWordProblems
 from client.tasks.base import AdapterUpdate, ClientReport, ReportMerge, TaskMetrics
 from client.tasks.registry import register_task
 from client.tasks.safety.activations import OFF_TASK_PROMPTS, activation_overlap, last_token_states, layer_range
 from client.tasks.safety.analysis import analyse_update, merge_client_reports, ref_basis
+from client.tasks.safety.config import SafetyConfig
 from client.tasks.safety.reference import Reference, base_weights, load_reference, module_key
 from client.tasks.safety.updates import projected_payload, update_factors
 from contract import RunConfig
-
-
-def _fractions(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(",") if v.strip())  # validated by the config schema
+from contract.config import parse_fractions
 
 
 def _prompts(path: str, key: str) -> list[str]:
@@ -62,18 +58,18 @@ class SafetySubspaces:
 
     def configure(self, config: RunConfig) -> None:
         super().configure(config)  # type: ignore[misc]
-        safety = config.safety
+        safety = config.section(SafetyConfig)
         if not safety.reference_path:
             raise ValueError(f"task `{self.name}` needs `safety.reference-path` (a basis file, PEFT adapter folder "  # type: ignore[attr-defined]
                              "or aligned checkpoint folder, per `safety.reference-kind`)")
         if not Path(safety.reference_path).exists():
             raise ValueError(f"`safety.reference-path` = {safety.reference_path!r} does not exist")
-        self.rhos, self.etas = _fractions(safety.rhos), _fractions(safety.etas)
+        self.rhos, self.etas = parse_fractions(safety.rhos), parse_fractions(safety.etas)
 
     @property
-    def safety(self) -> Any:
+    def safety(self) -> SafetyConfig:
         assert self.config is not None, "configure() first"  # type: ignore[attr-defined]
-        return self.config.safety  # type: ignore[attr-defined]
+        return self.config.section(SafetyConfig)  # type: ignore[attr-defined]
 
     def reference(self, model: Any) -> Reference:
         """The reference subspace, loaded on first use (it needs the model's base weights)."""
@@ -86,10 +82,6 @@ class SafetySubspaces:
     def _frozen(model: Any) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in frozen_state(model).items()}
 
-    @staticmethod
-    def _kind(model: torch.nn.Module) -> AdapterKind:
-        return get_adapter_kind(adapter_kind_of(model))  # its factored update and projection
-
     def transform_update(self, model: torch.nn.Module, update: AdapterUpdate) -> dict[str, np.ndarray] | None:
         self._sent, self._refactor_loss = None, None
         if self.safety.project == "none":
@@ -98,14 +90,13 @@ class SafetySubspaces:
         shapes = {m: w.shape for m, w in base_weights(model).items()}
         bases = {m: ref_basis(reference[module_key(m)], self.safety.project_rho, shapes[m]) for m in update.layout}
         self._sent, self._refactor_loss = projected_payload(update.layout, update.before, update.after,
-                                                            self._frozen(model), bases, self.safety.project,
-                                                            self._kind(model))
+                                                            self._frozen(model), bases, self.safety.project)
         return self._sent
 
     def client_report(self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *,
                       update: AdapterUpdate) -> dict[str, Any] | None:
         sent = self._sent if self._sent is not None else update.after
-        factors = update_factors(update.layout, update.before, sent, self._frozen(model), self._kind(model))
+        factors = update_factors(update.layout, update.before, sent, self._frozen(model))
         report = analyse_update(factors, self.reference(model), rhos=self.rhos, etas=self.etas,
                                 report_rank=self.safety.report_rank)
         if self._refactor_loss is not None:

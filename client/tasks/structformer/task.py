@@ -28,6 +28,7 @@ from client.tasks.base import ModelKind, Task, TaskMetrics
 from client.tasks.registry import register_task
 from client.tasks.structformer import docs as documents
 from client.tasks.structformer.collator import CollatorSpec, collate, encode
+from client.tasks.structformer.config import StructFormerConfig
 from client.tasks.structformer.metrics import heading_attention_mass, receptive_field, summarize
 from client.tasks.structformer.slots import slot_split
 from contract import RunConfig
@@ -64,12 +65,12 @@ class StructureMLM(Task):
     label_column: ClassVar[str | None] = None
     main_metric: ClassVar[str] = "masked_accuracy"
 
-    def __init__(self, *, seed: int, max_length: int, settings: Any = None) -> None:
+    def __init__(self, *, seed: int, max_length: int, settings: StructFormerConfig | None = None) -> None:
         super().__init__(seed=seed, max_length=max_length)
         self._draws = 0
-        self._use(settings if settings is not None else RunConfig().structformer)
+        self._use(settings if settings is not None else StructFormerConfig())
 
-    def _use(self, settings: Any) -> None:
+    def _use(self, settings: StructFormerConfig) -> None:
         self.settings = settings
         self.spec = CollatorSpec(structure=settings.structure, policy=settings.global_policy,
                                  mask_prob=settings.mask_prob, never_mask_global=settings.never_mask_global,
@@ -78,9 +79,7 @@ class StructureMLM(Task):
     def configure(self, config: RunConfig) -> None:
         """Read ``structformer.*``."""
         super().configure(config)
-        section = getattr(config, "structformer", None)
-        if section is not None:
-            self._use(section)
+        self._use(config.section(StructFormerConfig))
 
     def build_datasets(self) -> DatasetDict:
         """``train``/``test`` with one column ``doc`` (the tree as JSON) and ``source``."""

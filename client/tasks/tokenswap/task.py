@@ -27,6 +27,7 @@ from client.tasks._batching import chunks, eval_mode, logits_of, model_device, p
 from client.tasks.base import ModelKind, Task, TaskMetrics
 from client.tasks.registry import register_task
 from client.tasks.tokenswap.aux import load_aux
+from client.tasks.tokenswap.config import TokenSwapConfig
 from client.tasks.tokenswap.data import background, make_canaries
 from client.tasks.tokenswap.metrics import METRIC_NAMES, mean_metrics, reduction_factor
 from client.tasks.tokenswap.processor import TokenSwapProcessor, generate_greedy, positions_from_mask
@@ -53,7 +54,7 @@ class Memorization(Task):
 
     def configure(self, config: RunConfig) -> None:
         super().configure(config)
-        ts = config.tokenswap
+        ts = config.section(TokenSwapConfig)
         if config.data.partitioner != "iid":
             raise ValueError("task `memorization` has no label column: set `data.partitioner = \"iid\"`")
         if ts.prefix_tokens + ts.suffix_tokens >= config.task.max_length:
@@ -61,10 +62,10 @@ class Memorization(Task):
                              f"({config.task.max_length})")
 
     @property
-    def ts(self) -> Any:
+    def ts(self) -> TokenSwapConfig:
         if self.config is None:
             raise RuntimeError("task `memorization` must be configured (Task.configure) before use")
-        return self.config.tokenswap
+        return self.config.section(TokenSwapConfig)
 
     def build_datasets(self) -> DatasetDict:
         """``train``: background + repeated canaries (``text``, ``canary``: index or -1, ``control``);

@@ -1,4 +1,4 @@
-"""Document trees, the StructFormer collator's invariants (spec plugins.md §4d) and the metric's padding invariance."""
+"""Document trees, the StructFormer collator's invariants (``docs/tasks.md §7``) and the metric's padding invariance."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from adapters.models import build_base_model
 from client.tasks.structformer import docs
 from client.tasks.structformer.collator import BODY, HEADING, TITLE, CollatorSpec, collate, encode, flatten
 from client.tasks.structformer.slots import KEYWORDS, slot_split
+from client.tasks.structformer.config import StructFormerConfig
 from client.tasks.structformer.task import StructureMLM
-from contract import RunConfig
 
 HAND = docs.StructuredDoc("w016 w017", ["w040 w041"], [docs.StructuredDoc("w000 w001", ["w050 w051 w052"])])
 
@@ -72,7 +72,7 @@ def test_never_mask_global_and_the_slot_keyword_is_always_masked(tok) -> None:
 
 
 def test_padding_to_the_window_and_the_structure_switch(tok) -> None:
-    task_on = StructureMLM(seed=0, max_length=128, settings=RunConfig().structformer.model_copy(update={"body_length": 40}))
+    task_on = StructureMLM(seed=0, max_length=128, settings=StructFormerConfig().model_copy(update={"body_length": 40}))
     task_off = StructureMLM(seed=0, max_length=128, settings=task_on.settings.model_copy(update={"structure": False}))
     rows = task_on.build_datasets()["train"].to_list()[:4]
     on, off = task_on.collate(tok, rows), task_off.collate(tok, rows)
@@ -101,7 +101,7 @@ def test_markdown_latex_and_json_make_the_same_tree() -> None:
 
 def test_metrics_do_not_depend_on_batch_padding(tok) -> None:
     model = build_base_model("tiny-longformer", kind="masked-lm").model
-    short = StructureMLM(seed=0, max_length=512, settings=RunConfig().structformer.model_copy(update={"body_length": 40}))
+    short = StructureMLM(seed=0, max_length=512, settings=StructFormerConfig().model_copy(update={"body_length": 40}))
     rows = short.build_datasets()["test"].to_list()[:3]
     long_doc = {"doc": json.dumps(slot_split(1, "y", 1, body_len=200)[0].to_dict()), "source": "long"}
     alone = [short.evaluate(model, tok, [row], batch_size=1).values for row in rows]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from contract.config import Section, register_section
 
 
-class TokenSwapConfig(BaseModel):
+class TokenSwapConfig(Section):
     """``tokenswap.*`` (read by the ``memorization`` task)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=lambda n: n.replace("_", "-"), populate_by_name=True)
 
     aux_model: str = Field(
         "base", min_length=1,
@@ -40,3 +40,6 @@ class TokenSwapConfig(BaseModel):
         if self.controls > self.canaries:
             raise ValueError(f"`tokenswap.controls` ({self.controls}) cannot exceed `tokenswap.canaries` ({self.canaries})")
         return self
+
+
+register_section("tokenswap", TokenSwapConfig, owner="client.tasks.tokenswap")

@@ -1,4 +1,4 @@
-"""``guideq.*``: the GUIDEQ guided-questioning task (``task.name = "guideq"``; spec plugins.md §3c).
+"""``guideq.*``: the GUIDEQ guided-questioning task (``task.name = "guideq"``; arXiv 2411.05991).
 
 Only read when the task is ``guideq``; every key has a CPU-friendly default.
 """
@@ -7,18 +7,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from contract.config import Section, register_section
 
 
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
-
-
-class _Section(BaseModel):  # the 3-line base of run_config (importing it from there would be circular)
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=_kebab, populate_by_name=True)
-
-
-class GuideqConfig(_Section):
+class GuideqConfig(Section):
     """``guideq.*``: data, occlusion explanations, the keyword lexicon and the guided evaluation."""
 
     train_file: str = Field("", description="labelled JSONL/CSV training pool; empty: the seeded synthetic set")
@@ -55,3 +49,6 @@ class GuideqConfig(_Section):
         if self.answerer == "qa" and not self.answerer_model:
             raise ValueError("`guideq.answerer = qa` needs `guideq.answerer-model` = a local extractive-QA model folder")
         return self
+
+
+register_section("guideq", GuideqConfig, owner="client.tasks.guideq")

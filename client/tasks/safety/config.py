@@ -8,21 +8,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from contract.config import Section, parse_fractions, register_section
 
 
-def parse_fractions(text: str) -> tuple[float, ...]:
-    """``"0.01,0.25"`` -> ``(0.01, 0.25)``; every value must lie in (0, 1]."""
-    values = tuple(float(v) for v in text.split(",") if v.strip())
-    if not values or any(not 0 < v <= 1 for v in values):
-        raise ValueError(f"needs comma-separated fractions in (0, 1], e.g. `0.5,0.9`; got {text!r}")
-    return values
-
-
-class SafetyConfig(BaseModel):
+class SafetyConfig(Section):
     """``safety.*`` (read by the ``safety-*`` tasks)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=lambda n: n.replace("_", "-"), populate_by_name=True)
 
     reference_kind: Literal["basis", "adapter", "checkpoint"] = Field(
         "basis",
@@ -47,3 +39,6 @@ class SafetyConfig(BaseModel):
     def _fractions(cls, value: str) -> str:
         parse_fractions(value)
         return value
+
+
+register_section("safety", SafetyConfig, owner="client.tasks.safety")

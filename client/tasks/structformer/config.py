@@ -1,4 +1,4 @@
-"""``structformer.*``: structure-aware MLM pre-training (``task.name = "structformer"``; spec plugins.md §4c).
+"""``structformer.*``: structure-aware MLM pre-training (``task.name = "structformer"``; arXiv 2411.16618).
 
 Only read when the task is ``structformer``; pair it with a masked-LM ``model.name``
 (``tiny-longformer`` on CPU, a local Longformer checkpoint on a GPU).
@@ -8,18 +8,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from contract.config import Section, register_section
 
 
-def _kebab(name: str) -> str:
-    return name.replace("_", "-")
-
-
-class _Section(BaseModel):  # the 3-line base of run_config (importing it from there would be circular)
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=_kebab, populate_by_name=True)
-
-
-class StructFormerConfig(_Section):
+class StructFormerConfig(Section):
     """``structformer.*``: the documents, the global-attention policy and the masking."""
 
     structure: bool = Field(True, description="global attention on headings; false: the text-only ablation")
@@ -33,3 +27,6 @@ class StructFormerConfig(_Section):
     num_train: int = Field(512, ge=2, description="slot documents: training pool size")
     num_test: int = Field(128, ge=1, description="slot documents: test split size")
     body_length: int = Field(200, ge=35, le=4000, description="slot documents: filler words per body")
+
+
+register_section("structformer", StructFormerConfig, owner="client.tasks.structformer")

@@ -1,4 +1,4 @@
-"""The run-config schema: defaults match pyproject, and bad input names key, value and fix."""
+"""Parsing the run config: defaults match pyproject, and bad input names key, value and fix."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 from flwr.common.config import flatten_dict
 
-from contract.run_config import ConfigError, RunConfig, allowed_keys, parse_run_config
+import client.tasks  # noqa: F401  (registers the task plugins' sections, as the ServerApp does)
+import strategies  # noqa: F401  (registers the strategies' sections, if any)
+from contract import ConfigError, allowed_keys, parse_run_config
+from contract.config import default_run_config
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -22,7 +25,7 @@ def test_pyproject_lists_exactly_the_schema_keys_with_the_schema_defaults() -> N
     # Flower rejects --run-config keys missing from pyproject, so every schema key must be there.
     flat = pyproject_config()
     assert sorted(flat) == allowed_keys()
-    assert parse_run_config(flat) == RunConfig()
+    assert parse_run_config(flat) == default_run_config()
 
 
 def test_values_arrive_typed() -> None:
@@ -94,6 +97,6 @@ def test_a_strategy_adapter_mismatch_fails_with_the_fix() -> None:
 
 def test_every_registered_strategy_declares_its_adapters() -> None:
     from strategies import strategy_names
-    from contract.run_config import STRATEGY_ADAPTERS
+    from contract.config import STRATEGY_ADAPTERS
 
     assert sorted(STRATEGY_ADAPTERS) == sorted(strategy_names())

@@ -4,18 +4,18 @@ Each selected client draws, from ``(seed, round, partition)``, whether it fails 
 an error reply), replies with a malformed update (a NaN in its first array: the server drops it),
 or is slow (sleeps ``slow-seconds`` before replying: with ``round-timeout`` below that, the server
 stops waiting and counts it as timed out). The three are exclusive; the fractions are of the
-clients selected in each round, in expectation.
+clients selected in each round, in expectation. The draw itself is ``client.faults``.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from .section import Section
 
 
-class FaultsConfig(BaseModel):
+class FaultsConfig(Section):
     """``faults.*``: off unless a fraction is above 0."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=lambda n: n.replace("_", "-"), populate_by_name=True)
 
     fail_fraction: float = Field(0.0, ge=0, le=1, description="fraction of selected clients whose round raises")
     malformed_fraction: float = Field(0.0, ge=0, le=1, description="fraction that reply with a NaN in their update")

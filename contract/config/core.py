@@ -1,0 +1,106 @@
+"""The core sections every run has: ``strategy``, ``model``, ``task``, ``adapter``, ``train``,
+``data`` and ``eval`` (``privacy`` and ``faults`` have their own modules).
+
+Extensions add their own sections with :func:`contract.config.register_section`; these are the
+platform's, so they are typed attributes of :class:`~contract.config.run_config.RunConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from .section import Section
+
+
+class StrategyConfig(Section):
+    """``strategy.*``: which aggregation rule the server runs."""
+
+    name: str = Field("fedsb", description="registered strategy name (see `corolla strategies`)")
+    weighted: bool = Field(True, description="weight clients by num-examples (false: uniform)")
+
+
+class ModelConfig(Section):
+    """``model.*``: the frozen base model every client shares."""
+
+    name: str = Field(
+        "minilm-l6",
+        description="`minilm-l6`, `tiny-llama`, `smollm2-135m`, or a local path / HF id",
+        min_length=1,
+    )
+
+
+class TaskConfig(Section):
+    """``task.*``: the client-side task plugin."""
+
+    name: str = Field("topics", description="registered task name", min_length=1)
+    max_length: int = Field(128, ge=8, le=8192, description="tokens per example after truncation")
+
+
+class AdapterConfig(Section):
+    """``adapter.*``: the LoRA-family adapter trained by clients."""
+
+    name: Literal["auto", "lora", "ffa", "lora-sb", "abba"] = Field(
+        "auto",
+        description="`lora`, `ffa` (A frozen), `lora-sb` (only r x r R trains), `abba` "
+        "(s(B1 A1) * (B2 A2), all four train), or `auto`: what the strategy needs",
+    )
+    rank: int = Field(32, ge=1, le=4096, description="LoRA rank r (Fed-SB: R is r x r; ABBA: r1 + r2 when unset)")
+    rank1: int = Field(
+        0, ge=0, le=4096, description="ABBA r1; 0: derived from `rank` (r1 = rank // 2, or rank - rank2)"
+    )
+    rank2: int = Field(
+        0, ge=0, le=4096, description="ABBA r2; 0: derived from `rank` (r2 = rank - r1)"
+    )
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha; scale s = alpha / r (ABBA: s = alpha)")
+    target_modules: str = Field(
+        "auto",
+        description="comma-separated module names, or `auto` for the model's attention projections",
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout probability")
+    init: Literal["server", "federated"] = Field(
+        "server",
+        description="LoRA-SB's B and A from a gradient estimate on the `server`'s calibration sample, "
+        "or `federated`: clients upload summed raw gradients once, the server sums them",
+    )
+    init_examples: int = Field(
+        64, ge=1, description="LoRA-SB: examples per gradient estimate (on the server, or per client)"
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty_targets(cls, value: str) -> str:
+        if not [t for t in value.split(",") if t.strip()]:
+            raise ValueError("must name at least one module, e.g. `query,value`, or be `auto`")
+        return value
+
+    def target_list(self) -> list[str] | None:
+        """Module names to adapt, or ``None`` for the model's default."""
+        if self.target_modules.strip() == "auto":
+            return None
+        return [t.strip() for t in self.target_modules.split(",") if t.strip()]
+
+
+class TrainConfig(Section):
+    """``train.*``: the local optimisation each selected client runs per round."""
+
+    local_steps: int = Field(10, ge=1, description="optimizer steps per client per round")
+    lr: float = Field(0.02, gt=0, le=10, description="AdamW learning rate")
+    batch_size: int = Field(16, ge=1, description="examples per local step")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+
+
+class DataConfig(Section):
+    """``data.*``: how the task's training pool is split across clients."""
+
+    partitioner: Literal["iid", "dirichlet"] = Field("dirichlet", description="`iid` or `dirichlet`")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration; smaller = more label skew")
+
+
+class EvalConfig(Section):
+    """``eval.*``: central evaluation of the global model on the held-out test split."""
+
+    central: bool = Field(True, description="evaluate the global model on the server every round")
+    batch_size: int = Field(64, ge=1, description="examples per evaluation batch")
+    max_examples: int = Field(0, ge=0, description="cap on test examples (0: all)")

@@ -1,0 +1,14 @@
+"""A scratch section registry per test: what a test registers is gone after it."""
+
+from __future__ import annotations
+
+import pytest
+
+from contract.config import registry
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registrations inside the test land in a copy; the process's registry is restored after."""
+    monkeypatch.setattr(registry, "_SECTIONS", dict(registry._SECTIONS))
+    monkeypatch.setattr(registry, "_ASSEMBLED", None)
