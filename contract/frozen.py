@@ -11,6 +11,7 @@ from __future__ import annotations
 
 FROZEN_FACTORS = "frozen-factors"
 FROZEN_HASH = "frozen-hash"
+FROZEN_CONFIRMED = "frozen-hash-ok"  # reply metric: 1 once the node verified and installed the factors
 SETUP_RECORDS = (FROZEN_FACTORS,)  # records metered as one-time set-up traffic
 
 GRADIENT_ESTIMATE = "train.gradient_estimate"  # one-time message: clients reply with summed raw gradients

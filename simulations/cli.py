@@ -238,7 +238,7 @@ def _compare_arguments(cmd: argparse.ArgumentParser) -> None:
 
 
 def _comm_arguments(cmd: argparse.ArgumentParser) -> None:
-    from strategies.exact.comm import ALL_7
+    from simulations.comm import ALL_7
 
     cmd.formatter_class = argparse.RawDescriptionHelpFormatter
     cmd.epilog = COMM_EPILOG

@@ -2,24 +2,25 @@
 
 The adapted module shapes come from the real Hugging Face architecture, built from its ``config.json``
 on PyTorch's ``meta`` device (no weights, no memory, no download); the per-client counts come from
-:func:`strategies.exact.comm.comm_params` (the formulas of ``algorithms.md`` §5).
+:func:`comm_params`: each registered strategy's own formula (``StrategyInfo.comm``, the formulas of
+``docs/communication.md §2``), plus the full fine-tuning baseline ``full``.
 
 What the columns mean (all counts are parameters; bytes = parameters x ``bytes_per_param``):
 
 - ``upload`` / ``download``: what **one** client sends / receives in **one** round. The download per
-  client per round is the x-axis of the Fed-SB paper's communication figure (``algorithms.md``
-  §3.6-3.7): FLoRA and FedEx-LoRA are charged all ``K`` clients' factors, ``K·r·Σ(m+n)`` (FedEx's
-  residual per module is capped at the dense ``m·n`` when that is smaller, §1.5, so at large ``K`` it
+  client per round is the x-axis of the Fed-SB paper's communication figure (arXiv 2502.15436;
+  ``docs/communication.md §5``): FLoRA and FedEx-LoRA are charged all ``K`` clients' factors, ``K·r·Σ(m+n)`` (FedEx's
+  residual per module is capped at the dense ``m·n`` when that is smaller, ``docs/communication.md §3``, so at large ``K`` it
   drops below FLoRA).
 - ``one_time``: what one client downloads once per run: Fed-SB's frozen ``B`` and ``A``,
-  ``r·Σ(m+n)`` at the Fed-SB rank (§3.4); FFA-LoRA's ``A`` only when it is broadcast rather than
+  ``r·Σ(m+n)`` at the Fed-SB rank (``docs/communication.md §4``); FFA-LoRA's ``A`` only when it is broadcast rather than
   regenerated from a seed.
 - ``round_total = K·(upload + download)``: everything crossing the server in one round.
 - ``run_total = rounds·round_total + K·one_time``.
 - ``download_vs_fedit``: ``download`` divided by FedIT's at ``--rank`` (the paper's 9.2x / 230x).
 
 Not counted: a trained head (none for causal LMs), Fed-SB's one-time gradient-estimation upload
-(§3.4), the fresh adapter Corolla's FLoRA server draws each round, and message framing overhead.
+(``docs/communication.md §4``), the fresh adapter Corolla's FLoRA server draws each round, and message framing overhead.
 """
 
 from __future__ import annotations
@@ -29,19 +30,110 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from strategies.exact.comm import ALL_7, comm_params
+from strategies import strategy_info, strategy_names
+from strategies.comm_cost import CommCost, CommInputs
 
+ALL_7 = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PRESETS_DIR = Path(__file__).parent / "comm_presets"
 PRESETS = {p.name: p for p in sorted(PRESETS_DIR.iterdir()) if (p / "config.json").is_file()}
-METHODS = ("full", "fedit", "ffa", "flora", "fedex", "fedsb")
+FULL = "full"  # FedAvg of every adapted weight: the baseline row, not a strategy
 DEFAULT_STRATEGIES = ("fedit", "ffa", "fedex", "flora", "fedsb")
-BASELINE_RANK = 32  # the Fed-SB paper's baselines (FedIT, FFA, FLoRA, FedEx-LoRA) use r = 32, §3.7
-FEDSB_RANK = 200  # Fed-SB's largest rank in the paper's figures (120 / 160 / 200), §3.6-3.7
-PAPER_CLIENTS = 25  # arithmetic setup: Mistral-7B and Gemma-2 9B with 25 clients, §3.7
+BASELINE_RANK = 32  # the Fed-SB paper's baselines (FedIT, FFA, FLoRA, FedEx-LoRA) use r = 32, docs/communication.md §5
+FEDSB_RANK = 200  # Fed-SB's largest rank in the paper's figures (120 / 160 / 200), docs/communication.md §5
+PAPER_CLIENTS = 25  # arithmetic setup: Mistral-7B and Gemma-2 9B with 25 clients, docs/communication.md §5
 
 
 class CommError(ValueError):
     """A user input problem; the message names the flag and the fix (``corolla comm`` exits 2)."""
+
+
+StrategyOptions = Mapping[str, Mapping[str, Any]]
+"""Strategy name -> keyword options of its formula, e.g. ``{"ffa": {"a_by_seed": False}}``."""
+
+
+def methods() -> tuple[str, ...]:
+    """Every name :func:`comm_params` prices: ``full`` and the registered strategies."""
+    return (FULL, *strategy_names())
+
+
+def full_comm(inputs: CommInputs) -> CommCost:
+    """Full fine-tuning: every adapted weight, ``Σ m·n``, each way (``docs/communication.md §2``)."""
+    return CommCost(inputs.sum_mn, inputs.sum_mn, 0)
+
+
+def comm_params(
+    method: str,
+    shapes: Mapping[str, tuple[int, int]] | Iterable[tuple[int, int]],
+    r: int,
+    K: int = 1,  # noqa: N803 (the paper's symbol)
+    head: int = 0,
+    *,
+    options: StrategyOptions | None = None,
+    **method_options: Any,
+) -> CommCost:
+    """Parameters one client sends and receives per round, and once per run, under ``method``.
+
+    Parameters
+    ----------
+    method : str
+        ``"full"`` or a registered strategy name (its ``StrategyInfo.comm`` formula).
+    shapes : Mapping[str, (m, n)] or Iterable[(m, n)]
+        The adapted modules.
+    r : int
+        The rank (Fed-SB: the latent size).
+    K : int (default: 1)
+        Clients aggregated per round.
+    head : int (default: 0)
+        Trained non-adapter parameters (a task head), added to upload and download.
+    options : StrategyOptions, optional
+        Per-strategy formula options; only ``options[method]`` is used (one mapping serves a table).
+    **method_options
+        Options of ``method``'s formula itself (e.g. ``residual="centred"`` for ``fedex``); an
+        option the formula does not take raises ``TypeError``.
+    """
+    if head < 0:
+        raise ValueError(f"need head >= 0, got {head}")
+    inputs = CommInputs.of(shapes, r, K)
+    kwargs = {**(options or {}).get(method, {}), **method_options}
+    if method == FULL:
+        cost = full_comm(inputs, **kwargs)
+    elif method in strategy_names():
+        cost = strategy_info(method).comm(inputs, **kwargs)
+    else:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(methods())}")
+    return CommCost(cost.upload + head, cost.download + head, cost.one_time)
+
+
+def hf_module_shapes(
+    config: Mapping[str, Any], targets: Sequence[str] = ALL_7
+) -> dict[str, tuple[int, int]]:
+    """``{"layers.{l}.{target}": (m, n)}`` for a Llama/Mistral/Gemma-style HF ``config.json``.
+
+    Uses ``hidden_size``, ``num_attention_heads``, ``num_key_value_heads``, ``head_dim`` (default
+    ``hidden_size / num_attention_heads``), ``intermediate_size`` and ``num_hidden_layers``.
+    """
+    hidden = int(config["hidden_size"])
+    heads = int(config["num_attention_heads"])
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or hidden // heads)
+    inter = int(config["intermediate_size"])
+    per_layer = {
+        "q_proj": (heads * head_dim, hidden),
+        "k_proj": (kv_heads * head_dim, hidden),
+        "v_proj": (kv_heads * head_dim, hidden),
+        "o_proj": (hidden, heads * head_dim),
+        "gate_proj": (inter, hidden),
+        "up_proj": (inter, hidden),
+        "down_proj": (hidden, inter),
+    }
+    unknown = [t for t in targets if t not in per_layer]
+    if unknown:
+        raise ValueError(f"unknown target modules {unknown}; known: {list(per_layer)}")
+    return {
+        f"layers.{layer}.{t}": per_layer[t]
+        for layer in range(int(config["num_hidden_layers"]))
+        for t in targets
+    }
 
 
 def resolve_config_path(path_or_preset: str | Path) -> Path:
@@ -140,10 +232,10 @@ def check_inputs(
                         ("--fedsb-rank", fedsb_rank), ("--bytes-per-param", bytes_per_param)):
         if value < 1:
             raise CommError(f"{flag} must be >= 1, got {value}")
-    unknown = [s for s in strategies if s not in METHODS]
+    unknown = [s for s in strategies if s not in methods()]
     if unknown or not strategies:
         raise CommError(f"--strategies: unknown {', '.join(unknown) or '(none given)'}; "
-                        f"choose from {', '.join(METHODS)}")
+                        f"choose from {', '.join(methods())}")
 
 
 @dataclass(frozen=True)
@@ -176,18 +268,22 @@ def comm_table(
     bytes_per_param: int = 4,
     *,
     ffa_a_by_seed: bool = True,
+    options: StrategyOptions | None = None,
 ) -> list[CommRow]:
     """One :class:`CommRow` per strategy; ``fedsb`` uses ``fedsb_rank``, the others ``rank``.
 
-    ``bytes_per_param`` is only validated here (rows hold parameters; see :meth:`CommRow.as_dict`).
+    ``options`` holds per-strategy formula options; ``ffa_a_by_seed`` is FFA-LoRA's ``a_by_seed``
+    (``--ffa-a-once``). ``bytes_per_param`` is only validated here (rows hold parameters; see
+    :meth:`CommRow.as_dict`).
     """
     dims = list(shapes.values() if isinstance(shapes, Mapping) else shapes)
     check_inputs(strategies, rank, clients, rounds, fedsb_rank, bytes_per_param)
+    per_strategy = {"ffa": {"a_by_seed": ffa_a_by_seed}, **(options or {})}
     fedit = comm_params("fedit", dims, rank, clients).download
     rows = []
     for name in strategies:
         r = fedsb_rank if name == "fedsb" else rank
-        cost = comm_params(name, dims, r, clients, ffa_a_by_seed=ffa_a_by_seed)  # type: ignore[arg-type]
+        cost = comm_params(name, dims, r, clients, options=per_strategy)
         per_round = clients * (cost.upload + cost.download)
         rows.append(CommRow(
             name, r, cost.upload, cost.download, cost.one_time, per_round,
@@ -262,8 +358,8 @@ def report(
         format_table(rows, bytes_per_param),
         "",
         "upload, download: what ONE client sends, receives in ONE round. download/client is the x-axis",
-        "  of the Fed-SB paper's communication figure (algorithms.md §3.6): FLoRA and FedEx-LoRA receive",
-        "  all K clients' factors, K·r·Σ(m+n). one-time/client: Fed-SB's B and A (§3.4), downloaded once.",
+        "  of the Fed-SB paper's communication figure (docs/communication.md §5): FLoRA and FedEx-LoRA receive",
+        "  all K clients' factors, K·r·Σ(m+n). one-time/client: Fed-SB's B and A (docs/communication.md §4), downloaded once.",
         "round total = K x (upload + download); run total = rounds x round total + K x one-time.",
     ]
     sb = next((r for r in rows if r.strategy == "fedsb"), None)

@@ -1,27 +1,50 @@
 """Server-side aggregation strategies (flwr + numpy only; no torch, no peft).
 
-Importing the package registers every built-in strategy with :mod:`strategies.registry`.
+Importing the package registers every built-in strategy with :mod:`strategies.registry`. One
+module per Flower strategy (:mod:`.fedit`, :mod:`.fedex`, :mod:`.flora`, :mod:`.ffa`,
+:mod:`.fedsb`); what the server needs from each is :class:`~strategies.protocol.CorollaStrategy`;
+the maths they run on numpy arrays is :mod:`strategies.maths`.
 """
 
 from .fedex import FedExLoRA
+from .fedit import FedIT
 from .fedsb import FedSB
 from .ffa import FFALoRA
-from .fedit import FedIT
 from .flora import FLoRA
 from .layout import Layout, LoraPair, layout_from_config, layout_to_config
-from .registry import build_strategy, register_strategy, strategy_names
+from .protocol import CorollaStrategy, DroppedReply, StrategyState
+from .registry import (
+    StrategyInfo,
+    build_strategy,
+    check_strategy_config,
+    register_strategy,
+    registered_strategies,
+    resolve_adapter_kind,
+    strategy_class,
+    strategy_info,
+    strategy_names,
+)
 
 __all__ = [
-    "FedExLoRA",
-    "FedSB",
+    "CorollaStrategy",
+    "DroppedReply",
     "FFALoRA",
-    "FedIT",
     "FLoRA",
+    "FedExLoRA",
+    "FedIT",
+    "FedSB",
     "Layout",
     "LoraPair",
+    "StrategyInfo",
+    "StrategyState",
     "build_strategy",
+    "check_strategy_config",
     "layout_from_config",
     "layout_to_config",
     "register_strategy",
+    "registered_strategies",
+    "resolve_adapter_kind",
+    "strategy_class",
+    "strategy_info",
     "strategy_names",
 ]

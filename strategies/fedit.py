@@ -19,7 +19,6 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from .aggregation import aggregation_weights, lora_deviation, weighted_mean
 from contract.records import (
     ARRAYS,
     CLIENTS,
@@ -30,15 +29,27 @@ from contract.records import (
     NUM_EXAMPLES,
     reduce_metrics,
 )
+
+from .comm_cost import factor_average_comm
 from .layout import LoraPair, check_layout
-from .registry import register_strategy
+from .maths.averaging import aggregation_weights, weighted_mean
+from .protocol import CorollaStrategy, DroppedReply, StrategyState
+from .registry import StrategyInfo, register_strategy
 from .validation import Expected, MalformedReply, check_metrics, check_reply, expected_from_arrays
 
 MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
 
 
-@register_strategy("fedit")
-class FedIT(FedAvg):
+@register_strategy(StrategyInfo(
+    name="fedit",
+    summary="FedAvg of the adapter factors one by one (FedIT); not exact",
+    exact=False,
+    adapter_kinds=("lora", "abba"),  # ABBA: naive averaging of its four factors
+    comm=factor_average_comm,
+    docs="docs/algorithms.md §3; arXiv:2305.05644",
+    linear=True,  # the aggregate is a weighted mean of the payloads: SecAgg applies
+))
+class FedIT(FedAvg, CorollaStrategy):
     """FedIT (arXiv:2305.05644): FedAvg of LoRA ``A``, ``B`` and any trained head, with reply checks.
 
     Sampling and messaging are Flower's :class:`~flwr.serverapp.strategy.FedAvg`. Aggregation differs:
@@ -102,8 +113,18 @@ class FedIT(FedAvg):
         self.seed = seed
         self.expected: Expected | None = None
         self.global_arrays: ArrayRecord | None = None
-        self.last_dropped: list[tuple[int, str]] = []
-        self.last_dropped_evaluate: list[tuple[int, str]] = []
+        self._dropped_train: list[DroppedReply] = []
+        self._dropped_evaluate: list[DroppedReply] = []
+
+    @property
+    def last_dropped(self) -> list[DroppedReply]:
+        """Train replies dropped in the latest ``aggregate_train``: ``(node_id, reason)``."""
+        return self._dropped_train
+
+    @property
+    def last_dropped_evaluate(self) -> list[DroppedReply]:
+        """Evaluate replies dropped in the latest ``aggregate_evaluate``: ``(node_id, reason)``."""
+        return self._dropped_evaluate
 
     # --- extension points ---------------------------------------------------------------------
     def expected_reply(self, server_round: int, arrays: ArrayRecord) -> Expected:
@@ -122,11 +143,17 @@ class FedIT(FedAvg):
     def train_diagnostics(
         self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
     ) -> dict[str, float]:
-        """Extra train metrics; FedIT: the relative deviation from exact aggregation per module."""
-        pairs = {m: p for m, p in (self.layout or {}).items() if not p.is_abba}  # B·A deviation: LoRA only
-        if not pairs:
+        """Extra train metrics; FedIT: the relative deviation from exact aggregation per module.
+
+        Modules whose form defines no deviation (ABBA's Hadamard update) are left out.
+        """
+        dev: dict[str, float] = {}
+        for module, pair in (self.layout or {}).items():
+            value = pair.factor_form.deviation(arrays_list, weights, pair)
+            if value is not None:
+                dev[module] = value
+        if not dev:
             return {}
-        dev = lora_deviation(arrays_list, weights, pairs)
         out = {f"{DEV_REL_PREFIX}{module}": value for module, value in dev.items()}
         out[DEV_REL_MEAN] = float(np.mean(list(dev.values())))
         return out
@@ -138,9 +165,9 @@ class FedIT(FedAvg):
         modules = len(self.layout) if self.layout else 0
         log(INFO, "\t└──> FedIT: weighted=%s, layout modules=%d", self.weighted, modules)
 
-    def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def export_state(self) -> StrategyState:
         """State a resumed run needs beyond the global arrays (none for FedIT; see FedEx-LoRA)."""
-        return {}, {}
+        return StrategyState({}, {})
 
     def restore_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
         """Inverse of :meth:`export_state`."""
@@ -167,7 +194,7 @@ class FedIT(FedAvg):
         if self.expected is None:
             raise RuntimeError("FedIT.aggregate_train called before configure_train")
         replies = list(replies)
-        self.last_dropped = []
+        self._dropped_train = []
         accepted: list[RecordDict] = []
         arrays_list: list[dict[str, np.ndarray]] = []
         num_examples: list[int] = []
@@ -177,7 +204,7 @@ class FedIT(FedAvg):
                     _content(msg), self.expected, weighted_by_key=self.weighted_by_key
                 )
             except MalformedReply as exc:
-                self._drop(server_round, "aggregate_train", msg, str(exc), self.last_dropped)
+                self._drop(server_round, "aggregate_train", msg, str(exc), self._dropped_train)
                 continue
             accepted.append(msg.content)
             arrays_list.append(arrays)
@@ -209,14 +236,13 @@ class FedIT(FedAvg):
         FedAvg would raise ``InconsistentMessageReplies`` and end the run on one bad reply.
         """
         replies = list(replies)
-        self.last_dropped_evaluate = []
+        self._dropped_evaluate = []
         accepted: list[RecordDict] = []
         for msg in replies:
             try:
                 check_metrics(_content(msg), self.weighted_by_key)
             except MalformedReply as exc:
-                self._drop(server_round, "aggregate_evaluate", msg, str(exc),
-                           self.last_dropped_evaluate)
+                self._drop(server_round, "aggregate_evaluate", msg, str(exc), self._dropped_evaluate)
                 continue
             accepted.append(msg.content)
         if not replies:
@@ -230,12 +256,12 @@ class FedIT(FedAvg):
 
     @staticmethod
     def _drop(
-        server_round: int, where: str, msg: Message, reason: str, sink: list[tuple[int, str]]
+        server_round: int, where: str, msg: Message, reason: str, sink: list[DroppedReply]
     ) -> None:
         node_id = msg.metadata.src_node_id
         log(WARNING, "%s: round %d: dropping reply from node %d: %s",
             where, server_round, node_id, reason)
-        sink.append((node_id, reason))
+        sink.append(DroppedReply(node_id, reason))
 
 
 def _content(msg: Message) -> RecordDict:

@@ -2,55 +2,33 @@
 
 Sun et al., "Improving LoRA in Privacy-preserving Federated Learning", arXiv 2403.12313, §3:
 with every client's ``A`` identical and frozen, ``Σ p_i s·B_i A == s·(Σ p_i B_i) A``, so FedAvg of
-``B`` (and a trained head) is the mean of the clients' models. The server's A is authoritative: it
-is sent once to each node with its hash (:mod:`strategies.frozen_factors`), and nodes verify the
-hash every round. Upload and download are ``r·Σ m`` (+ head) per round (algorithms.md §5).
+``B`` (and a trained head) is the mean of the clients' models (``docs/algorithms.md §7``). The
+server's A is authoritative: it is sent once to each node with its hash
+(:class:`~strategies.frozen_factors.FrozenFactorsDistribution`), and nodes verify the hash every round.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
-
-import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
-
-from .fedit import FedIT
-from .frozen_factors import FrozenFactorsDistribution
-from .registry import register_strategy
+from .comm_cost import CommCost, CommInputs
+from .frozen_factors import FrozenFactorsStrategy
+from .registry import StrategyInfo, register_strategy
 
 
-class FrozenFactorsStrategy(FedIT):
-    """FedIT's validated weighted mean of the payload, plus one-time frozen-factor distribution.
-
-    The payload of these adapter kinds holds only the trainable tensors (FFA: B; LoRA-SB: R), and
-    the weighted mean of those is the exact aggregate because the frozen factors are shared.
-    """
-
-    def __init__(
-        self, *, frozen_factors: Mapping[str, np.ndarray], frozen_hash: str, layout: Any = None, **kwargs: Any
-    ) -> None:
-        super().__init__(layout=None, **kwargs)  # the LoRA A/B deviation does not apply
-        self.frozen = FrozenFactorsDistribution(frozen_factors, frozen_hash)
-
-    def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
-        return self.frozen.messages(record, node_ids, message_type)
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Note which nodes confirmed the frozen factors, then aggregate as FedIT."""
-        replies = list(replies)
-        self.frozen.note_replies(replies)
-        return super().aggregate_train(server_round, replies)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Note confirmations, then reduce as FedIT."""
-        replies = list(replies)
-        self.frozen.note_replies(replies)
-        return super().aggregate_evaluate(server_round, replies)
+def ffa_comm(inputs: CommInputs, *, a_by_seed: bool = True) -> CommCost:
+    """``r·Σm`` (``B`` only) each way; ``A`` costs nothing when every client regenerates it from a
+    shared seed, else ``r·Σn`` once (``docs/communication.md §2``, ``§4``)."""
+    b_only = inputs.rank * inputs.sum_m
+    return CommCost(b_only, b_only, 0 if a_by_seed else inputs.rank * inputs.sum_n)
 
 
-@register_strategy("ffa")
+@register_strategy(StrategyInfo(
+    name="ffa",
+    summary="FedAvg of B over a frozen, shared A (FFA-LoRA); exact",
+    exact=True,
+    adapter_kinds=("ffa",),
+    comm=ffa_comm,
+    docs="docs/algorithms.md §7; arXiv:2403.12313",
+    linear=True,  # the aggregate is a weighted mean of the payloads: SecAgg applies
+))
 class FFALoRA(FrozenFactorsStrategy):
     """FFA-LoRA (arXiv 2403.12313): FedAvg of B (and the head) over a frozen, shared A."""

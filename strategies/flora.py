@@ -4,23 +4,39 @@ Wang et al., "FLoRA: Federated Fine-Tuning Large Language Models with Heterogene
 Adaptations", arXiv 2409.05976, §3. The round's update ``Σ p_i s·B_i A_i`` is sent as the stacked
 factors ``[B_1 … B_K] · [p_1 s A_1; …; p_K s A_K]`` (exact; K·r columns) and merged into every
 client's frozen base; the adapter then starts afresh (A Kaiming-uniform, B = 0), so the next
-round's clients again learn only their own update.
+round's clients again learn only their own update (``docs/algorithms.md §6``).
 
-The merge uses the versioned base-delta protocol of :class:`~strategies.fedex.FedExLoRA` (a node
-that missed rounds receives the sum of what it missed). The fresh A is drawn on the server from
-``(seed, round)`` and sent with the payload, so every client starts from the same adapter.
+The merge goes through the versioned base of :class:`~strategies.base_versioning.BaseVersioning`
+(a node that missed rounds receives what it missed, ``docs/algorithms.md §5``). The fresh A is drawn
+on the server from ``(seed, round)`` and sent with the payload, so every client starts from the same
+adapter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-import numpy as np
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from .aggregation import weighted_mean
-from .exact.flora import flora_stack
-from .exact.transport import ResidualTransport
-from .fedex import FedExLoRA
-from .registry import register_strategy
+import numpy as np
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+
+from .base_versioning import BaseVersioning
+from .comm_cost import CommCost, CommInputs
+from .factor_forms import PAIR
+from .fedit import FedIT
+from .layout import LoraPair
+from .maths.averaging import weighted_mean
+from .maths.stacking import flora_stack
+from .maths.transport import ResidualTransport
+from .protocol import StrategyState
+from .registry import StrategyInfo, register_strategy
+
+
+def flora_comm(inputs: CommInputs, *, client_ranks: Sequence[int] | None = None) -> CommCost:
+    """Upload ``r·Σ(m+n)``; download every stacked client's factors, ``(Σ_i r_i)·Σ(m+n)``
+    (``K·r·Σ(m+n)`` when all share ``r``; ``docs/communication.md §2``)."""
+    ranks = list(client_ranks) if client_ranks is not None else [inputs.rank] * inputs.clients
+    return CommCost(inputs.lora_factors, sum(ranks) * (inputs.sum_m + inputs.sum_n), 0)
 
 
 def kaiming_uniform_a(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -29,9 +45,34 @@ def kaiming_uniform_a(shape: tuple[int, int], rng: np.random.Generator) -> np.nd
     return rng.uniform(-bound, bound, size=shape).astype(np.float32)
 
 
-@register_strategy("flora")
-class FLoRA(FedExLoRA):
-    """FLoRA (arXiv 2409.05976): stack client factors, fold the product into the base, re-initialise."""
+@register_strategy(StrategyInfo(
+    name="flora",
+    summary="stacked client factors merged into the frozen base, then a fresh adapter (FLoRA); exact",
+    exact=True,
+    adapter_kinds=("lora",),
+    comm=flora_comm,
+    docs="docs/algorithms.md §5, §6; arXiv:2409.05976",
+))
+class FLoRA(FedIT):
+    """FLoRA (arXiv 2409.05976): stack client factors, fold the product into the base, re-initialise.
+
+    Requires a ``layout`` whose modules are all LoRA pairs (``B A``): stacking is defined for them.
+    """
+
+    def __init__(self, *, layout: Mapping[str, LoraPair] | None = None, **kwargs: Any) -> None:
+        if not layout:
+            raise ValueError(
+                "strategy.name = flora needs the adapter layout (which payload arrays are each module's "
+                "A and B); got none. Use adapter.name = lora (or auto)"
+            )
+        others = sorted({pair.form for pair in layout.values()} - {PAIR.name})
+        if others:
+            raise ValueError(
+                f"strategy.name = flora stacks LoRA pairs B·A; the layout has modules of form {others}. "
+                "Use adapter.name = lora (or auto), or strategy.name = fedex for those adapters"
+            )
+        super().__init__(layout=layout, **kwargs)
+        self.versions = BaseVersioning()
 
     def aggregate_arrays(
         self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
@@ -48,10 +89,36 @@ class FLoRA(FedExLoRA):
                 weights,
                 pair.scale,
             )  # B_stack: (m, K r), A_stack: (K r, n) with p_i s folded in
-            delta = ResidualTransport.from_factors(b_stack, a_stack)
-            round_deltas[module] = delta
+            round_deltas[module] = ResidualTransport.from_factors(b_stack, a_stack)
             a_shape = merged[pair.a_key].shape
             merged[pair.a_key] = kaiming_uniform_a(a_shape, rng)  # fresh A: (r, n)
             merged[pair.b_key] = np.zeros_like(merged[pair.b_key])  # B = 0: the adapter adds nothing yet
-        self.fold(server_round, round_deltas)
+        self.versions.fold(round_deltas)
         return merged
+
+    def base_deltas(self) -> dict[str, np.ndarray]:
+        """The cumulative merged update per module, ``(m, n)`` float32 (empty before round 1)."""
+        return self.versions.base_deltas()
+
+    def export_state(self) -> StrategyState:
+        """The versioned log of merged updates (:meth:`BaseVersioning.export_state`)."""
+        return self.versions.export_state()
+
+    def restore_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`export_state`."""
+        self.versions.restore_state(arrays, meta)
+
+    def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
+        """One message per node, each with the merged updates it has not applied yet."""
+        return self.versions.messages(record, node_ids, message_type)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Note which base version each replying node now holds, then aggregate."""
+        arrays, metrics = super().aggregate_train(server_round, self.versions.note_replies(replies))
+        return arrays, self.versions.stamp(metrics)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Note base versions, then reduce evaluate metrics as FedIT."""
+        return super().aggregate_evaluate(server_round, self.versions.note_replies(replies))

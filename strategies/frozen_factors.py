@@ -1,19 +1,25 @@
-"""Distributing frozen adapter factors once per node (FFA-LoRA's A, Fed-SB's B and A).
+"""Strategies over frozen, shared adapter factors (FFA-LoRA's A, Fed-SB's B and A).
 
-A mixin for message-building strategies: every message carries the factors' hash; a node that has
-not yet confirmed them also gets the factors themselves. A node confirms by replying (its reply
-carries the hash it verified), after which it is never sent them again.
+The payload of these adapter kinds holds only the trainable tensors (FFA: B; LoRA-SB: R), and the
+weighted mean of those is the exact aggregate because every client holds the same frozen factors
+(``docs/algorithms.md §7``, ``§9.1``). :class:`FrozenFactorsDistribution` sends the factors once per
+node (``docs/algorithms.md §9.3``): every message carries their hash; a node that has not yet
+confirmed them also gets the factors themselves, and confirms in its reply, after which it is never
+sent them again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from contract import ARRAYS, CONFIG, METRICS
-from contract.frozen import FROZEN_FACTORS, FROZEN_HASH
+from contract.frozen import FROZEN_CONFIRMED, FROZEN_FACTORS, FROZEN_HASH
+
+from .fedit import FedIT
 
 
 class FrozenFactorsDistribution:
@@ -30,18 +36,52 @@ class FrozenFactorsDistribution:
         """One message per node: the round's content, the hash, and the factors if unconfirmed."""
         out = []
         for node_id in node_ids:
-            content = RecordDict(
-                {ARRAYS: record[ARRAYS], CONFIG: ConfigRecord({**dict(record[CONFIG]), FROZEN_HASH: self.hash})}
-            )
+            config = ConfigRecord({**dict(record.config_records[CONFIG]), FROZEN_HASH: self.hash})
+            content = RecordDict({ARRAYS: record.array_records[ARRAYS], CONFIG: config})
             if node_id not in self.confirmed:
                 content[FROZEN_FACTORS] = self.record
             out.append(Message(content=content, message_type=message_type, dst_node_id=node_id))
         return out
 
-    def note_replies(self, replies: Iterable[Message]) -> None:
-        """Nodes whose reply confirms the current hash hold the factors from now on."""
+    def note_replies(self, replies: Iterable[Message]) -> list[Message]:
+        """Nodes whose reply confirms the current hash hold the factors from now on; returns the replies."""
+        replies = list(replies)
         for reply in replies:
-            if reply.has_content() and METRICS in reply.content:
-                confirmed = reply.content[METRICS].get(FROZEN_HASH + "-ok")
-                if confirmed == 1:
+            if reply.has_content() and METRICS in reply.content.metric_records:
+                if reply.content.metric_records[METRICS].get(FROZEN_CONFIRMED) == 1:
                     self.confirmed.add(reply.metadata.src_node_id)
+        return replies
+
+
+class FrozenFactorsStrategy(FedIT):
+    """FedIT's validated weighted mean of the payload, plus the one-time frozen-factor distribution.
+
+    Parameters
+    ----------
+    frozen_factors : Mapping[str, np.ndarray]
+        The factors every client must hold, keyed as the adapter names them.
+    frozen_hash : str
+        Their hash (``adapters.frozen``), which clients verify.
+    layout : ignored
+        Accepted so every strategy takes the same keywords; the LoRA ``A``/``B`` deviation metric
+        does not apply to a payload without both factors.
+    """
+
+    def __init__(
+        self, *, frozen_factors: Mapping[str, np.ndarray], frozen_hash: str, layout: Any = None, **kwargs: Any
+    ) -> None:
+        super().__init__(layout=None, **kwargs)
+        self.frozen = FrozenFactorsDistribution(frozen_factors, frozen_hash)
+
+    def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
+        return self.frozen.messages(record, node_ids, message_type)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Note which nodes confirmed the frozen factors, then aggregate as FedIT."""
+        return super().aggregate_train(server_round, self.frozen.note_replies(replies))
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Note confirmations, then reduce as FedIT."""
+        return super().aggregate_evaluate(server_round, self.frozen.note_replies(replies))

@@ -1,9 +1,10 @@
 """Where the LoRA factors live in the shipped arrays: plain data, no torch.
 
-``adapters.layout(model)`` produces a :data:`Layout` on the server; strategies use it to pair each
-adapted module's ``A`` and ``B`` tensors by key without importing torch or PEFT.
+``adapters.payload.layout(model)`` gives the plain data of a :data:`Layout` on the server;
+strategies use it to find each adapted module's factor tensors by key without importing torch or
+PEFT, and its form (:mod:`strategies.factor_forms`) to know what the factors mean.
 
-Notation follows ``algorithms.md`` §0.2: a LoRA module computes ``W = W0 + s·B A`` with
+Notation follows ``docs/algorithms.md §1``: a LoRA module computes ``W = W0 + s·B A`` with
 ``B: (m, r)`` (PEFT ``lora_B.weight``), ``A: (r, n)`` (PEFT ``lora_A.weight``) and ``s = α/r``
 (``α/√r`` with rsLoRA). ``fan_in_fan_out`` layers (GPT-2 ``Conv1D``) store the base weight as
 ``(n, m)``, so a dense delta computed as ``(m, n)`` MUST be transposed before it is added there.
@@ -16,10 +17,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .factor_forms import KEY_FIELDS, FactorForm, factor_form, form_filling
+
 
 @dataclass(frozen=True)
 class LoraPair:
-    """The two factor tensors of one LoRA-adapted module.
+    """The factor tensors of one adapted module, and the form their maths follows.
 
     Parameters
     ----------
@@ -32,8 +35,11 @@ class LoraPair:
     fan_in_fan_out : bool (default: False)
         True when the base layer stores its weight as ``(n, m)`` (GPT-2 ``Conv1D``).
     a2_key, b2_key : str (default: "")
-        ABBA only (algorithms.md §4.1): the second pair ``A2: (r2, n)``, ``B2: (m, r2)``; the module's
-        update is then ``s·(B A) ⊙ (B2 A2)``.
+        The second pair ``A2: (r2, n)``, ``B2: (m, r2)`` of the ``abba`` form, whose update is
+        ``s·(B A) ⊙ (B2 A2)`` (``docs/algorithms.md §10.1``).
+    form : str (default: "")
+        The :class:`~strategies.factor_forms.FactorForm` of the module (``"pair"``, ``"abba"``, ...);
+        empty: the registered form that fills exactly the key fields given.
     """
 
     a_key: str
@@ -42,28 +48,38 @@ class LoraPair:
     fan_in_fan_out: bool = False
     a2_key: str = ""
     b2_key: str = ""
-
-    @property
-    def is_abba(self) -> bool:
-        """True for an ABBA module (two factor pairs, Hadamard update)."""
-        return bool(self.a2_key)
+    form: str = ""
 
     def __post_init__(self) -> None:
-        """Reject values that cannot describe a LoRA module."""
+        """Reject values that cannot describe an adapted module; fill in ``form`` when empty."""
         if not self.a_key or not self.b_key:
             raise ValueError(f"LoraPair needs non-empty a_key and b_key, got {self!r}")
-        if self.a_key == self.b_key:
-            raise ValueError(f"LoraPair a_key and b_key must differ, both are {self.a_key!r}")
+        keys = [self.a_key, self.b_key, self.a2_key, self.b2_key]
+        filled = {field for field, key in zip(KEY_FIELDS, keys, strict=True) if key}
+        if len({k for k in keys if k}) != len(filled):
+            raise ValueError(f"LoraPair keys must differ, got {[k for k in keys if k]}")
         if not math.isfinite(self.scale):
             raise ValueError(f"LoraPair scale must be finite, got {self.scale!r}")
-        if bool(self.a2_key) != bool(self.b2_key):
-            raise ValueError(f"LoraPair needs both a2_key and b2_key (ABBA) or neither, got {self!r}")
+        form = factor_form(self.form) if self.form else form_filling(filled)
+        if set(form.key_fields) != filled:
+            raise ValueError(f"LoraPair of form {form.name!r} needs exactly the keys {list(form.key_fields)}, got {sorted(filled)}")
+        object.__setattr__(self, "form", form.name)
+
+    @property
+    def factor_form(self) -> FactorForm:
+        """The registered form of this module."""
+        return factor_form(self.form)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The module's factor array keys (the form's key fields, in order)."""
+        return self.factor_form.keys(self)
 
 
 Layout = dict[str, LoraPair]
 """Module name -> its :class:`LoraPair`."""
 
-_FIELDS = ("a_key", "b_key", "scale", "fan_in_fan_out", "a2_key", "b2_key")
+_FIELDS = ("a_key", "b_key", "scale", "fan_in_fan_out", "a2_key", "b2_key", "form")
 
 
 def layout_to_config(layout: Mapping[str, LoraPair]) -> dict[str, dict[str, Any]]:
@@ -77,7 +93,8 @@ def layout_to_config(layout: Mapping[str, LoraPair]) -> dict[str, dict[str, Any]
     Returns
     -------
     dict[str, dict[str, Any]]
-        ``{module: {"a_key": str, "b_key": str, "scale": float, "fan_in_fan_out": bool}}``.
+        ``{module: {"a_key": str, "b_key": str, "scale": float, "fan_in_fan_out": bool, "a2_key": str,
+        "b2_key": str, "form": str}}``.
     """
     return {module: asdict(pair) for module, pair in layout.items()}
 
@@ -112,9 +129,9 @@ def layout_from_config(config: Mapping[str, Mapping[str, Any]]) -> Layout:
         if not isinstance(fifo, bool):
             problems.append(f"layout[{module!r}]: fan_in_fan_out must be a bool, got {fifo!r}")
             continue
-        second = (entry.get("a2_key", ""), entry.get("b2_key", ""))
+        second = (entry.get("a2_key", ""), entry.get("b2_key", ""), entry.get("form", ""))
         if not all(isinstance(k, str) for k in second):
-            problems.append(f"layout[{module!r}]: a2_key and b2_key must be strings")
+            problems.append(f"layout[{module!r}]: a2_key, b2_key and form must be strings")
             continue
         try:
             layout[module] = LoraPair(a_key, b_key, float(scale), fifo, *second)
@@ -138,26 +155,18 @@ def check_layout(layout: Mapping[str, LoraPair], shapes: Mapping[str, tuple[int,
     Raises
     ------
     ValueError
-        Naming every module whose keys are absent, whose factors are not 2-D, or whose ranks differ
-        (``A: (r, n)`` and ``B: (m, r)`` must share ``r``).
+        Naming every module whose keys are absent or whose shapes do not fit its form (e.g. LoRA's
+        ``A: (r, n)`` and ``B: (m, r)`` must be 2-D and share ``r``).
     """
     problems: list[str] = []
     for module, pair in layout.items():
-        keys = (pair.a_key, pair.b_key, pair.a2_key, pair.b2_key) if pair.is_abba else (pair.a_key, pair.b_key)
-        absent = [k for k in keys if k not in shapes]
+        absent = [k for k in pair.keys if k not in shapes]
         if absent:
             problems.append(f"{module}: keys {absent} are not among the shipped arrays")
             continue
-        a_shape, b_shape = shapes[pair.a_key], shapes[pair.b_key]
-        if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[0] != b_shape[1]:
-            problems.append(
-                f"{module}: expected A (r, n) and B (m, r), got A {a_shape} and B {b_shape}"
-            )
-        elif pair.is_abba:
-            a2_shape, b2_shape = shapes[pair.a2_key], shapes[pair.b2_key]
-            if len(a2_shape) != 2 or len(b2_shape) != 2 or a2_shape[0] != b2_shape[1] or \
-                    (b2_shape[0], a2_shape[1]) != (b_shape[0], a_shape[1]):
-                problems.append(f"{module}: ABBA's A2 {a2_shape}, B2 {b2_shape} do not fit A {a_shape}, B {b_shape}")
+        problem = pair.factor_form.shape_problem(pair, shapes)
+        if problem is not None:
+            problems.append(f"{module}: {problem}")
     if problems:
         raise ValueError(
             "the LoRA layout does not match the arrays being sent (was it built from the same "

@@ -1,48 +1,152 @@
-"""Named registry of server strategies (``strategy.name`` in the run config)."""
+"""Named registry of server strategies (``strategy.name`` in the run config).
+
+A strategy module registers its class with everything the platform needs from it::
+
+    @register_strategy(StrategyInfo(
+        name="median", summary="coordinate-wise median of the payload", exact=False,
+        adapter_kinds=("lora",), comm=factor_average_comm,
+    ))
+    class Median(FedIT): ...
+
+``register_strategy`` checks the class against :class:`~strategies.protocol.CorollaStrategy` and
+refuses it, naming what is missing; it registers the strategy's config section, if any, with
+:func:`contract.config.register_section`. ``corolla strategies`` prints
+:func:`registered_strategies`; the ServerApp builds with :func:`build_strategy` and validates the
+run config with :func:`check_strategy_config`.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flwr.serverapp.strategy import Strategy
+from contract.config import ConfigError, RunConfig, Section, register_section
 
-S = TypeVar("S", bound=type[Strategy])
+from .comm_cost import CommFormula
+from .protocol import CorollaStrategy, protocol_problems
 
+S = TypeVar("S", bound=type)
+
+AUTO = "auto"  # `adapter.name = auto`: the strategy's first adapter kind
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-_REGISTRY: dict[str, type[Strategy]] = {}
 
 
-def register_strategy(name: str) -> Callable[[S], S]:
-    """Class decorator registering a :class:`flwr.serverapp.strategy.Strategy` under ``name``.
+@dataclass(frozen=True)
+class StrategyInfo:
+    """What a strategy declares about itself when it registers.
 
-    Names are lowercase kebab-case (``"fedit"``, ``"fedex-lora"``).
+    Attributes
+    ----------
+    name : str
+        ``strategy.name``, lowercase kebab-case (``"fedex"``).
+    summary : str
+        One line for ``corolla strategies``.
+    exact : bool
+        Whether the global model equals the mean of the clients' models after every round.
+    adapter_kinds : tuple[str, ...]
+        The adapter kinds (``adapter.name``) it can aggregate; the first is what ``auto`` picks.
+    comm : CommFormula
+        Parameters one client uploads and downloads per round and once per run
+        (:mod:`strategies.comm_cost`; ``corolla comm`` tabulates it).
+    section : type[Section] | None (default: None)
+        The strategy's own config keys, registered as the section ``<name>.*``; the strategy's
+        constructor then receives the parsed values as ``section=`` (see :func:`build_strategy`).
+    docs : str (default: "")
+        Where the algorithm is explained (a ``docs/`` page and section, or a paper).
+    linear : bool (default: False)
+        Whether the new global arrays are a weighted sum of what the clients send (plus what the
+        server already holds), so secure aggregation can hand the strategy only the sum
+        (``secagg.enabled``; ``server.secagg``). False for strategies that need each client's own
+        factors (FedEx-LoRA's residual, FLoRA's stacking).
+    """
+
+    name: str
+    summary: str
+    exact: bool
+    adapter_kinds: tuple[str, ...]
+    comm: CommFormula
+    section: type[Section] | None = None
+    docs: str = ""
+    linear: bool = False
+
+    def __post_init__(self) -> None:
+        """Reject declarations the platform cannot use, naming the field and the fix."""
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValueError(f"StrategyInfo.name {self.name!r} must be lowercase kebab-case, e.g. 'fedex-lora'")
+        where = f"StrategyInfo({self.name!r})"
+        if not isinstance(self.summary, str) or not self.summary.strip() or "\n" in self.summary:
+            raise ValueError(f"{where}.summary must be one non-empty line, got {self.summary!r}")
+        if not isinstance(self.exact, bool):
+            raise TypeError(f"{where}.exact must be a bool, got {self.exact!r}")
+        kinds = self.adapter_kinds
+        if not isinstance(kinds, tuple) or not kinds or not all(isinstance(k, str) and _NAME.match(k) for k in kinds):
+            raise ValueError(f"{where}.adapter_kinds must be a non-empty tuple of kebab-case kind names, got {kinds!r}")
+        if AUTO in kinds or len(set(kinds)) != len(kinds):
+            raise ValueError(f"{where}.adapter_kinds must list distinct real kinds (not {AUTO!r}), got {kinds!r}")
+        if not callable(self.comm):
+            raise TypeError(f"{where}.comm must be a communication formula (inputs, **options) -> CommCost")
+        if not isinstance(self.linear, bool):
+            raise TypeError(f"{where}.linear must be a bool, got {self.linear!r}")
+        if self.section is not None and not (isinstance(self.section, type) and issubclass(self.section, Section)):
+            raise TypeError(f"{where}.section must be a contract.config.Section subclass, got {self.section!r}")
+
+    @property
+    def auto_kind(self) -> str:
+        """The adapter kind ``adapter.name = auto`` resolves to."""
+        return self.adapter_kinds[0]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    info: StrategyInfo
+    cls: type[CorollaStrategy]
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_strategy(info: StrategyInfo) -> Callable[[S], S]:
+    """Class decorator registering a strategy class under ``info.name``.
 
     Raises
     ------
-    ValueError
-        If the name is malformed or already registered.
     TypeError
-        If the decorated object is not a Strategy subclass.
+        If ``info`` is not a :class:`StrategyInfo`, or the class is not a Flower ``Strategy`` or
+        lacks a member of :class:`~strategies.protocol.CorollaStrategy` (the message lists each).
+    ValueError
+        If the name is already registered (or its config section is taken).
     """
-    if not _NAME.match(name):
-        raise ValueError(f"strategy name {name!r} must be lowercase kebab-case, e.g. 'fedex-lora'")
+    if not isinstance(info, StrategyInfo):
+        raise TypeError(f"@register_strategy needs a StrategyInfo(name=..., summary=..., ...), got {info!r}")
 
     def decorator(cls: S) -> S:
-        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-            raise TypeError(f"@register_strategy({name!r}) needs a Strategy subclass, got {cls!r}")
-        if name in _REGISTRY:
-            other = _REGISTRY[name]
+        problems = protocol_problems(cls)
+        if problems:
+            raise TypeError(
+                f"@register_strategy({info.name!r}): {getattr(cls, '__qualname__', cls)!r} is not a Corolla "
+                "strategy:\n  - " + "\n  - ".join(problems)
+                + "\nInherit strategies.fedit.FedIT (or implement strategies.protocol.CorollaStrategy)."
+            )
+        if info.name in _REGISTRY:
+            other = _REGISTRY[info.name].cls
             raise ValueError(
-                f"strategy name {name!r} is already registered to "
+                f"strategy name {info.name!r} is already registered to "
                 f"{other.__module__}.{other.__qualname__}; pick another name for "
                 f"{cls.__module__}.{cls.__qualname__}"
             )
-        _REGISTRY[name] = cls
+        if info.section is not None:
+            register_section(info.name, info.section, owner=cls.__module__)
+        _REGISTRY[info.name] = _Entry(info, cls)  # a CorollaStrategy by protocol_problems
         return cls
 
     return decorator
+
+
+def registered_strategies() -> tuple[StrategyInfo, ...]:
+    """Every registered strategy's :class:`StrategyInfo`, sorted by name."""
+    return tuple(_REGISTRY[name].info for name in sorted(_REGISTRY))
 
 
 def strategy_names() -> list[str]:
@@ -50,14 +154,7 @@ def strategy_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def strategy_class(name: str) -> type[Strategy]:
-    """Return the class registered under ``name``.
-
-    Raises
-    ------
-    ValueError
-        For an unknown name, listing the registered ones.
-    """
+def _entry(name: str) -> _Entry:
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -68,8 +165,27 @@ def strategy_class(name: str) -> type[Strategy]:
         ) from None
 
 
-def build_strategy(name: str, **params: Any) -> Strategy:
+def strategy_info(name: str) -> StrategyInfo:
+    """The :class:`StrategyInfo` registered under ``name`` (ValueError listing the names if unknown)."""
+    return _entry(name).info
+
+
+def strategy_class(name: str) -> type[CorollaStrategy]:
+    """Return the class registered under ``name``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, listing the registered ones.
+    """
+    return _entry(name).cls
+
+
+def build_strategy(name: str, *, config: RunConfig | None = None, **params: Any) -> CorollaStrategy:
     """Instantiate the strategy registered under ``name`` with keyword ``params``.
+
+    When the strategy declares a config section and ``config`` is given, its parsed values are
+    passed as ``section=config.section(info.section)`` (unless ``params`` already holds one).
 
     Raises
     ------
@@ -78,8 +194,57 @@ def build_strategy(name: str, **params: Any) -> Strategy:
     TypeError
         If ``params`` do not fit the strategy's constructor; the message names the strategy.
     """
-    cls = strategy_class(name)
+    entry = _entry(name)
+    if entry.info.section is not None and config is not None and "section" not in params:
+        params["section"] = config.section(entry.info.section)
     try:
-        return cls(**params)
+        return entry.cls(**params)
     except TypeError as exc:
-        raise TypeError(f"cannot build strategy {name!r} ({cls.__qualname__}): {exc}") from exc
+        raise TypeError(f"cannot build strategy {name!r} ({entry.cls.__qualname__}): {exc}") from exc
+
+
+def resolve_adapter_kind(strategy_name: str, adapter_name: str) -> str:
+    """The adapter kind a run of ``strategy_name`` uses when ``adapter.name = adapter_name``.
+
+    ``auto`` gives the strategy's first kind; a kind it lists is returned as is.
+
+    Raises
+    ------
+    ValueError
+        For an unknown strategy, or a kind the strategy cannot aggregate (naming the allowed kinds
+        and the fix).
+    """
+    info = strategy_info(strategy_name)
+    if adapter_name == AUTO:
+        return info.auto_kind
+    if adapter_name not in info.adapter_kinds:
+        raise ValueError(
+            f"`strategy.name` = {strategy_name!r} needs `adapter.name` in {list(info.adapter_kinds)} "
+            f"(got {adapter_name!r}); set `adapter.name=\"{info.auto_kind}\"` or `{AUTO}`"
+        )
+    return adapter_name
+
+
+def strategy_config_problems(config: RunConfig) -> list[str]:
+    """Every problem of ``config`` that only the registered strategies can see, one line each."""
+    try:
+        resolve_adapter_kind(config.strategy.name, config.adapter.name)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def check_strategy_config(config: RunConfig) -> str:
+    """Validate the strategy side of a parsed run config and return the resolved adapter kind.
+
+    The ServerApp and the CLI call it after :func:`contract.config.parse_run_config`.
+
+    Raises
+    ------
+    ConfigError
+        Naming an unregistered ``strategy.name`` or an ``adapter.name`` the strategy cannot take.
+    """
+    problems = strategy_config_problems(config)
+    if problems:
+        raise ConfigError("invalid Corolla run config:\n  - " + "\n  - ".join(problems))
+    return resolve_adapter_kind(config.strategy.name, config.adapter.name)

@@ -1,7 +1,7 @@
 """Benchmark the exact FedEx-LoRA residual paths and Fed-SB's latent average (numpy, CPU).
 
 FedEx-LoRA (``algorithms.md`` §1.3) needs ``s·(Σ p_i B_i A_i − B̄Ā): (m, n)`` per module.
-Timed paths (:func:`strategies.exact.fedex_residual`):
+Timed paths (:func:`strategies.maths.residual.fedex_residual`):
 
 - ``naive_f64``: the definition, K rank-r dense products then ``− B̄Ā`` (memory-bound);
 - ``stacked_f64`` / ``_f32``: one GEMM ``[B_1 … B_K, B̄]·s[p_1 A_1; …; −Ā]``, inner ``(K+1) r``;
@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from strategies.exact import fedex_residual, fedsb_aggregate
+from strategies.maths.latent import fedsb_aggregate
+from strategies.maths.residual import fedex_residual
 from simulations.benchmarks._output import write_result
 
 # FedEx: m = n in sizes, K in clients, rank r; Fed-SB: r = sb_rank, K in sb_clients

@@ -11,7 +11,7 @@ import pytest
 from client.app import app as client_app
 from server.app import run
 from contract import ARRAYS, BASE_DELTA, FROZEN_FACTORS, message_bytes, parse_run_config
-from strategies.exact.comm import comm_params
+from simulations.comm import comm_params
 from tests.strategies.fake_grid import FakeGrid
 
 K, R = 3, 4
@@ -69,7 +69,7 @@ def test_frozen_factor_strategies_send_their_formula_and_the_factors_once(strate
     values = {**RUN, "strategy.name": strategy, "output-dir": str(tmp_path)}
     grid = FakeGrid(client_app, K, run_config=values)
     run(grid, parse_run_config(values))
-    expected = comm_params(strategy, SHAPES, R, K, ffa_a_by_seed=False)
+    expected = comm_params(strategy, SHAPES, R, K, options={"ffa": {"a_by_seed": False}})
     per_round = R * sum(m for m, _ in SHAPES) if strategy == "ffa" else len(SHAPES) * R * R  # r·Σm | M·r²
     one_time = R * sum(n for _, n in SHAPES) if strategy == "ffa" else P_LORA  # A | B and A
     assert (expected.upload, expected.download, expected.one_time) == (per_round, per_round, one_time)

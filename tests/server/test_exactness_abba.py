@@ -14,7 +14,7 @@ from client.app import app as client_app
 from client.base_sync import STATE_DELTA
 from server.app import run
 from contract import parse_run_config
-from strategies.exact.abba import AbbaFactors, abba_update
+from strategies.maths.hadamard import AbbaFactors, abba_update
 from tests.server.test_exactness import MODULES, merged_weights, pristine, round_replies, weights_of
 from tests.strategies.fake_grid import FakeGrid
 

@@ -109,7 +109,8 @@ def test_resume_refuses_dp_runs_with_the_reason() -> None:
 
 
 def test_the_fedex_residual_log_round_trips_through_its_state_bit_for_bit() -> None:
-    from strategies.exact import ResidualLog, ResidualTransport  # noqa: PLC0415
+    from strategies.maths.residual_log import ResidualLog  # noqa: PLC0415
+    from strategies.maths.transport import ResidualTransport  # noqa: PLC0415
 
     rng = np.random.default_rng(3)
     log = ResidualLog({"q": (24, 16), "v": (8, 16)}, budget=0.5)

@@ -1,5 +1,5 @@
 """``corolla comm``: meta-device shapes match the config formulas, and the Fed-SB paper's
-communication numbers (``algorithms.md`` §3.6, §5) come out of the table."""
+communication numbers (``docs/communication.md §2``, §5) come out of the table."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from simulations.comm import (
     CommRow,
     build_meta_model,
     comm_table,
+    hf_module_shapes,
     load_config,
     module_shapes_from_config,
 )
-from strategies.exact.comm import hf_module_shapes
 
 # official total parameter counts (embeddings tied for Llama-3.2): the presets are the real architectures
 TOTAL_PARAMS = {
@@ -75,7 +75,7 @@ def test_a_9b_model_on_meta_allocates_nothing_and_is_quick() -> None:
 
 
 def test_gemma_2_9b_the_230x_figure() -> None:
-    """§3.6: FLoRA / FedEx-LoRA at r=32, K=25 = 25 x 108.04M = 2,700.9M vs Fed-SB r=200 = 11.76M."""
+    """docs/communication.md §5: FLoRA / FedEx-LoRA at r=32, K=25 = 25 x 108.04M = 2,700.9M vs Fed-SB r=200 = 11.76M."""
     got = rows("gemma-2-9b", rank=32, clients=25, fedsb_rank=200)
     assert got["fedit"].download == got["fedit"].upload == 108_036_096  # 108.0M
     assert got["ffa"].download == 59_179_008  # 59.2M
@@ -92,14 +92,14 @@ def test_mistral_7b() -> None:
     assert got["ffa"].download == 44_040_192  # 44.0M
     assert got["flora"].download == got["fedex"].download == 2_097_152_000  # 2,097.2M
     assert got["fedsb"].download == 224 * 200**2 == 8_960_000
-    assert got["fedsb"].one_time == 524_288_000  # §3.4: B and A once, 524.3M = 6.25 LoRA-r32 rounds
+    assert got["fedsb"].one_time == 524_288_000  # docs/communication.md §4: B and A once, 524.3M = 6.25 LoRA-r32 rounds
     smaller = [rows("mistral-7b-v0.1", fedsb_rank=r)["fedsb"].download for r in (120, 160)]
     assert [round(d / 1e6, 2) for d in smaller] == [3.23, 5.73]
 
 
 def test_llama_3_2_3b_flora_at_5_clients() -> None:
     """All 7 modules at r=32: 48,627,712 per client (48.63M); 5 clients give 243,138,560 = 243.14M.
-    The quoted 243.15M is 5 x the rounded 48.63M, not the exact count (§3.7)."""
+    The quoted 243.15M is 5 x the rounded 48.63M, not the exact count."""
     got = rows("llama-3.2-3b", rank=32, clients=5, fedsb_rank=120)
     assert got["fedit"].download == 48_627_712
     assert got["flora"].download == got["fedex"].download == 5 * 48_627_712 == 243_138_560
@@ -113,7 +113,7 @@ def test_totals_per_round_and_per_run() -> None:
     for row in got.values():
         assert row.round_total == k * (row.upload + row.download)
         assert row.run_total == n * row.round_total + k * row.one_time
-    assert got["fedsb"].one_time == 16 * 22_544_384 // 32  # B and A at r=16; LoRA r32 is 22,544,384 (§5)
+    assert got["fedsb"].one_time == 16 * 22_544_384 // 32  # B and A at r=16; LoRA r32 is 22,544,384 (docs/communication.md §5)
     assert got["fedit"].one_time == got["flora"].one_time == 0
 
 

@@ -1,4 +1,4 @@
-"""Checks and float64 helpers shared by the exact aggregators (numpy only)."""
+"""Dtype checks, factor-shape checks and float64 sums shared by the aggregation maths (numpy only)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ Weights: TypeAlias = Sequence[float] | npt.NDArray[np.floating]
 def compute_dtype(dtype: FloatDtype) -> np.dtype[np.floating]:
     """``np.dtype`` of ``dtype`` after checking it is float32 or float64.
 
-    float16/bfloat16 arithmetic loses exactness (``algorithms.md`` §1.10 item 4).
+    float16/bfloat16 arithmetic loses exactness (``docs/algorithms.md §1``, precision).
     """
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):

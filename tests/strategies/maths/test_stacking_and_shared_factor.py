@@ -1,20 +1,15 @@
-"""FFA-LoRA and FLoRA maths (strategies.exact.ffa / .flora)."""
+"""FFA-LoRA and FLoRA maths (strategies.maths.shared_factor / .stacking)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from strategies.exact import (
-    FrozenFactorMismatch,
-    check_frozen_a,
-    fedex_aggregate,
-    ffa_aggregate,
-    flora_delta,
-    flora_stack,
-    fold_into_base,
-)
-from tests.strategies.exact_cases import (
+from strategies.maths.residual import fedex_aggregate
+from strategies.maths.shared_factor import FrozenFactorMismatch, check_frozen_a, ffa_aggregate
+from strategies.maths.stacking import flora_delta, flora_stack
+from strategies.maths.transport import fold_into_base
+from tests.strategies.maths.cases import (
     CLIENTS,
     PRECISIONS,
     SHAPES,
@@ -110,7 +105,7 @@ def test_flora_mixed_ranks_with_per_client_scales(weight_on: str) -> None:
 
 
 def test_one_flora_round_equals_one_fedex_round() -> None:
-    # §3.7: after one round both give W0 + s·mean(B_i A_i)
+    # docs/algorithms.md §6: after one round both give W0 + s·mean(B_i A_i)
     case = make_case(5, (48, 32), weighted=True, seed=3)
     w0 = np.random.default_rng(1).standard_normal((48, 32))
     flora_w = fold_into_base(w0, flora_delta(*flora_stack(case.a, case.b, case.p, SCALE)), False)

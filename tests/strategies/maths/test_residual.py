@@ -1,23 +1,21 @@
-"""FedEx-LoRA maths (strategies.exact.fedex / .transport): algorithms.md §7 FedEx items 1-6, 8."""
+"""FedEx-LoRA maths (strategies.maths.residual / .transport): ``docs/exactness.md §2``, §3."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from strategies.aggregation import lora_residual
-from strategies.exact import (
-    ResidualTransport,
+from strategies.maths.residual import (
     factor_means,
     fedex_aggregate,
     fedex_residual,
-    fold_into_base,
+    lora_residual,
     mean_product,
     residual_factors,
     residual_transport,
-    to_stored,
 )
-from tests.strategies.exact_cases import (
+from strategies.maths.transport import ResidualTransport, fold_into_base, to_stored
+from tests.strategies.maths.cases import (
     Case,
     CLIENTS,
     PRECISIONS,
@@ -28,7 +26,7 @@ from tests.strategies.exact_cases import (
     means,
 )
 
-SCALE = 2.0  # α/r = 8/4, the GLUE setup of §1.2
+SCALE = 2.0  # α/r = 8/4, the FedEx-LoRA paper's GLUE setup (r = 4, α = 8)
 FORMS = ["stacked", "centred", "pivot"]
 
 
@@ -45,7 +43,7 @@ def _reference_residual(case: Case) -> np.ndarray:
 def test_folded_base_plus_mean_factors_equals_ideal(
     k: int, shape: tuple[int, int], weighted: bool, dtype: type, rtol: float
 ) -> None:
-    # §7 FedEx 1: W0' + s·B̄Ā == W0 + s·Σ p_i B_i A_i, and §7 FedEx 2 on a batch of inputs
+    # docs/exactness.md §2: W0' + s·B̄Ā == W0 + s·Σ p_i B_i A_i, and the same on a batch of inputs
     # Prepare
     case = make_case(k, shape, weighted, dtype, seed=k)
     w0 = np.random.default_rng(99).standard_normal(shape).astype(dtype)  # (m, n)
@@ -76,7 +74,7 @@ def test_every_residual_method_matches_float64_reference(
         got = fedex_residual(case.a, case.b, case.p, SCALE, method=method, dtype=dtype)
         assert got.shape == shape
         np.testing.assert_allclose(got, want, rtol=0, atol=tol, err_msg=method)
-    # the naive path *is* strategies.aggregation.lora_residual, scaled
+    # the naive path *is* strategies.maths.residual.lora_residual, scaled
     np.testing.assert_array_equal(
         fedex_residual(case.a, case.b, case.p, SCALE, method="naive"),
         SCALE * lora_residual(case.a, case.b, case.p),
@@ -87,7 +85,7 @@ def test_every_residual_method_matches_float64_reference(
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("weighted", [False, True])
 def test_covariance_identities_hold(k: int, shape: tuple[int, int], weighted: bool) -> None:
-    # §1.1: Σ p_i B_i A_i − B̄Ā == Σ p_i (B_i − B̄)(A_i − Ā) == Σ p_i B_i (A_i − Ā)
+    # docs/algorithms.md §3: Σ p_i B_i A_i − B̄Ā == Σ p_i (B_i − B̄)(A_i − Ā) == Σ p_i B_i (A_i − Ā)
     case = make_case(k, shape, weighted, seed=20 + k)
     a_bar, b_bar = means(case)
     direct = ideal_update(case) - b_bar @ a_bar
@@ -103,7 +101,7 @@ def test_covariance_identities_hold(k: int, shape: tuple[int, int], weighted: bo
 def test_factored_forms_reconstruct_dense_with_expected_width(
     k: int, shape: tuple[int, int], form: str
 ) -> None:
-    # §7 FedEx 4 (second half): the factored residual reconstructs the dense one
+    # docs/exactness.md §2: the factored residual reconstructs the dense one
     case = make_case(k, shape, weighted=True, seed=30 + k)
     u, v = residual_factors(case.a, case.b, case.p, SCALE, form=form)
     width = {"stacked": (k + 1) * case.r, "centred": k * case.r, "pivot": (k - 1) * case.r}[form]
@@ -115,7 +113,7 @@ def test_factored_forms_reconstruct_dense_with_expected_width(
 @pytest.mark.parametrize("k", CLIENTS)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_residual_rank_is_at_most_k_minus_one_times_r(k: int, shape: tuple[int, int]) -> None:
-    # §7 FedEx 4: rank(ΔW_res) ≤ min((K−1)r, m, n); generic random factors reach the bound
+    # docs/exactness.md §2: rank(ΔW_res) ≤ min((K−1)r, m, n); generic random factors reach the bound
     case = make_case(k, shape, weighted=True, seed=40 + k)
     dense = fedex_residual(case.a, case.b, case.p, SCALE, method="naive")
     bound = min((k - 1) * case.r, *shape)
@@ -140,7 +138,7 @@ def test_zero_weight_clients_drop_out_of_the_factors() -> None:
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_residual_vanishes_for_shared_a_shared_b_or_one_client(shape: tuple[int, int]) -> None:
-    # §7 FedEx 3 (and why FFA-LoRA is exact)
+    # docs/exactness.md §2 (and why FFA-LoRA is exact, docs/algorithms.md §7)
     case = make_case(5, shape, weighted=True, seed=50)
     shared_a = [case.a[0]] * 5
     shared_b = [case.b[0]] * 5
@@ -156,7 +154,7 @@ def test_residual_vanishes_for_shared_a_shared_b_or_one_client(shape: tuple[int,
 
 
 def test_wrong_residual_sign_breaks_the_identity() -> None:
-    # negative control for §7 FedEx 1 and 8
+    # negative control for docs/exactness.md §2
     case = make_case(5, (48, 32), weighted=True, seed=60)
     a_bar, b_bar = means(case)
     right = fedex_residual(case.a, case.b, case.p, SCALE)
@@ -173,7 +171,7 @@ def test_wrong_residual_sign_breaks_the_identity() -> None:
 @pytest.mark.parametrize("k", CLIENTS)
 @pytest.mark.parametrize("weighted", [False, True])
 def test_fedit_misses_the_ideal_by_exactly_the_residual(k: int, weighted: bool) -> None:
-    # §7 FedEx 8: (W0 + s·Σ p_i B_i A_i) − (W0 + s·B̄Ā) == s·ΔW_res
+    # docs/exactness.md §2: (W0 + s·Σ p_i B_i A_i) − (W0 + s·B̄Ā) == s·ΔW_res
     case = make_case(k, (48, 32), weighted, seed=70 + k)
     w0 = np.random.default_rng(1).standard_normal((48, 32))
     a_bar, b_bar = factor_means(case.a, case.b, case.p)
@@ -186,7 +184,7 @@ def test_fedit_misses_the_ideal_by_exactly_the_residual(k: int, weighted: bool) 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("alpha", [8.0, 16.0])
 def test_rslora_scale_is_folded(shape: tuple[int, int], alpha: float) -> None:
-    # §7 FedEx 6: with rsLoRA the folded amount is (α/√r)·ΔW_res (not α/r)
+    # docs/exactness.md §2: with rsLoRA the folded amount is (α/√r)·ΔW_res (not α/r)
     case = make_case(5, shape, weighted=False, seed=80)
     rs_scale = alpha / np.sqrt(case.r)
     raw = lora_residual(case.a, case.b, case.p)
@@ -198,7 +196,7 @@ def test_rslora_scale_is_folded(shape: tuple[int, int], alpha: float) -> None:
 
 @pytest.mark.parametrize(("dtype", "rtol"), PRECISIONS)
 def test_fan_in_fan_out_layers_get_the_transpose(dtype: type, rtol: float) -> None:
-    # §7 FedEx 5, non-square: Conv1D stores (n, m); a wrong orientation raises
+    # docs/exactness.md §3, non-square: Conv1D stores (n, m); a wrong orientation raises
     case = make_case(5, (48, 32), weighted=True, dtype=dtype, seed=90)
     residual = residual_transport(case.a, case.b, case.p, SCALE, dtype=dtype)
     w0_linear = np.random.default_rng(3).standard_normal((48, 32)).astype(dtype)  # (m, n)
@@ -218,7 +216,7 @@ def test_fan_in_fan_out_layers_get_the_transpose(dtype: type, rtol: float) -> No
 
 
 def test_square_fan_in_fan_out_compared_by_forward_outputs() -> None:
-    # §7 FedEx 5, square: shapes cannot catch a wrong transpose, forward outputs do
+    # docs/exactness.md §3, square: shapes cannot catch a wrong transpose, forward outputs do
     case = make_case(5, (32, 32), weighted=True, seed=91)
     agg = fedex_aggregate(case.a, case.b, case.p, SCALE)
     w0 = np.random.default_rng(4).standard_normal((32, 32))  # nn.Linear orientation (m, n)
@@ -259,7 +257,7 @@ def test_stacked_gemm_equals_sum_of_dense_products(
 def test_transport_picks_the_smaller_form(
     shape: tuple[int, int], k: int, form: str, expected: str
 ) -> None:
-    # §1.5: factored exactly when k·(m + n) < m·n
+    # docs/algorithms.md §4.3: factored exactly when k·(m + n) < m·n
     case = make_case(k, shape, weighted=True, seed=110 + k)
     t = residual_transport(case.a, case.b, case.p, SCALE, form=form)
     m, n = shape

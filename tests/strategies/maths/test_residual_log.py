@@ -1,4 +1,4 @@
-"""Versioned FedEx-LoRA base deltas (strategies.exact.residual_log): §7 FedEx item 7."""
+"""Versioned FedEx-LoRA base deltas (strategies.maths.residual_log): ``docs/exactness.md §4``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from contract import advance_base, canonical_step, encode_base_delta, encode_splits
-from strategies.exact import ResidualLog, ResidualTransport, fedex_aggregate
+from strategies.maths.residual import fedex_aggregate
+from strategies.maths.residual_log import ResidualLog
+from strategies.maths.transport import ResidualTransport
 
 SCALE = 2.0
 # module -> ((m, n), fan_in_fan_out)

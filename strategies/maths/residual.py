@@ -1,14 +1,14 @@
-"""FedEx-LoRA server maths: factor means, the exact residual and its factored forms.
+"""The FedEx-LoRA residual: factor means, the exact residual and its factored forms (numpy only).
 
-FedEx-LoRA (Singhal et al., arXiv:2410.09432; ``algorithms.md`` §1) keeps FedIT's factor means
+FedEx-LoRA (Singhal et al., arXiv:2410.09432, §3; ``docs/algorithms.md §4``) keeps FedIT's factor means
 ``Ā = Σ p_i A_i``, ``B̄ = Σ p_i B_i`` as the next adapter and folds the residual
 
     s·ΔW_res = s·(Σ_i p_i B_i A_i − B̄ Ā)                                  (m, n)
 
-into the frozen base, so that ``W0 + s·ΔW_res + s·B̄ Ā == W0 + s·Σ p_i B_i A_i`` exactly (§1.1).
+into the frozen base, so that ``W0 + s·ΔW_res + s·B̄ Ā == W0 + s·Σ p_i B_i A_i`` exactly (``docs/algorithms.md §4``).
 
 Precision: everything here runs in float64 by default (inputs are upcast); ``dtype=np.float32`` is
-offered for speed and is what §1.7 asks as a minimum. Results come back in the compute dtype; the
+offered for speed (the minimum for exactness, ``docs/algorithms.md §1``). Results come back in the compute dtype; the
 caller casts to float32 for the wire. In float32 prefer the pivot form: the stacked and naive paths
 subtract two large products and lose about 3 digits when clients are close (see the benchmark).
 
@@ -17,11 +17,11 @@ Exact factored forms (``U V == s·ΔW_res``, the scale ``s`` folded into ``V``; 
 
 - ``"stacked"``: ``U = [B_1 … B_K, B̄]: (m, (K+1)r)``, ``V = s·[p_1 A_1; …; p_K A_K; −Ā]``.
 - ``"centred"``: ``U = [B_i − B̄]: (m, K r)``, ``V = s·[p_i (A_i − Ā)]`` — the weighted covariance
-  form of §1.1.
+  form of ``docs/algorithms.md §3``.
 - ``"pivot"`` (default): with ``j = argmax p``, ``U = [B_i − B_j]_{i≠j}: (m, (K−1) r)``,
   ``V = s·[p_i (A_i − Ā)]_{i≠j}``. It holds because ``Σ_i p_i (A_i − Ā) = 0``, so client ``j``'s
   block equals ``−Σ_{i≠j}`` of the others. ``(K−1) r`` columns meet the rank bound
-  ``rank(ΔW_res) ≤ (K−1) r`` of §1.1, so no exact generic factorisation is narrower; one client
+  ``rank(ΔW_res) ≤ (K−1) r`` (``docs/algorithms.md §3``), so no exact generic factorisation is narrower; one client
   gives ``k = 0`` (an exactly-zero residual).
 
 The centred and pivot forms compute the residual without the cancellation ``M̄ − B̄Ā`` of two large
@@ -36,12 +36,30 @@ from typing import Literal
 
 import numpy as np
 
-from ..aggregation import lora_residual, normalise_weights
-from ._common import FloatDtype, Weights, compute_dtype, lora_factors, weighted_sum
+from .averaging import normalise_weights
+from .numerics import FloatDtype, Weights, compute_dtype, lora_factors, weighted_sum
 from .transport import ResidualTransport
 
 ResidualForm = Literal["stacked", "centred", "pivot"]
 DenseMethod = Literal["naive", "stacked", "factored"]
+
+
+def lora_residual(
+    a_list: Sequence[np.ndarray], b_list: Sequence[np.ndarray], weights: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """Dense FedEx-LoRA residual ``ΔW_res = Σ p_i B_i A_i − B̄ Ā``, shape ``(m, n)``, float64.
+
+    This is the error of FedIT's factor averaging (FedEx-LoRA, arXiv:2410.09432, §3; see
+    ``docs/algorithms.md §3``). Zero when all clients share ``A`` or share ``B``; rank at most
+    ``min((K−1)·r, m, n)``. It is *not* scaled by ``s`` and not transposed for ``fan_in_fan_out``.
+    """
+    p = normalise_weights(weights, len(a_list))
+    a = [np.asarray(x, dtype=np.float64) for x in a_list]  # each (r, n)
+    b = [np.asarray(x, dtype=np.float64) for x in b_list]  # each (m, r)
+    a_bar = sum(p_i * a_i for p_i, a_i in zip(p, a, strict=True))  # (r, n)
+    b_bar = sum(p_i * b_i for p_i, b_i in zip(p, b, strict=True))  # (m, r)
+    mean_product = sum(p_i * (b_i @ a_i) for p_i, a_i, b_i in zip(p, a, b, strict=True))  # (m, n)
+    return np.asarray(mean_product - b_bar @ a_bar)  # (m, n)
 
 
 def factor_means(
@@ -140,7 +158,7 @@ def fedex_residual(
         ``"factored"``: one GEMM over the pivot factors (inner size ``(K−1) r``, no cancellation).
         ``"stacked"``: one GEMM over the stacked factors (inner size ``(K+1) r``).
         ``"naive"``: the definition, K dense products then ``− B̄Ā``, always in float64
-        (:func:`strategies.aggregation.lora_residual`); the reference for the other two.
+        (:func:`lora_residual`); the reference for the other two.
     dtype : float32 or float64 (default: float64)
         Compute dtype of the GEMM paths.
     """
@@ -163,7 +181,7 @@ def residual_transport(
     form: ResidualForm = "pivot",
     dtype: FloatDtype = np.float64,
 ) -> ResidualTransport:
-    """``s·ΔW_res`` as exact factors when ``k·(m + n) < m·n``, densely otherwise (§1.5)."""
+    """``s·ΔW_res`` as exact factors when ``k·(m + n) < m·n``, densely otherwise (``docs/algorithms.md §4.3``)."""
     u, v = residual_factors(a_list, b_list, weights, scale, form=form, dtype=dtype)
     return ResidualTransport.from_factors(u, v)
 
@@ -180,7 +198,7 @@ class FedExAggregate:
         ``B̄: (m, r)``, the next global ``lora_B``.
     residual : ResidualTransport
         ``s·ΔW_res`` in ``(m, n)`` orientation, to add to the base (via
-        :func:`~strategies.exact.transport.fold_into_base` with the layer's ``fan_in_fan_out``).
+        :func:`~strategies.maths.transport.fold_into_base` with the layer's ``fan_in_fan_out``).
     """
 
     a_bar: np.ndarray
@@ -197,9 +215,9 @@ def fedex_aggregate(
     form: ResidualForm = "pivot",
     dtype: FloatDtype = np.float64,
 ) -> FedExAggregate:
-    """Everything the server computes for one module in one FedEx-LoRA round (§1.3 steps 2–4).
+    """Everything the server computes for one module in one FedEx-LoRA round (``docs/algorithms.md §4.2``).
 
-    Afterwards ``W0' + s·B̄ Ā == W0 + s·Σ p_i B_i A_i`` with ``W0' = W0 + residual`` (§7 item 1).
+    Afterwards ``W0' + s·B̄ Ā == W0 + s·Σ p_i B_i A_i`` with ``W0' = W0 + residual``.
     """
     a_bar, b_bar = factor_means(a_list, b_list, weights, dtype=dtype)  # (r, n), (m, r)
     residual = residual_transport(a_list, b_list, weights, scale, form=form, dtype=dtype)

@@ -1,20 +1,20 @@
-"""Exact federated ABBA: factor means plus the Hadamard-product residual folded into the base.
+"""The exact ABBA residual: factor means plus the Hadamard-product residual folded into the base.
 
-ABBA (``algorithms.md`` §4.1) adapts a module by ``ΔW = s·(B1 A1) ⊙ (B2 A2)`` with ``B1: (m, r1)``,
+ABBA (arXiv:2505.14238; ``docs/algorithms.md §10.1``) adapts a module by ``ΔW = s·(B1 A1) ⊙ (B2 A2)`` with ``B1: (m, r1)``,
 ``A1: (r1, n)``, ``B2: (m, r2)``, ``A2: (r2, n)``. Averaging the four factors separately is even
-less exact than FedIT (§4.6). The FedEx-style fix (§4.6) keeps the factor means as the next adapter
+less exact than FedIT (``docs/algorithms.md §10.3``). The FedEx-style fix keeps the factor means as the next adapter
 and folds
 
     ΔW_res = Σ_i p_i s·(B1_i A1_i) ⊙ (B2_i A2_i) − s·(B̄1 Ā1) ⊙ (B̄2 Ā2)            (m, n)
 
 into the frozen base, so ``W0 + ΔW_res + s·(B̄1Ā1)⊙(B̄2Ā2) == W0 + Σ p_i ΔW_i`` exactly.
 
-Every ABBA update is a product of Khatri–Rao factors (§4.3): ``(B1A1) ⊙ (B2A2) = B* A*`` with the
+Every ABBA update is a product of Khatri–Rao factors (``docs/algorithms.md §10.1``): ``(B1A1) ⊙ (B2A2) = B* A*`` with the
 row-wise product ``B*[i, (j,k)] = B1[i,j]·B2[i,k]: (m, r1 r2)`` and the column-wise product
 ``A*[(j,k), l] = A1[j,l]·A2[k,l]: (r1 r2, n)``, both j-major, k-minor. So the residual has the exact
 stacked factors ``U = [B*_1 … B*_K, B̄*]: (m, (K+1) r1 r2)``, ``V = s·[p_1 A*_1; …; p_K A*_K; −Ā*]``,
-and travels factored when ``(K+1)·r1 r2·(m + n) < m·n``, densely otherwise (§1.5's rule), through
-the same :class:`~strategies.exact.transport.ResidualTransport` as FedEx-LoRA. Everything runs in
+and travels factored when ``(K+1)·r1 r2·(m + n) < m·n``, densely otherwise (``docs/algorithms.md §4.3``), through
+the same :class:`~strategies.maths.transport.ResidualTransport` as FedEx-LoRA. Everything runs in
 float64 unless asked otherwise.
 """
 
@@ -26,8 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..aggregation import normalise_weights
-from ._common import FloatDtype, Weights, compute_dtype, weighted_sum
+from .averaging import normalise_weights
+from .numerics import FloatDtype, Weights, compute_dtype, weighted_sum
 from .transport import ResidualTransport
 
 

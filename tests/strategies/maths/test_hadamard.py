@@ -1,11 +1,11 @@
-"""Exact federated ABBA (algorithms.md §4.3, §4.6): Khatri–Rao identity and the folded residual."""
+"""Exact federated ABBA (``docs/algorithms.md §10.1``, §10.3): Khatri–Rao identity and the folded residual."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from strategies.exact.abba import AbbaFactors, abba_aggregate, abba_update, khatri_rao_cols, khatri_rao_rows
+from strategies.maths.hadamard import AbbaFactors, abba_aggregate, abba_update, khatri_rao_cols, khatri_rao_rows
 
 
 def clients(k: int, m: int, n: int, r1: int, r2: int, seed: int = 0) -> list[AbbaFactors]:
@@ -19,7 +19,7 @@ def test_khatri_rao_factors_give_the_hadamard_product(m: int, n: int, r1: int, r
     f = clients(1, m, n, r1, r2)[0]
     product = khatri_rao_rows(f.b1, f.b2) @ khatri_rao_cols(f.a1, f.a2)  # (m, r1 r2) @ (r1 r2, n)
     np.testing.assert_allclose(product, abba_update(f, 1.0), rtol=0, atol=1e-12)
-    # a different flattening in one of the two factors breaks it (the §4.7 pitfall 6)
+    # a different flattening in one of the two factors breaks it (docs/algorithms.md §10.1: one (j, k) flattening for both)
     swapped = (f.a1[None, :, :] * f.a2[:, None, :]).reshape(r1 * r2, n)
     if r1 > 1 and r2 > 1:
         assert not np.allclose(khatri_rao_rows(f.b1, f.b2) @ swapped, abba_update(f, 1.0))

@@ -1,10 +1,10 @@
-"""FFA-LoRA server maths: ``A`` frozen and shared, only ``B`` is averaged.
+"""FFA-LoRA's shared factor: ``A`` frozen and shared, only ``B`` is averaged.
 
-FFA-LoRA (Sun et al., arXiv:2403.12313; ``algorithms.md`` §5) freezes ``A`` at its (seeded or
+FFA-LoRA (Sun et al., arXiv:2403.12313, §3; ``docs/algorithms.md §7``) freezes ``A`` at its (seeded or
 broadcast) initialisation on every client, so ``Σ p_i s·B_i A == s·(Σ p_i B_i) A`` and averaging
 ``B`` alone is exact FedAvg of the effective weights. That needs every reply's ``A`` to be
 *bit-identical* to the global one: a client that trained ``A`` anyway (e.g. froze it before PEFT
-wrapping, §1.10 item 7) or re-initialised it from another seed silently breaks exactness, so the
+wrapping, ``docs/algorithms.md §7``) or re-initialised it from another seed silently breaks exactness, so the
 server checks it with :func:`check_frozen_a` and rejects the reply.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..aggregation import normalise_weights
-from ._common import FloatDtype, Weights, weighted_sum
+from .averaging import normalise_weights
+from .numerics import FloatDtype, Weights, weighted_sum
 
 
 class FrozenFactorMismatch(ValueError):
@@ -49,7 +49,7 @@ def check_frozen_a(a_list: Sequence[np.ndarray], global_a: np.ndarray, *, module
             + "\n  - ".join(problems)
             + "\nAveraging only B would then not be exact. Freeze lora_A after PEFT wrapping "
             "and initialise it from the shared seed or the round-0 broadcast "
-            "(algorithms.md §1.10 item 7)."
+            "(docs/algorithms.md §7)."
         )
 
 

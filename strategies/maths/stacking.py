@@ -1,13 +1,13 @@
-"""FLoRA server maths: stack the clients' factors instead of averaging them.
+"""FLoRA's stacking: the clients' factors side by side instead of averaged (numpy only).
 
-FLoRA (Wang et al., arXiv:2409.05976; ``algorithms.md`` §5) sends every client the stacked factors
+FLoRA (Wang et al., arXiv:2409.05976, §3; ``docs/algorithms.md §6``) sends every client the stacked factors
 
     B_stack = [B_1 … B_K]: (m, Σ r_i),   A_stack = [w_1 A_1; …; w_K A_K]: (Σ r_i, n)
 
 with ``w_i = p_i s_i``, so that ``B_stack A_stack == Σ_i p_i s_i B_i A_i`` exactly (ranks may
 differ).
 Each client merges that product into its base and re-initialises fresh LoRA factors (unlike
-FedEx-LoRA, §1.10 item 3).
+FedEx-LoRA).
 
 Where the weight goes: FLoRA's reference code multiplies the ``lora_A`` tensors by ``p_i`` when
 stacking (``fed_utils/model_aggregation.py`` of ATP-1010/FederatedLLM), so ``weight_on="a"`` is the
@@ -27,8 +27,8 @@ from typing import Literal
 
 import numpy as np
 
-from ..aggregation import normalise_weights
-from ._common import FloatDtype, Weights, compute_dtype
+from .averaging import normalise_weights
+from .numerics import FloatDtype, Weights, compute_dtype
 
 
 def flora_stack(

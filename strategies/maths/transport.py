@@ -1,10 +1,10 @@
 """How a ``(m, n)`` base-weight delta travels and lands: dense or exact factors, and orientation.
 
-FedEx-LoRA folds ``s·ΔW_res`` into the frozen base (arXiv:2410.09432; ``algorithms.md`` §1.1). The
+FedEx-LoRA folds ``s·ΔW_res`` into the frozen base (arXiv:2410.09432, §3; ``docs/algorithms.md §4``). The
 delta can be sent densely (``m·n`` numbers) or as exact factors ``U: (m, k)``, ``V: (k, n)``
-(``k·(m + n)`` numbers); §1.5 says to pick the factors exactly when they are smaller. Deltas are
+(``k·(m + n)`` numbers); the factors are picked exactly when they are smaller (``docs/algorithms.md §4.3``). Deltas are
 always computed and sent in the ``(m, n)`` orientation of ``nn.Linear``; the receiver transposes
-them for ``fan_in_fan_out`` layers (GPT-2 ``Conv1D`` stores ``(n, m)``; §0.2, §1.3, §1.10 item 1).
+them for ``fan_in_fan_out`` layers (GPT-2 ``Conv1D`` stores ``(n, m)``; ``docs/algorithms.md §1``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from ._common import FloatDtype, compute_dtype
+from .numerics import FloatDtype, compute_dtype
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class ResidualTransport:
 
     @classmethod
     def from_factors(cls, u: np.ndarray, v: np.ndarray) -> ResidualTransport:
-        """The cheaper form of ``U @ V``: factored iff ``k·(m + n) < m·n`` (§1.5); ties go dense.
+        """The cheaper form of ``U @ V``: factored iff ``k·(m + n) < m·n``; ties go dense.
 
         ``U: (m, k)``, ``V: (k, n)``; the dense product is formed in their dtype only when chosen.
         """
@@ -104,7 +104,7 @@ def to_stored(delta: np.ndarray, fan_in_fan_out: bool) -> np.ndarray:
 
     GPT-2 ``Conv1D`` computes ``y = x W + b`` with ``W: (n, m)``; ``nn.Linear`` stores ``(m, n)``.
     The FedEx reference transposes for ``nn.Linear`` too, which is silently wrong on square modules
-    (``algorithms.md`` §1.3); here the transpose happens only for ``fan_in_fan_out``.
+    (``docs/algorithms.md §1``); here the transpose happens only for ``fan_in_fan_out``.
     """
     if delta.ndim != 2:
         raise ValueError(f"a weight delta must be 2-D (m, n), got {delta.shape}")

@@ -1,7 +1,7 @@
 """Versioned FedEx-LoRA base deltas, so that a client that missed rounds catches up exactly.
 
 FedEx-LoRA changes the frozen base every round (``W0^t = W0^{t−1} + s·ΔW_res^t``), so a client that
-skipped rounds holds a stale base (``algorithms.md`` §1.5, §1.10 item 6, §6). The server tags the
+skipped rounds holds a stale base (``docs/algorithms.md §5``). The server tags the
 base with a version (0 = the pristine pretrained weights, ``t`` after round ``t``'s fold).
 
 Every node holds the *canonical* delta ``C_v`` of its version (``contract.base_delta``:
@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from contract.base_delta import canonical_step
-from ._common import FloatDtype, compute_dtype
+from .numerics import FloatDtype, compute_dtype
 from .transport import ResidualTransport
 
 
@@ -182,14 +183,14 @@ class ResidualLog:
         return arrays, meta
 
     @classmethod
-    def from_state(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> ResidualLog:
+    def from_state(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> ResidualLog:
         """Inverse of :meth:`state`."""
-        shapes = {k: (int(m), int(n)) for k, (m, n) in dict(meta["shapes"]).items()}  # type: ignore[arg-type]
-        log = cls(shapes, dtype=np.dtype(str(meta["dtype"])).type, budget=float(meta["budget"]))  # type: ignore[arg-type]
-        log._floor = int(meta["floor"])  # type: ignore[arg-type]
+        shapes = {k: (int(m), int(n)) for k, (m, n) in dict(meta["shapes"]).items()}
+        log = cls(shapes, dtype=np.dtype(str(meta["dtype"])).type, budget=float(meta["budget"]))
+        log._floor = int(meta["floor"])
         log._canonical = {name: np.array(arrays[f"canonical/{name}"], dtype=np.float32) for name in shapes}
-        for i, forms in enumerate(meta["forms"]):  # type: ignore[arg-type]
-            entry = {}
+        for i, forms in enumerate(meta["forms"]):
+            entry: dict[str, ResidualTransport] = {}
             for name, form in forms.items():
                 count = 1 if form == "dense" else 2
                 parts = tuple(np.array(arrays[f"round/{i}/{name}/{j}"]) for j in range(count))

@@ -1,4 +1,4 @@
-"""Communication counts (strategies.exact.comm) against the algorithms.md §5 and §3.6 numbers."""
+"""Communication counts (each strategy's formula via simulations.comm.comm_params) against ``docs/communication.md §5``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from strategies.exact import comm_params, hf_module_shapes
+from simulations.comm import comm_params, hf_module_shapes
 
 # the fields of tests/data/model-configs/*.json that the shapes depend on
 CONFIGS = {
@@ -26,7 +26,7 @@ CONFIGS = {
         "llama-3.2-1b": (2048, 32, 8, 64, 8192, 16),
     }.items()
 }
-# §5 table: M, LoRA r32, FFA r32, (K, FLoRA/FedEx at K in millions), Fed-SB r120/160/200 in millions
+# docs/communication.md §5 table: M, LoRA r32, FFA r32, (K, FLoRA/FedEx at K in millions), Fed-SB r120/160/200 in millions
 TABLE = {
     "mistral-7b-v0.1": (224, 83_886_080, 44_040_192, (25, 2_097.2), (3.23, 5.73, 8.96)),
     "gemma-2-9b": (294, 108_036_096, 59_179_008, (25, 2_700.9), (4.23, 7.53, 11.76)),
@@ -64,7 +64,7 @@ def test_section36_ratio_and_one_time_download() -> None:
     ratio = fedex / comm_params("fedsb", gemma, 200).download
     assert round(ratio, 1) == 229.7
     mistral = hf_module_shapes(CONFIGS["mistral-7b-v0.1"])
-    assert round(comm_params("fedsb", mistral, 200).one_time / 1e6, 1) == 524.3  # §3.4
+    assert round(comm_params("fedsb", mistral, 200).one_time / 1e6, 1) == 524.3  # docs/communication.md §4
 
 
 @pytest.mark.parametrize("model", sorted(TABLE))
@@ -98,7 +98,7 @@ def test_fedex_residual_charges_and_head() -> None:
     assert comm_params("fedex", shapes, 4, K=5, truncated_rank=2).download == lora + 160 + 128
     assert comm_params("fedex", shapes, 4, K=1).download == lora  # one client: no residual
     assert comm_params("full", shapes, 4, head=7) == (1536 + 1024 + 7, 1536 + 1024 + 7, 0)
-    assert comm_params("ffa", shapes, 4, ffa_a_by_seed=False).one_time == 4 * 64
+    assert comm_params("ffa", shapes, 4, a_by_seed=False).one_time == 4 * 64
     assert comm_params("flora", shapes, 4, K=3, client_ranks=[2, 4, 8]).download == 14 * 144
     with pytest.raises(ValueError, match="unknown method"):
         comm_params("fedavg", shapes, 4)  # type: ignore[arg-type]

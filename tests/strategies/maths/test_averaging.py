@@ -1,11 +1,13 @@
-"""Numeric checks of strategies.aggregation against independent computations."""
+"""Numeric checks of strategies.maths.averaging, .deviation and .residual against independent computations."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from strategies.aggregation import aggregation_weights, lora_deviation, lora_residual, weighted_mean
+from strategies.maths.averaging import aggregation_weights, weighted_mean
+from strategies.maths.deviation import lora_deviation
+from strategies.maths.residual import lora_residual
 from strategies.layout import LoraPair
 
 RNG_SEED = 1234

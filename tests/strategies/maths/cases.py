@@ -1,4 +1,4 @@
-"""Random LoRA factors and weights for the exact-aggregation tests (algorithms.md §7 sizes)."""
+"""Random LoRA factors and weights for the exact-aggregation tests (the sizes of ``docs/exactness.md``)."""
 
 from __future__ import annotations
 

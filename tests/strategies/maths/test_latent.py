@@ -1,21 +1,16 @@
-"""Fed-SB maths (strategies.exact.fedsb): algorithms.md §7 Fed-SB items 1, 3, 4, 5, 7."""
+"""Fed-SB maths (strategies.maths.latent): ``docs/exactness.md §6``."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from strategies.exact import (
-    comm_params,
-    fedsb_aggregate,
-    fedsb_delta,
-    leading_block,
-    pad_leading_block,
-)
-from tests.strategies.exact_cases import CLIENTS, PRECISIONS, SAMPLE_COUNTS, SHAPES, assert_close
+from simulations.comm import comm_params
+from strategies.maths.latent import fedsb_aggregate, fedsb_delta, leading_block, pad_leading_block
+from tests.strategies.maths.cases import CLIENTS, PRECISIONS, SAMPLE_COUNTS, SHAPES, assert_close
 
 R = 4
-SCALE = 1.0  # Fed-SB forces α = r (§2.1)
+SCALE = 1.0  # Fed-SB forces α = r (docs/algorithms.md §8.1)
 
 
 def _frozen(shape: tuple[int, int], r: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +35,7 @@ def _weights(k: int, weighted: bool) -> np.ndarray:
 def test_latent_average_is_exact_fedavg(
     k: int, shape: tuple[int, int], weighted: bool, dtype: type, rtol: float, scale: float
 ) -> None:
-    # §7 Fed-SB 1: Σ p_i s·B R_i A == s·B (Σ p_i R_i) A
+    # docs/exactness.md §6: Σ p_i s·B R_i A == s·B (Σ p_i R_i) A
     # Prepare
     b, a = _frozen(shape, R)
     b, a = b.astype(dtype), a.astype(dtype)
@@ -59,7 +54,7 @@ def test_latent_average_is_exact_fedavg(
 
 @pytest.mark.parametrize("k", [1, 2, 5, 25])
 def test_payload_is_m_r_squared_for_any_k(k: int) -> None:
-    # §7 Fed-SB 3: upload and download hold exactly M·r² (+ head) values, independent of K
+    # docs/exactness.md §6: upload and download hold exactly M·r² (+ head) values, independent of K
     shapes = {f"layers.{i}.{t}": s for i in range(3) for t, s in zip("qv", SHAPES, strict=True)}
     rng = np.random.default_rng(0)
     per_module = {
@@ -73,7 +68,7 @@ def test_payload_is_m_r_squared_for_any_k(k: int) -> None:
 
 
 def test_round_two_depends_only_on_round_two_replies() -> None:
-    # §7 Fed-SB 4: no stale accumulation (the reference's multi-round bug, §3.3)
+    # docs/exactness.md §6: no stale accumulation (the reference's multi-round bug, docs/algorithms.md §9.1)
     round1 = [np.full((R, R), 1.0), np.full((R, R), 3.0)]
     round2 = [np.full((R, R), 10.0), np.full((R, R), 20.0)]
     g1 = fedsb_aggregate(round1, [0.5, 0.5])
@@ -87,7 +82,7 @@ def test_round_two_depends_only_on_round_two_replies() -> None:
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("r", [4, 8])
 def test_orthonormal_frozen_factors_do_not_amplify(shape: tuple[int, int], r: int) -> None:
-    # §7 Fed-SB 5: ‖B ξ A‖_F == ‖ξ‖_F
+    # docs/exactness.md §6: ‖B ξ A‖_F == ‖ξ‖_F
     b, a = _frozen(shape, r, seed=r)
     xi = np.random.default_rng(3).standard_normal((r, r))
     assert np.linalg.norm(b @ xi @ a) == pytest.approx(np.linalg.norm(xi), rel=1e-12)
@@ -98,7 +93,7 @@ def test_orthonormal_frozen_factors_do_not_amplify(shape: tuple[int, int], r: in
 def test_padded_latent_contributes_its_leading_block_exactly(
     shape: tuple[int, int], r_i: int
 ) -> None:
-    # §7 Fed-SB 7: s·B pad(R_i) A == s·B[:, :r_i] R_i A[:r_i, :]
+    # docs/exactness.md §6: s·B pad(R_i) A == s·B[:, :r_i] R_i A[:r_i, :]
     b, a = _frozen(shape, R, seed=11)
     x = np.random.default_rng(r_i).standard_normal((r_i, r_i))
     padded = pad_leading_block(x, R)
@@ -112,7 +107,7 @@ def test_padded_latent_contributes_its_leading_block_exactly(
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_mixed_rank_aggregate_is_exact_average_of_applied_updates(weighted: bool) -> None:
-    # §3.5: rank-r_i clients use B[:, :r_i], A[:r_i, :]; the padded average is still exact
+    # docs/algorithms.md §9.4: rank-r_i clients use B[:, :r_i], A[:r_i, :]; the padded average is still exact
     b, a = _frozen((48, 32), 8, seed=5)
     ranks = [8, 2, 5, 8, 3]
     rng = np.random.default_rng(9)

@@ -1,18 +1,18 @@
-"""Fed-SB server maths: average the r×r latent ``R`` only, with rank-heterogeneous clients.
+"""Fed-SB's latent averaging: average the r×r latent ``R`` only, with rank-heterogeneous clients.
 
-Fed-SB (Singhal et al., arXiv:2502.15436; ``algorithms.md`` §3) trains only ``R: (r, r)`` between a
-frozen ``B: (m, r)`` and ``A: (r, n)`` shared bit-identically by every client (LoRA-SB, §2.1), so
+Fed-SB (Singhal et al., arXiv:2502.15436, §3; ``docs/algorithms.md §9``) trains only ``R: (r, r)`` between a
+frozen ``B: (m, r)`` and ``A: (r, n)`` shared bit-identically by every client (LoRA-SB, ``docs/algorithms.md §8.1``), so
 
-    Σ_i p_i s·B R_i A == s·B (Σ_i p_i R_i) A                              (§3.2)
+    Σ_i p_i s·B R_i A == s·B (Σ_i p_i R_i) A                              (docs/algorithms.md §9.1)
 
 and averaging ``R`` is FedAvg of the effective weights, for any convex weights. Sums run in float64.
 
-Rank-heterogeneous clients (§3.5, our design): ``B``'s columns and ``A``'s rows are sorted by
+Rank-heterogeneous clients (``docs/algorithms.md §9.4``, our design): ``B``'s columns and ``A``'s rows are sorted by
 descending singular value, a rank-``r_i`` client uses ``B[:, :r_i]``, ``A[:r_i, :]`` and trains
 ``R_i: (r_i, r_i)``; the server zero-pads ``R_i`` into the leading block of ``r × r``. Then
-``s·B pad(R_i) A == s·B[:, :r_i] R_i A[:r_i, :]`` (§7 Fed-SB item 7), so the padded average is still
+``s·B pad(R_i) A == s·B[:, :r_i] R_i A[:r_i, :]``, so the padded average is still
 the exact average of the updates the clients actually applied. Every client must use the same ``s``
-(Fed-SB uses ``s = 1``, §2.1). A rank-``r_i`` client then receives :func:`leading_block` of the
+(Fed-SB uses ``s = 1``, ``docs/algorithms.md §8.1``). A rank-``r_i`` client then receives :func:`leading_block` of the
 global ``R``; the parts outside its block stay on the server (the global model remains exact).
 """
 
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..aggregation import normalise_weights
-from ._common import FloatDtype, Weights, compute_dtype
+from .averaging import normalise_weights
+from .numerics import FloatDtype, Weights, compute_dtype
 
 
 def _square(x: np.ndarray, what: str) -> int:
@@ -65,7 +65,7 @@ def fedsb_aggregate(
     Parameters
     ----------
     r_list : Sequence[np.ndarray]
-        Each client's ``R_i: (r_i, r_i)``; ranks may differ (zero-padded, §3.5).
+        Each client's ``R_i: (r_i, r_i)``; ranks may differ (zero-padded, ``docs/algorithms.md §9.4``).
     weights : Sequence[float] or np.ndarray
         ``p_i`` (normalised here); ``1/K`` is the reference's choice, ``n_i`` weights are exact too.
     rank : int, optional

@@ -1,0 +1,131 @@
+"""The versioned frozen base, for strategies that change it (FedEx-LoRA, FLoRA).
+
+``docs/algorithms.md §5``: the base carries a version, one per folded round. :class:`BaseVersioning`
+keeps the rounds' deltas in a bounded :class:`~strategies.maths.residual_log.ResidualLog`, learns
+from every reply which version its node holds, and gives every message to a node the delta from
+that version to the current one (the last round's delta for a node that took part in the previous
+round, the missed rounds stacked, or the cumulative delta densely), under the base-delta contract
+(:mod:`contract.base_delta`).
+
+A strategy composes it: it calls :meth:`~BaseVersioning.fold` with each round's deltas and routes
+its message construction, reply notes, ``base_deltas`` and checkpoint state through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
+from contract import ARRAYS, CONFIG, METRICS
+from contract.base_delta import (
+    BASE_DELTA,
+    BASE_FROM_VERSION,
+    BASE_SPLITS,
+    BASE_VERSION,
+    DeltaForm,
+    encode_base_delta,
+    encode_splits,
+)
+
+from .maths.residual_log import ResidualLog
+from .maths.transport import ResidualTransport
+from .protocol import StrategyState
+
+LOG_STATE = "log"
+"""``export_state`` meta key of the residual log; its arrays are named ``f"{LOG_STATE}/<name>"``."""
+
+
+class BaseVersioning:
+    """The residual log of one run, and which base version each node holds."""
+
+    def __init__(self) -> None:
+        self.log: ResidualLog | None = None  # created on the first fold, when shapes are known
+        self.node_version: dict[int, int] = {}
+
+    @property
+    def version(self) -> int:
+        """The current base version (rounds folded so far)."""
+        return self.log.version if self.log is not None else 0
+
+    def fold(self, deltas: Mapping[str, ResidualTransport]) -> int:
+        """Record one round's base deltas (``(m, n)`` each, every module) as the next version."""
+        if self.log is None:
+            self.log = ResidualLog({module: d.shape for module, d in deltas.items()})
+        return self.log.record(deltas)
+
+    def base_deltas(self) -> dict[str, np.ndarray]:
+        """The cumulative base delta ``C_V`` per module, ``(m, n)`` float32 (empty before the first fold)."""
+        if self.log is None:
+            return {}
+        return self.log.canonical()
+
+    # --- messages ----------------------------------------------------------------------------
+    def messages(self, record: RecordDict, node_ids: Sequence[int], message_type: str) -> list[Message]:
+        """One message per node: the round's content plus the base delta from the version it holds."""
+        messages = []
+        for node_id in node_ids:
+            held = self.node_version.get(node_id, 0)
+            since: int = held
+            deltas: dict[str, DeltaForm] = {}
+            splits: dict[str, tuple[int, ...]] = {}
+            if self.log is not None and held != self.version:
+                cumulative = self.log.delta_since(held)
+                since, deltas = cumulative.since, {m: _wire(t) for m, t in cumulative.modules.items()}
+                splits = cumulative.splits
+            config = ConfigRecord(
+                {**dict(record.config_records[CONFIG]), BASE_VERSION: self.version, BASE_FROM_VERSION: since}
+            )
+            if splits:
+                config[BASE_SPLITS] = encode_splits(splits)
+            content = RecordDict({ARRAYS: record.array_records[ARRAYS], CONFIG: config})
+            if deltas:
+                content[BASE_DELTA] = encode_base_delta(deltas)
+            messages.append(Message(content=content, message_type=message_type, dst_node_id=node_id))
+        return messages
+
+    def note_replies(self, replies: Iterable[Message]) -> list[Message]:
+        """Remember the base version each reply reports; returns the replies as a list.
+
+        Replies are untrusted: a reported version that is not an integer in ``0..version`` is
+        ignored (the node keeps the version the server last noted), so it cannot break the next
+        round's messages; the reply itself is judged by the strategy's validation.
+        """
+        replies = list(replies)
+        for reply in replies:
+            if not (reply.has_content() and METRICS in reply.content.metric_records):
+                continue
+            reported = reply.content.metric_records[METRICS].get(BASE_VERSION)
+            if isinstance(reported, int | float) and float(reported).is_integer() and 0 <= reported <= self.version:
+                self.node_version[reply.metadata.src_node_id] = int(reported)
+        return replies
+
+    def stamp(self, metrics: MetricRecord | None) -> MetricRecord | None:
+        """Add the current base version to a round's train metrics."""
+        if metrics is not None:
+            metrics[BASE_VERSION] = self.version
+        return metrics
+
+    # --- checkpointing (server/checkpoint.py) --------------------------------------------------
+    def export_state(self) -> StrategyState:
+        """The residual log. Which node holds which version is not kept: a resumed run starts fresh
+        nodes (new Flower contexts), which the protocol serves from version 0."""
+        if self.log is None:
+            return StrategyState({}, {})
+        arrays, meta = self.log.state()
+        return StrategyState({f"{LOG_STATE}/{k}": v for k, v in arrays.items()}, {LOG_STATE: meta})
+
+    def restore_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`export_state`."""
+        if LOG_STATE in meta:
+            prefix = f"{LOG_STATE}/"
+            log_arrays = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+            self.log = ResidualLog.from_state(log_arrays, meta[LOG_STATE])
+        self.node_version = {}
+
+
+def _wire(t: ResidualTransport) -> DeltaForm:
+    """The contract's form of a delta: dense ``(m, n)`` or the factors ``(U: (m, k), V: (k, n))``."""
+    return (t.arrays[0], t.arrays[1]) if t.form == "factored" else t.arrays[0]
