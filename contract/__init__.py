@@ -1,6 +1,7 @@
 """The message contract shared by the ServerApp and the ClientApp (record keys and reductions)."""
 
 from .records import (
+    ADAPTER_KIND,
     ARRAYS,
     CLIENTS,
     CONFIG,
@@ -26,6 +27,7 @@ from .records import (
 )
 
 __all__ = [
+    "ADAPTER_KIND",
     "ARRAYS",
     "CLIENTS",
     "CONFIG",

@@ -34,6 +34,10 @@ CONFIG = "config"
 
 # --- ConfigRecord keys (server -> client) ---------------------------------------------------------
 SERVER_ROUND = "server-round"  # injected by Flower's FedAvg.configure_train / configure_evaluate
+ADAPTER_KIND = "adapter-kind"
+"""The adapter kind (``lora``, ``ffa``, ``lora-sb``, ``abba``, ...) the server resolved for this run
+(``adapter.name``, or the strategy's first kind when ``auto``); in every train and evaluate config
+record, and clients build their model with exactly this kind (they never import strategies)."""
 LOCAL_STEPS = "local-steps"
 LR = "lr"
 # Strategy- or lead-owned train-config keys go here, so clients never spell them by hand.
