@@ -12,9 +12,10 @@ from flwr.app import Array, ArrayRecord, Context, RecordDict
 
 from adapters.frozen import hash_arrays, load_frozen_factors
 from contract import CONFIG, FROZEN_FACTORS, FROZEN_HASH
+from contract.frozen import FROZEN_CONFIRMED
 
 STATE_FROZEN = "corolla.frozen-factors"
-CONFIRMED = FROZEN_HASH + "-ok"  # reply metric: 1 once the node verified and installed the factors
+CONFIRMED = FROZEN_CONFIRMED  # reply metric: 1 once the node verified and installed the factors
 
 
 def sync_frozen(worker: object, content: RecordDict, context: Context) -> bool:

@@ -109,9 +109,3 @@ def advance_base(
         out[module] = total
     return out
 
-
-def delta_elements(form: DeltaForm) -> int:
-    """Number of values a delta costs on the wire."""
-    if isinstance(form, tuple):
-        return int(form[0].size + form[1].size)
-    return int(form.size)

@@ -27,6 +27,8 @@ from flwr.app import (
     RecordDict,
 )
 
+from .base_delta import BASE_VERSION
+
 # --- RecordDict keys ------------------------------------------------------------------------------
 ARRAYS = "arrays"
 METRICS = "metrics"
@@ -38,8 +40,6 @@ ADAPTER_KIND = "adapter-kind"
 """The adapter kind (``lora``, ``ffa``, ``lora-sb``, ``abba``, ...) the server resolved for this run
 (``adapter.name``, or the strategy's first kind when ``auto``); in every train and evaluate config
 record, and clients build their model with exactly this kind (they never import strategies)."""
-LOCAL_STEPS = "local-steps"
-LR = "lr"
 # Strategy- or lead-owned train-config keys go here, so clients never spell them by hand.
 
 # --- Error codes of client replies (``Message(error=Error(code, reason))``) -------------------------
@@ -51,8 +51,6 @@ PARTITION_ID = "partition-id"  # the replying client's data partition: the serve
 TRAIN_LOSS = "train_loss"
 EVAL_LOSS = "eval_loss"
 EPSILON = "epsilon"
-BYTES_UP = "bytes_up"
-BYTES_DOWN = "bytes_down"
 CLIENTS = "clients"  # replies aggregated this round (server-side)
 DROPPED = "dropped"  # replies dropped this round (server-side)
 DEV_REL_PREFIX = "dev_rel/"  # FedIT deviation per module: f"dev_rel/{module}" (server-side)
@@ -68,7 +66,7 @@ METRIC_REDUCTIONS: Mapping[str, Reduction] = {
     CLIENTS: "sum",
     DROPPED: "sum",
     PARTITION_ID: "max",  # an identifier, not a metric: the recorder drops it from round rows
-    "base-version": "max",  # the base version nodes hold (strategies that change the base)
+    BASE_VERSION: "max",  # the base version nodes hold (strategies that change the base)
 }
 """Exact metric name -> reduction."""
 

@@ -1,4 +1,4 @@
-"""Metric reductions and byte counting of the message contract."""
+"""Metric reductions and byte counting of the message contract (contract.records)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from flwr.serverapp.strategy import FedAvg
 
 from contract import (
     ARRAYS,
-    BYTES_UP,
     EPSILON,
     METRICS,
     NUM_EXAMPLES,
@@ -38,7 +37,7 @@ def test_loss_weighted_mean_epsilon_max_examples_sum() -> None:
     assert got[TRAIN_LOSS] == pytest.approx((10 * 1.0 + 30 * 3.0) / 40)
     assert got[EPSILON] == 2.0
     assert got[NUM_EXAMPLES] == 40 and isinstance(got[NUM_EXAMPLES], int)
-    assert got[BYTES_UP] == 350 and isinstance(got[BYTES_UP], int)
+    assert got["bytes_up"] == 350 and isinstance(got["bytes_up"], int)  # the `bytes_` prefix sums
 
 
 def test_unknown_metric_defaults_to_weighted_mean_and_overrides_apply() -> None:
