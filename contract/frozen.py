@@ -1,7 +1,7 @@
 """The frozen-factors part of the message contract: adapter weights sent once, checked every round.
 
 FFA-LoRA freezes A and Fed-SB freezes A and B; aggregation is exact only if every client holds
-bit-identical frozen factors (algorithms.md §3.9). The server sends them once per node under
+bit-identical frozen factors (``docs/algorithms.md §9.3``). The server sends them once per node under
 :data:`FROZEN_FACTORS` and puts their sha256 (:data:`FROZEN_HASH`) in every message's config; a
 node verifies the hash before training and refuses to train on anything else. Metering books the
 one-time record under the ``setup`` phase, apart from per-round traffic.

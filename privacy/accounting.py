@@ -10,7 +10,7 @@ whatever their order and the history stays a handful of numbers however many rou
 A Flower ClientApp is ephemeral and a fresh ``PrivacyEngine`` is built every round, so the history
 is written to ``Context.state[STATE_KEY]`` as a ``ConfigRecord`` of plain numbers (never a pickle)
 and restored into the next round's engine: ε grows round by round instead of restarting (the
-Flower Opacus example's gap, peers.md). ``calibrate_noise`` picks σ for the whole planned run and
+Flower Opacus example's gap; ``docs/privacy.md §4``). ``calibrate_noise`` picks σ for the whole planned run and
 ``check_budget`` refuses a round that would take ε past the target (:class:`BudgetExhausted`).
 """
 

@@ -1,6 +1,6 @@
 """Benchmark the exact FedEx-LoRA residual paths and Fed-SB's latent average (numpy, CPU).
 
-FedEx-LoRA (``algorithms.md`` §1.3) needs ``s·(Σ p_i B_i A_i − B̄Ā): (m, n)`` per module.
+FedEx-LoRA (``docs/algorithms.md §4.2``) needs ``s·(Σ p_i B_i A_i − B̄Ā): (m, n)`` per module.
 Timed paths (:func:`strategies.maths.residual.fedex_residual`):
 
 - ``naive_f64``: the definition, K rank-r dense products then ``− B̄Ā`` (memory-bound);

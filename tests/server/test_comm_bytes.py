@@ -1,4 +1,4 @@
-"""Metered bytes per client per round equal the §5 communication formulas (times 4 bytes for fp32,
+"""Metered bytes per client per round equal the communication formulas (``docs/communication.md §2``, §6; times 4 bytes for fp32,
 plus the record overhead: npy headers and keys), for every strategy wired end to end."""
 
 from __future__ import annotations

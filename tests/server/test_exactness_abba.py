@@ -1,4 +1,4 @@
-"""Exact federated ABBA through the ServerApp (algorithms.md §4.6): the merged global model equals
+"""Exact federated ABBA through the ServerApp (``docs/algorithms.md §10.3``): the merged global model equals
 the weighted mean of the clients' effective weights; FedIT's naive factor average does not."""
 
 from __future__ import annotations
@@ -87,4 +87,4 @@ def test_fedit_abba_naive_average_misses_the_mean_update(tmp_path: Path, w0: dic
     for m in MODULES:
         ideal = mean_update(grid, 1, m, s[m])
         gaps.append(np.abs(merged[m] - w0[m] - ideal).max() / np.abs(ideal).max())
-    assert max(gaps) > 1e-2  # §4.6: averaging the four factors is not exact
+    assert max(gaps) > 1e-2  # docs/algorithms.md §10.3: averaging the four factors is not exact

@@ -1,4 +1,4 @@
-"""Activation-space overlap of two prompt sets (spec §1a Experiment 4, §1c "Activation variant").
+"""Activation-space overlap of two prompt sets (arXiv 2505.14185, Experiment 4; ``docs/tasks.md §5``).
 
 Last-token hidden states of every selected layer, ``A_l: (N, D)`` per prompt set; the basis of the
 row space of ``A_l`` (the column space of ``A_lᵀ``, uncentred) that captures η of the energy; MSO

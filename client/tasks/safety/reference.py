@@ -1,4 +1,4 @@
-"""The reference ("alignment") subspace per adapted module, from one of three sources (spec §1c).
+"""The reference ("alignment") subspace per adapted module, from one of three sources (``docs/tasks.md §5``).
 
 - ``basis``: a safetensors file with ``<module>.U`` ``(m, K)``, ``<module>.S`` ``(K,)`` and
   ``<module>.Vh`` ``(K, n)``: a thin SVD of ΔA (:func:`save_basis` writes one);

@@ -1,6 +1,6 @@
 """Flatten a document tree into tokens with roles, set global attention on headings, mask whole words.
 
-StructFormer (arXiv 2411.16618 §3.2; spec plugins.md §4a, §4c):
+StructFormer (arXiv 2411.16618 §3.2; ``docs/tasks.md §7``):
 
 1. depth-first flattening: the title, then per section its heading, its paragraphs, its children;
    every token keeps the role of its word (title, heading, body, special);

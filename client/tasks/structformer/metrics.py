@@ -1,4 +1,4 @@
-"""Evaluation metrics of structure-aware MLM (StructFormer, arXiv 2411.16618 §4; spec plugins.md §4c).
+"""Evaluation metrics of structure-aware MLM (StructFormer, arXiv 2411.16618 §4; ``docs/tasks.md §7``).
 
 - ``loss`` per masked token and ``bits_per_token = loss / ln 2`` (what the paper calls "BPC"; it is
   per masked *token*, not per character);

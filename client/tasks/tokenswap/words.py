@@ -1,8 +1,8 @@
-"""The grammar token set G of TokenSwap (arXiv 2502.05159 §3; spec ``plugins.md`` §2a).
+"""The grammar token set G of TokenSwap (arXiv 2502.05159 §3; ``docs/tasks.md §4``).
 
 G is a fixed list of English function words, not chosen at run time. Each word is written with a
 leading space and maps to the **first** sub-token id of ``tokenizer.encode(" word")``, as the
-authors' library does. The list below is our own grouping of the four classes the spec names
+authors' library does. The list below is our own grouping into four classes
 (determiners, pronouns, prepositions/conjunctions, auxiliaries/modals); it has 110 words like the
 paper's, but it is not a copy of it.
 
