@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord
-from flwr.common.secure_aggregation.quantization import dequantize, quantize
+from flwr.common.secure_aggregation.quantization import quantize
 from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
 from pydantic import Field, field_validator
 
@@ -247,8 +247,8 @@ class Quantiser:
         if mean_q.size and (mean_q.min() < 0 or mean_q.max() > self.levels):
             raise ValueError("decoded aggregate is outside the quantisation range: a masked vector or share was corrupt")
         n = layout.num_values
-        mean_update = dequantize([mean_q[:n]], self.clip_range, self.levels)[0]
-        mean_metrics = dequantize([mean_q[n:]], METRIC_CLIP, self.levels)[0]
+        mean_update = mean_q[:n] * (2 * self.clip_range / self.levels) - self.clip_range  # Flower's dequantize map
+        mean_metrics = mean_q[n:] * (2 * METRIC_CLIP / self.levels) - METRIC_CLIP
         return weight, weight * mean_update, weight * mean_metrics
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.secagg import stages
@@ -19,23 +19,23 @@ from contract import secagg as wire
 Handler = Callable[[Message, Context], Message]
 
 
-def _reply(msg: Message, record: object) -> Message:
-    return Message(content=RecordDict({wire.SECAGG: record}), reply_to=msg)  # type: ignore[dict-item]
+def _reply(msg: Message, record: ConfigRecord) -> Message:
+    return Message(content=RecordDict({wire.SECAGG: record}), reply_to=msg)
 
 
 def handle_setup(msg: Message, context: Context) -> Message:
     """Set-up: parameters in, public keys out."""
-    return _reply(msg, stages.setup(msg.content[wire.SECAGG], context, msg.metadata.dst_node_id))
+    return _reply(msg, stages.setup(msg.content.config_records[wire.SECAGG], context, msg.metadata.dst_node_id))
 
 
 def handle_share_keys(msg: Message, context: Context) -> Message:
     """Share-keys: neighbours' public keys in, encrypted shares out."""
-    return _reply(msg, stages.share_keys(msg.content[wire.SECAGG], context))
+    return _reply(msg, stages.share_keys(msg.content.config_records[wire.SECAGG], context))
 
 
 def handle_unmask(msg: Message, context: Context) -> Message:
     """Unmask: survivor lists in, shares out."""
-    return _reply(msg, stages.unmask(msg.content[wire.SECAGG], context))
+    return _reply(msg, stages.unmask(msg.content.config_records[wire.SECAGG], context))
 
 
 def secagg_handlers(train: Handler) -> dict[str, Handler]:

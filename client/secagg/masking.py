@@ -74,10 +74,17 @@ def masked_vector(secrets: RoundSecrets, plain: np.ndarray, masked_with: list[in
     return wire.reduce_mod(total, m).astype(wire.wire_dtype(m))
 
 
+def _scalar(metrics: MetricRecord, name: str) -> float:
+    value = metrics.get(name)
+    if isinstance(value, list) or value is None:
+        raise ValueError(f"SecAgg collect: the train reply's `{name}` is missing or not a number")
+    return value
+
+
 def collect(msg: Message, context: Context, train: Handler) -> Message:
     """Stage 3 (module docstring). A failed training reply is passed on unchanged (an error)."""
     stage = "collect"
-    request = msg.content[wire.SECAGG]
+    request = msg.content.config_records[wire.SECAGG]
     server_round = field(request, wire.ROUND, int, stage=stage)
     secrets = RoundSecrets.load(context, stage=wire.SHARE_KEYS, server_round=server_round)
     kept = receive_shares(
@@ -87,20 +94,20 @@ def collect(msg: Message, context: Context, train: Handler) -> Message:
     if reply.has_error():
         RoundSecrets.forget(context)
         return reply
-    received = msg.content[ARRAYS]
+    received = msg.content.array_records[ARRAYS]
     layout = wire.VectorLayout.of(received)
-    payload = {key: array.numpy() for key, array in reply.content[ARRAYS].items()}
+    payload = {key: array.numpy() for key, array in reply.content.array_records[ARRAYS].items()}
     update = layout.flatten(payload) - layout.flatten({k: a.numpy() for k, a in received.items()})
     if not np.all(np.isfinite(update)):
         raise ValueError("SecAgg collect: the trained payload is not finite; nothing to mask")
-    metrics = reply.content[METRICS]
-    num_examples = int(metrics[NUM_EXAMPLES])  # type: ignore[arg-type]
+    metrics = reply.content.metric_records[METRICS]
+    num_examples = _scalar(metrics, NUM_EXAMPLES)
     if secrets.weighted and num_examples > secrets.max_weight:
         log(WARNING, "SecAgg: node %d weighs %d examples as secagg.max-weight = %d (raise it to weigh them all)",
             secrets.node_id, num_examples, secrets.max_weight)
     quantiser = wire.Quantiser(secrets.clip_range, secrets.bits, secrets.max_weight, secrets.weighted)
-    masked_metrics = np.array([float(metrics[name]) for name in layout.metrics])  # type: ignore[arg-type]
-    plain = quantiser.encode(update, masked_metrics, num_examples)
+    masked_metrics = np.array([_scalar(metrics, name) for name in layout.metrics], dtype=np.float64)
+    plain = quantiser.encode(update, masked_metrics, int(num_examples))
     vector = masked_vector(secrets, plain, kept)
     secrets.masked_with = kept
     secrets.stage = wire.COLLECT

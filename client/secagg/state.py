@@ -64,8 +64,10 @@ class RoundSecrets:
         values: dict = {}
         for f in fields(cls):
             if f"{f.name}:keys" in record:
-                keys = [int(k) for k in record[f"{f.name}:keys"]]  # type: ignore[union-attr]
-                values[f.name] = dict(zip(keys, record[f"{f.name}:values"], strict=True))  # type: ignore[arg-type]
+                keys, items = record[f"{f.name}:keys"], record[f"{f.name}:values"]
+                if not isinstance(keys, list) or not isinstance(items, list):
+                    raise StageOrderError(f"this node's SecAgg state is damaged (`{f.name}`)")
+                values[f.name] = dict(zip((int(k) for k in keys), items, strict=True))
             elif f.name in record:
                 values[f.name] = record[f.name]
         values["neighbours"] = [int(n) for n in values.get("neighbours", [])]
@@ -87,7 +89,7 @@ class RoundSecrets:
         """
         if STATE_KEY not in context.state:
             raise StageOrderError(f"SecAgg round {server_round}: this node holds no secrets (no set-up message seen)")
-        secrets = cls.from_record(context.state[STATE_KEY])  # type: ignore[arg-type]
+        secrets = cls.from_record(context.state.config_records[STATE_KEY])
         if secrets.server_round != server_round or secrets.stage != stage:
             raise StageOrderError(
                 f"SecAgg round {server_round}: expected the stage after {stage!r}, but this node is at "

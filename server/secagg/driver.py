@@ -9,14 +9,13 @@ dropped (:class:`RoundDropped`) and the run goes on with the previous global arr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from logging import INFO, WARNING
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.supercore.primitives.asymmetric import bytes_to_public_key
 
 from contract import ARRAYS
 from contract import secagg as wire
@@ -26,7 +25,7 @@ from server.secagg.exchange import Exchange
 from server.secagg.outcome import RoundDropped, SecAggOutcome, SecAggSum
 from server.secagg.params import RoundParams
 from server.secagg.replies import Malformed, check_keys, check_masked, check_share_keys, check_unmask
-from server.secagg.reconstruct import key_check, reconstruct, remove_masks, seed_check, share_index
+from server.secagg.reconstruct import Verify, key_check, reconstruct, remove_masks, seed_check, share_index
 
 
 class SecAggDriver:
@@ -124,7 +123,7 @@ class _Round:
         seen: set[bytes] = set()
         for node, content in sorted(good.items()):
             try:
-                pk1, pk2 = check_keys(content[wire.SECAGG], seen)
+                pk1, pk2 = check_keys(content.config_records[wire.SECAGG], seen)
             except Malformed as exc:
                 self.ex.drop(node, "set-up", str(exc))
                 continue
@@ -143,7 +142,7 @@ class _Round:
         good = self.ex.send(wire.SHARE_KEYS, contents)
         for node, content in sorted(good.items()):
             try:
-                cts, commitment = check_share_keys(content[wire.SECAGG], set(self.share_nodes[node]) - {node})
+                cts, commitment = check_share_keys(content.config_records[wire.SECAGG], set(self.share_nodes[node]) - {node})
             except Malformed as exc:
                 self.ex.drop(node, "share-keys", str(exc))
                 continue
@@ -190,29 +189,29 @@ class _Round:
         key_shares: dict[int, dict[int, bytes]] = {n: {} for n in dead}
         for holder, content in sorted(good.items()):
             try:
-                seeds, keys = check_unmask(content[wire.SECAGG], *requests[holder])
+                seeds, keys = check_unmask(content.config_records[wire.SECAGG], *requests[holder])
             except Malformed as exc:
                 self.rejected_shares.append((holder, -1, str(exc)))
                 continue
-            for owned, shares in ((seeds, seed_shares), (keys, key_shares)):
+            for owned, by_owner in ((seeds, seed_shares), (keys, key_shares)):
                 for owner, share in owned.items():
                     if share_index(share) != self.share_nodes[owner].index(holder) + 1:
                         self.rejected_shares.append((holder, owner, "share index does not match the holder"))
                     else:
-                        shares[owner][holder] = share
-        seeds = {}
+                        by_owner[owner][holder] = share
+        seed_secrets: dict[int, bytes] = {}
         for owner, shares in sorted(seed_shares.items()):
             secret = self._reconstruct(owner, shares, seed_check(self.commitments[owner]))
             if secret is None:
                 return self._dropped("unmask", len(active), f"node {owner}'s mask seed: {len(shares)} shares, none {t} of them valid")
-            seeds[owner] = secret
-        dead_keys = {}
+            seed_secrets[owner] = secret
+        dead_keys: dict[int, bytes] = {}
         for owner, shares in sorted(key_shares.items()):
             secret = self._reconstruct(owner, shares, key_check(self.pk1[owner]))
             if secret is None:
                 return self._dropped("unmask", len(active), f"dropped node {owner}'s key: {len(shares)} shares, none {t} of them valid")
             dead_keys[owner] = secret
-        unmasked = remove_masks(total, seeds=seeds, dead_keys=dead_keys, masked_with=self.masked_with, pk1s=self.pk1,
+        unmasked = remove_masks(total, seeds=seed_secrets, dead_keys=dead_keys, masked_with=self.masked_with, pk1s=self.pk1,
                                 modulus_bits=self.params.modulus_bits)
         layout, q = self.params.layout, self.params.quantiser
         try:
@@ -233,8 +232,8 @@ class _Round:
         )
 
     # --- helpers -----------------------------------------------------------------------------
-    def _reconstruct(self, owner: int, shares: dict[int, bytes], verify: object) -> bytes | None:
-        secret, bad = reconstruct(shares, self.params.threshold, verify)  # type: ignore[arg-type]
+    def _reconstruct(self, owner: int, shares: dict[int, bytes], verify: Verify) -> bytes | None:
+        secret, bad = reconstruct(shares, self.params.threshold, verify)
         self.rejected_shares.extend((holder, owner, "share does not reconstruct the committed secret") for holder in bad)
         return secret
 
@@ -257,7 +256,7 @@ class _Round:
                     changed = True
         return active
 
-    def _prune(self, alive: set[int], group: object, stage: str) -> set[int]:
+    def _prune(self, alive: set[int], group: Callable[[int], set[int]], stage: str) -> set[int]:
         """Drop nodes with fewer than ``t`` live share-group members, until none is left short."""
         t = self.params.threshold
         alive = set(alive)
@@ -265,7 +264,7 @@ class _Round:
         while changed:
             changed = False
             for node in sorted(alive):
-                live = len(group(node) & alive)  # type: ignore[operator]
+                live = len(group(node) & alive)
                 if live < t:
                     alive.discard(node)
                     self.ex.drop(node, stage, f"{live} of its share group survive < threshold {t}")

@@ -34,7 +34,7 @@ def _blobs(record: ConfigRecord, key: str, length: int) -> list[bytes]:
         raise Malformed(f"`{key}` is not a list of bytes")
     if len(value) != length:
         raise Malformed(f"`{key}` has {len(value)} entries for {length} nodes")
-    return list(value)
+    return [v for v in value if isinstance(v, bytes)]
 
 
 def check_keys(record: ConfigRecord, seen: set[bytes]) -> tuple[bytes, bytes]:
