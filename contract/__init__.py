@@ -92,3 +92,5 @@ from .plugin_records import (  # noqa: E402
 )
 
 __all__ += ["BROADCAST", "REPORT", "ReportError", "decode_json_record", "encode_json_record", "message_report"]
+
+from . import secagg  # noqa: E402,F401  (registers the `secagg.*` section wherever the contract is loaded)
