@@ -32,6 +32,7 @@ import torch
 from datasets import DatasetDict
 
 from contract import RunConfig
+from contract.config import Section
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -98,12 +99,19 @@ class Task(ABC):
         Column that Dirichlet / pathological partitioners split by; ``None`` means only IID works.
     main_metric : str
         The metric reports and the compare pipeline rank strategies by (e.g. ``"accuracy"``).
+    config_section : type[Section] or None
+        The task's own keys, registered with :func:`contract.config.register_section` in its
+        ``config.py``; :meth:`configure` reads them with ``config.section(...)``. ``None``: core keys only.
+    summary : str
+        One line for ``corolla tasks``; empty: the first paragraph of the class docstring.
     """
 
     name: ClassVar[str]
     model_kind: ClassVar[ModelKind]
     label_column: ClassVar[str | None] = "label"
     main_metric: ClassVar[str] = "accuracy"
+    config_section: ClassVar[type[Section] | None] = None
+    summary: ClassVar[str] = ""
 
     def __init__(self, *, seed: int, max_length: int) -> None:
         self.seed = seed

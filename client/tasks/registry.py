@@ -3,20 +3,35 @@
 Built-in tasks register themselves when ``client.tasks`` is imported; a plugin registers its own
 class with the :func:`register_task` decorator. Registering a second, different class under a name
 already taken is an error (re-applying the decorator to the very same class is a no-op).
+:func:`registered_tasks` describes each (``corolla tasks`` prints them).
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
+from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
 from client.tasks.base import ModelKind, Task
+from contract.config import registered_sections
 
 TaskT = TypeVar("TaskT", bound=type[Task])
 
 _REGISTRY: dict[str, type[Task]] = {}
 _LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What ``corolla tasks`` shows of one registered task."""
+
+    name: str
+    summary: str
+    model_kind: ModelKind
+    main_metric: str
+    section: str | None  # the head of its config keys (``guideq`` for ``guideq.*``), or None
+    cls: type[Task]
 
 
 def register_task(cls: TaskT) -> TaskT:
@@ -38,6 +53,11 @@ def register_task(cls: TaskT) -> TaskT:
         raise TypeError(f"{cls.__qualname__}.model_kind must be one of {', '.join(map(repr, get_args(ModelKind)))}")
     if inspect.isabstract(cls):
         raise TypeError(f"{cls.__qualname__} is abstract: {sorted(cls.__abstractmethods__)}")
+    if cls.config_section is not None and _section_name(cls) is None:
+        raise TypeError(
+            f"{cls.__qualname__}.config_section = {cls.config_section.__qualname__} is not a registered config "
+            "section; call contract.config.register_section(<name>, <model>, owner=...) in the task's config module"
+        )
     with _LOCK:
         existing = _REGISTRY.get(name)
         if existing is not None and existing is not cls:
@@ -48,6 +68,28 @@ def register_task(cls: TaskT) -> TaskT:
             )
         _REGISTRY[name] = cls
     return cls
+
+
+def registered_tasks() -> tuple[TaskInfo, ...]:
+    """Every registered task, described (summary: ``summary`` or the docstring's first paragraph), by name."""
+    with _LOCK:
+        classes = [_REGISTRY[name] for name in sorted(_REGISTRY)]
+    return tuple(
+        TaskInfo(cls.name, _summary(cls), cls.model_kind, cls.main_metric, _section_name(cls), cls) for cls in classes
+    )
+
+
+def _summary(cls: type[Task]) -> str:
+    if cls.summary:
+        return cls.summary
+    doc = inspect.getdoc(cls) if vars(cls).get("__doc__") else ""
+    return " ".join((doc or "").split("\n\n")[0].split())  # the first paragraph, on one line
+
+
+def _section_name(cls: type[Task]) -> str | None:
+    if cls.config_section is None:
+        return None
+    return next((info.name for info in registered_sections() if info.model is cls.config_section), None)
 
 
 def task_names() -> tuple[str, ...]:

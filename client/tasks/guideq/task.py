@@ -62,6 +62,8 @@ class GuidedClassification(Task):
     model_kind: ClassVar[ModelKind] = "sequence-classification"
     label_column: ClassVar[str | None] = "label"
     main_metric: ClassVar[str] = "accuracy"
+    config_section = GuideqConfig
+    summary = "GUIDEQ (arXiv 2411.05991): classification, keyword lexica from occlusion, guided questions"
 
     def __init__(self, *, seed: int, max_length: int, settings: GuideqConfig | None = None) -> None:
         super().__init__(seed=seed, max_length=max_length)

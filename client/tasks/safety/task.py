@@ -52,6 +52,7 @@ class SafetySubspaces:
     Put it before the wrapped task in the bases: ``class X(SafetySubspaces, SomeTask)``.
     """
 
+    config_section = SafetyConfig
     _reference: Reference | None = None
     _sent: dict[str, np.ndarray] | None = None
     _refactor_loss: float | None = None

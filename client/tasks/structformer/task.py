@@ -64,6 +64,7 @@ class StructureMLM(Task):
     model_kind: ClassVar[ModelKind] = "masked-lm"
     label_column: ClassVar[str | None] = None
     main_metric: ClassVar[str] = "masked_accuracy"
+    config_section = StructFormerConfig
 
     def __init__(self, *, seed: int, max_length: int, settings: StructFormerConfig | None = None) -> None:
         super().__init__(seed=seed, max_length=max_length)

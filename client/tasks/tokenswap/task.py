@@ -46,6 +46,7 @@ class Memorization(Task):
     model_kind: ClassVar[ModelKind] = "causal-lm"
     label_column: ClassVar[str | None] = None  # IID partitions only
     main_metric: ClassVar[str] = "token_accuracy"
+    config_section = TokenSwapConfig
 
     def __init__(self, *, seed: int, max_length: int) -> None:
         super().__init__(seed=seed, max_length=max_length)

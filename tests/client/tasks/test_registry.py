@@ -70,3 +70,35 @@ def test_register_rejects_invalid(isolated_registry):
     with pytest.raises(TypeError, match="abstract"):
         register_task(Abstract)
     assert "abstract-task" not in task_names()
+
+
+def test_registered_tasks_describe_each_task_from_its_registration(isolated_registry):
+    from client.tasks.guideq.config import GuideqConfig
+    from client.tasks.registry import registered_tasks
+    from contract.config import Section
+
+    infos = {info.name: info for info in registered_tasks()}
+    assert tuple(infos) == task_names()
+    assert infos["topics"].summary == "Five-way news topic classification (sports, business, science, politics, health)."
+    assert (infos["topics"].model_kind, infos["topics"].main_metric, infos["topics"].section) == (
+        "sequence-classification", "accuracy", None)
+    assert infos["guideq"].section == "guideq" and infos["guideq"].cls.config_section is GuideqConfig
+    assert infos["guideq"].summary == get_task_class("guideq").summary  # a `summary` wins over the docstring
+
+    documented = _dummy_class("documented-task")
+    documented.__doc__ = """A task whose first paragraph
+    spans two lines.
+
+    Details nobody lists."""
+    register_task(documented)
+    assert {i.name: i for i in registered_tasks()}["documented-task"].summary == (
+        "A task whose first paragraph spans two lines.")
+
+    class Unregistered(Section):
+        size: int = 1
+
+    orphan = _dummy_class("orphan-task")
+    orphan.config_section = Unregistered
+    with pytest.raises(TypeError, match="config_section = .*Unregistered is not a registered config section"):
+        register_task(orphan)
+    assert "orphan-task" not in task_names()
