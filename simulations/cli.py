@@ -4,12 +4,15 @@ Subcommands live in one table (``COMMANDS``) so that a test can check each is wi
 
     corolla run        run a federated simulation through `flwr run` (Ray engine), checked
     corolla config     list every run-config key with its default and meaning, or validate overrides
-    corolla strategies list the registered aggregation strategies
-    corolla tasks      list the registered client tasks
-    corolla comm       analytic communication of each strategy for a real model (meta device)
+    corolla strategies table of the registered aggregation strategies
+    corolla tasks      table of the registered client tasks
+    corolla adapters   table of the registered adapter kinds
+    corolla comm       analytic communication per round and per run of each strategy, for a real model
     corolla compare    several strategies on one set-up, then the communication-vs-accuracy report
     corolla report     re-render that report from existing run folders
-    corolla comm       analytic communication per round and per run of each strategy, for a real model
+
+The run config is the one the ServerApp validates: the core keys plus every section the task
+plugins and strategies register when imported (:func:`load_extensions`).
 """
 
 from __future__ import annotations
@@ -23,9 +26,16 @@ from pathlib import Path
 from contract import ConfigError, RunConfig
 
 
+def load_extensions() -> None:
+    """Import what registers config sections, tasks and strategies, as the ServerApp does."""
+    import client.tasks  # noqa: F401  (the task plugins and their sections)
+    import strategies  # noqa: F401  (the strategies and their sections)
+
+
 def _run(args: argparse.Namespace) -> int:
     from simulations.launch import find_app_dir, launch, resolve_config
 
+    load_extensions()
     app_dir = find_app_dir(Path(args.app) if args.app else None)
     try:
         config, overrides = resolve_config(app_dir, args.run_config)
@@ -54,19 +64,19 @@ def _run(args: argparse.Namespace) -> int:
 def _unknown_names(config: RunConfig) -> str:
     """Registered names are only known at run time: check them here, before Flower starts."""
     from client.tasks import task_names
-    from strategies import strategy_names
+    from strategies.registry import strategy_config_problems
 
-    problems = []
-    if config.strategy.name not in strategy_names():
-        problems.append(f"`strategy.name` = {config.strategy.name!r} is not registered; choose one of {', '.join(strategy_names())}")
+    problems = strategy_config_problems(config)  # a registered strategy, and an adapter kind it takes
     if config.task.name not in task_names():
         problems.append(f"`task.name` = {config.task.name!r} is not registered; choose one of {', '.join(task_names())}")
     return "\n".join(problems)
 
 
 def _config(args: argparse.Namespace) -> int:
+    from contract.config import default_run_config, describe_key
     from simulations.launch import find_app_dir, resolve_config
 
+    load_extensions()
     if args.run_config:
         try:
             config, _ = resolve_config(find_app_dir(Path(args.app) if args.app else None), args.run_config)
@@ -75,32 +85,23 @@ def _config(args: argparse.Namespace) -> int:
             return 2
         print("valid:", config.to_flat())
         return 0
-    for key, value in RunConfig().to_flat().items():
-        print(f"{key:26s} {value!r:14s} {_describe(key)}")
+    for key, value in default_run_config().to_flat().items():
+        print(f"{key:26s} {value!r:14s} {describe_key(key)}")
     return 0
 
 
-def _describe(key: str) -> str:
-    model = RunConfig
-    field = None
-    for part in key.split("."):
-        field = model.model_fields[part.replace("-", "_")]
-        if hasattr(field.default, "model_fields"):
-            model = type(field.default)
-    return (field.description or "") if field else ""
+def _listing(command: str) -> int:
+    """Print the table of one registry (``corolla strategies`` / ``tasks`` / ``adapters``)."""
+    from simulations import listings
 
-
-def _strategies(_: argparse.Namespace) -> int:
-    from strategies import strategy_names
-
-    print("\n".join(strategy_names()))
-    return 0
-
-
-def _tasks(_: argparse.Namespace) -> int:
-    from client.tasks import task_names
-
-    print("\n".join(task_names()))
+    build = {"strategies": listings.strategies_listing, "tasks": listings.tasks_listing,
+             "adapters": listings.adapters_listing}[command]
+    try:
+        listing = build()
+    except ImportError as exc:  # a registry this checkout lacks, or a plugin that fails to import
+        print(f"corolla {command}: cannot read the registrations ({exc})", file=sys.stderr)
+        return 1
+    listings.render(listing)
     return 0
 
 
@@ -181,8 +182,9 @@ def _names(value: str) -> list[str]:
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "run": (_run, "run a federated simulation (flwr run on Flower's Ray engine)"),
     "config": (_config, "list run-config keys, or validate --run-config overrides"),
-    "strategies": (_strategies, "list aggregation strategies"),
-    "tasks": (_tasks, "list client tasks"),
+    "strategies": (lambda _: _listing("strategies"), "table of the aggregation strategies (exact or not, adapter kinds, keys)"),
+    "tasks": (lambda _: _listing("tasks"), "table of the client tasks (model kind, main metric, keys)"),
+    "adapters": (lambda _: _listing("adapters"), "table of the adapter kinds (what trains, what is frozen, which strategies)"),
     "comm": (_comm, "analytic communication per round and per run of each strategy, for a real model"),
     "compare": (_compare, "run several strategies on the same set-up and write the communication-vs-accuracy report"),
     "report": (_report, "re-render the report from existing run folders (no training)"),

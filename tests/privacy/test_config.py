@@ -48,6 +48,27 @@ def test_errors_name_the_key_as_the_user_writes_it(values: dict, message: str) -
         DPConfig.from_values(values)
 
 
+def test_the_section_and_its_noise_rule_are_defined_once_in_the_contract() -> None:
+    from contract import ConfigError, parse_run_config
+    from contract.config import PrivacyConfig
+
+    assert issubclass(DPConfig, PrivacyConfig)
+    assert set(DPConfig.model_fields) == set(PrivacyConfig.model_fields)  # the same keys, no more
+    assert "_exactly_one_noise_source" not in vars(DPConfig)  # the rule is inherited, not restated
+    for values in ({"privacy.enabled": True},
+                   {"privacy.enabled": True, "privacy.noise-multiplier": 1.0, "privacy.target-epsilon": 3.0}):
+        with pytest.raises(DPConfigError) as client_side:
+            DPConfig.from_values(values)
+        with pytest.raises(ConfigError) as server_side:
+            parse_run_config(values)
+        rule = str(client_side.value).split("\n  - ")[1]
+        assert rule.rstrip(".") in str(server_side.value)  # one message, whichever side checks
+    # what differs is only the spelling of "unset": None here, so σ = 0 is a given (clipping-only) value
+    assert DPConfig(enabled=True, noise_multiplier=0.0).noise_multiplier == 0.0
+    with pytest.raises(ConfigError, match="needs `privacy.noise-multiplier`"):
+        parse_run_config({"privacy.enabled": True, "privacy.noise-multiplier": 0.0})
+
+
 @pytest.mark.parametrize("n", [1, 7, 100, 5_000, 10**6])
 def test_the_default_delta_is_below_one_over_n(n: int) -> None:
     delta = DPConfig(enabled=True, noise_multiplier=1.0).delta_for(n)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations import cli
+from simulations import cli, listings
 from simulations.launch import find_app_dir, flower_env, resolve_config, toml_overrides
 
 
@@ -69,3 +69,68 @@ def test_a_named_connection_is_looked_up_in_the_users_flower_home() -> None:
     assert "FLWR_HOME" not in flower_env({"HOME": "/home/u"}, managed=False)
     assert flower_env({"HOME": "/home/u", "FLWR_HOME": "/srv/f"}, managed=False)["FLWR_HOME"] == "/srv/f"
     assert flower_env({"HOME": "/home/u"}, managed=False)["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1"
+
+
+def test_strategies_prints_a_table_of_the_registrations(capsys: pytest.CaptureFixture[str]) -> None:
+    from strategies import registered_strategies
+
+    listing = listings.strategies_listing()
+    assert [row[0] for row in listing.rows] == [info.name for info in registered_strategies()]
+    for info in registered_strategies():
+        row = listing.row(info.name)
+        assert row["description"] == info.summary.replace("``", "`")
+        assert row["exact"] == ("yes" if info.exact else "no")
+        assert row["adapter kinds (auto: first)"] == ", ".join(info.adapter_kinds)
+    assert listing.row("fedsb")["exact"] == "yes" and listing.row("fedit")["exact"] == "no"
+    assert listing.row("fedsb")["adapter kinds (auto: first)"] == "lora-sb"
+    _printed(capsys, "strategies", listing)
+
+
+def test_tasks_prints_a_table_with_each_tasks_config_section(capsys: pytest.CaptureFixture[str]) -> None:
+    from client.tasks.registry import registered_tasks
+
+    listing = listings.tasks_listing()
+    assert [row[0] for row in listing.rows] == [info.name for info in registered_tasks()]
+    guideq = listing.row("guideq")
+    assert (guideq["model kind"], guideq["main metric"], guideq["config section"]) == (
+        "sequence-classification", "accuracy", "guideq.*")
+    assert listing.row("memorization")["config section"] == "tokenswap.*"
+    assert listing.row("safety-arithmetic")["config section"] == "safety.*"
+    assert listing.row("topics")["config section"] == "-"
+    assert listing.row("topics")["description"].startswith("Five-way news topic classification")
+    _printed(capsys, "tasks", listing)
+
+
+def test_adapters_prints_a_table_with_the_strategies_that_take_each_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    from adapters.kind_registry import registered_kinds
+
+    listing = listings.adapters_listing()
+    assert [row[0] for row in listing.rows] == [kind.name for kind in registered_kinds()]
+    assert {"lora", "ffa", "lora-sb", "abba"} <= {row[0] for row in listing.rows}
+    assert listing.row("lora-sb")["strategies"] == "fedsb (auto)"
+    assert listing.row("lora-sb")["frozen (sent once)"] == "lora_A, lora_B"
+    assert "fedit (auto)" in listing.row("lora")["strategies"] and "fedit" in listing.row("abba")["strategies"]
+    assert "(auto)" not in listing.row("abba")["strategies"]
+    _printed(capsys, "adapters", listing)
+
+
+def test_a_registry_that_cannot_be_read_fails_clearly(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing() -> listings.Listing:
+        raise ImportError("cannot import name 'registered_tasks' from 'client.tasks.registry'")
+
+    monkeypatch.setattr(listings, "tasks_listing", missing)
+    assert cli.main(["tasks"]) == 1
+    err = capsys.readouterr().err
+    assert "corolla tasks: cannot read the registrations" in err and "registered_tasks" in err
+    assert cli.main(["strategies"]) == 0  # the other registries still list
+
+
+def _printed(capsys: pytest.CaptureFixture[str], command: str, listing: listings.Listing) -> None:
+    assert cli.main([command]) == 0
+    out = capsys.readouterr().out
+    assert listing.title in out and all(column in out for column in listing.columns)
+    for row in listing.rows:
+        line = next(line for line in out.splitlines() if f"│ {row[0]} " in line)
+        assert all(cell in line for cell in row[1:] if len(cell) < 40), (row, line)  # short cells are not folded

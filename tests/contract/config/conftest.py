@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+import client.tasks  # noqa: F401  (registered before any scratch copy, so a restore never drops them)
+import strategies  # noqa: F401
 from contract.config import registry
 
 

@@ -161,3 +161,14 @@ def test_a_config_parsed_before_the_section_registered_says_so() -> None:
     with pytest.raises(LookupError, match="EchoConfig is not a section of this run config; register it"):
         early.section(EchoConfig)
     assert parse_run_config({}).section(EchoConfig).repeats == 2
+
+
+def test_corolla_config_lists_a_registered_section_with_no_edit_elsewhere(capsys: pytest.CaptureFixture[str]) -> None:
+    from simulations import cli
+
+    register_section("echo-task", EchoConfig, owner=__name__)
+    assert cli.main(["config"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "how often the echo task repeats a text" in lines["echo-task.repeats"]
+    assert lines["echo-task.voice"].split()[1] == "'low'"
+    assert "guideq.turns" in lines and "adapter.rank" in lines  # the plugins' and the core keys too
