@@ -1,4 +1,4 @@
-"""Verbatim-memorisation metrics on token-id sequences (spec §2a "Memorization measurement", §2c).
+"""Verbatim-memorisation metrics on token-id sequences (``docs/tasks.md §4``).
 
 All metrics compare a generated continuation with the true suffix, token by token:
 
@@ -10,7 +10,7 @@ All metrics compare a generated continuation with the true suffix, token by toke
   normalised distance;
 - ``frac_em``: share of reference positions whose generated token is equal at the same index.
 
-The reduction factor is ``EM_plain / max(EM_swap, 1/N)`` (spec §2c): finite when TokenSwap stops
+The reduction factor is ``EM_plain / max(EM_swap, 1/N)`` (``docs/tasks.md §4``): finite when TokenSwap stops
 every extraction, and at most N.
 """
 
@@ -100,7 +100,7 @@ def mean_metrics(generated: Sequence[Sequence[int]], references: Sequence[Sequen
 
 
 def reduction_factor(em_plain: float, em_swap: float, n: int) -> float:
-    """``EM_plain / max(EM_swap, 1/n)`` (spec §2c)."""
+    """``EM_plain / max(EM_swap, 1/n)`` (``docs/tasks.md §4``)."""
     if n < 1:
         raise ValueError(f"reduction factor needs n >= 1 pairs, got {n}")
     return em_plain / max(em_swap, 1.0 / n)
