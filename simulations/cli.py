@@ -135,6 +135,7 @@ def _compare(args: argparse.Namespace) -> int:
     from simulations.compare import CompareError, compare
     from strategies import strategy_names
 
+    load_extensions()
     # the FedIT baseline first: every ratio in the report is against it
     strategies = _names(args.strategies) if args.strategies else sorted(strategy_names(), key=lambda n: (n != "fedit", n))
     unknown = [s for s in strategies if s not in strategy_names()]

@@ -134,3 +134,15 @@ def _printed(capsys: pytest.CaptureFixture[str], command: str, listing: listings
     for row in listing.rows:
         line = next(line for line in out.splitlines() if f"│ {row[0]} " in line)
         assert all(cell in line for cell in row[1:] if len(cell) < 40), (row, line)  # short cells are not folded
+
+
+def test_a_fresh_cli_process_knows_the_plugin_and_strategy_sections() -> None:
+    # in a new process nothing has imported the task plugins yet: `corolla config` must load them
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", "simulations.cli", "config", "-c", "guideq.turns=2 safety.rhos='0.5'"],
+                            capture_output=True, text=True, timeout=300, cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'guideq.turns': 2" in result.stdout and "'safety.rhos': '0.5'" in result.stdout
