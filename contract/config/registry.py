@@ -72,8 +72,8 @@ def register_section(name: str, model: SectionT, *, owner: str) -> SectionT:
     Raises
     ------
     TypeError
-        ``model`` is not a :class:`Section` subclass, a field has no default or a default Flower's
-        run config cannot hold, or ``owner`` is empty.
+        ``model`` is not a :class:`Section` subclass, a field has no default, no description or a
+        default Flower's run config cannot hold, or ``owner`` is empty.
     ValueError
         ``name`` is not kebab-case, is a core section or top-level key, or is taken by another model
         (or ``model`` is already registered under another name).
@@ -145,6 +145,12 @@ def _check_model(name: str, model: object, owner: str) -> None:
         raise TypeError(
             f"config section `{name}` ({_qualname(model)}, from {owner}): every key needs a default "
             f"(pyproject.toml lists each with it); add one to {', '.join(missing)}"
+        )
+    undocumented = [kebab(field) for field, info in model.model_fields.items() if not info.description]
+    if undocumented:
+        raise TypeError(
+            f"config section `{name}` ({_qualname(model)}, from {owner}): every key needs a "
+            f"Field(description=...) (`corolla config` and the error messages show it); add one to {', '.join(undocumented)}"
         )
     try:
         defaults = model().model_dump(by_alias=True)

@@ -117,10 +117,13 @@ def test_bad_models_fail_at_registration() -> None:
         size: int = Field(description="no default")
 
     class Nested(Section):
-        inner: AdapterConfig = AdapterConfig()
+        inner: AdapterConfig = Field(AdapterConfig(), description="a whole section inside a section")
 
     class BadDefault(Section):
         size: int = Field(0, ge=1, validate_default=True, description="default out of range")
+
+    class Undocumented(Section):
+        size: int = 1
 
     with pytest.raises(TypeError, match="must be a contract.config.Section subclass"):
         register_section("plain", Plain, owner=__name__)  # type: ignore[type-var]
@@ -130,9 +133,11 @@ def test_bad_models_fail_at_registration() -> None:
         register_section("nested", Nested, owner=__name__)
     with pytest.raises(TypeError, match="its defaults are invalid"):
         register_section("bad-default", BadDefault, owner=__name__)
+    with pytest.raises(TypeError, match=r"every key needs a Field\(description=...\) .* add one to size"):
+        register_section("undocumented", Undocumented, owner=__name__)
     with pytest.raises(TypeError, match="`owner` must name the registering extension"):
         register_section("echo-task", EchoConfig, owner="")
-    assert {"plain", "no-default", "nested", "bad-default", "echo-task"}.isdisjoint(info.name for info in registered_sections())
+    assert {"plain", "no-default", "nested", "bad-default", "undocumented", "echo-task"}.isdisjoint(info.name for info in registered_sections())
 
 
 def test_core_sections_are_the_platforms() -> None:
