@@ -27,7 +27,7 @@ INSTALL_HINT = 'pip install -e ".[reasoning]"'
 
 def _import_reasoning_gym() -> Any:
     try:
-        import reasoning_gym
+        import reasoning_gym  # type: ignore[import-untyped]  # the package ships no type information
     except ImportError as exc:
         raise ImportError(
             f"`instruct.source` = reasoning-gym:... needs the PyPI package reasoning-gym: {INSTALL_HINT} "
@@ -93,7 +93,7 @@ class ReasoningGym:
 @lru_cache(maxsize=None)
 def scorer(name: str) -> Callable[[str, dict[str, Any]], float]:
     """Generator ``name``'s own ``score_answer(answer, entry) -> [0, 1]``."""
-    return _import_reasoning_gym().get_score_answer_fn(name)  # type: ignore[no-any-return]
+    return _import_reasoning_gym().get_score_answer_fn(name)
 
 
 def score(name: str, answer: str, entry_json: str) -> float:

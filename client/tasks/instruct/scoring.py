@@ -46,7 +46,7 @@ def normalise(text: str) -> str:
 @lru_cache(maxsize=1)
 def _rouge() -> Any:
     try:
-        from rouge_score import rouge_scorer
+        from rouge_score import rouge_scorer  # type: ignore[import-untyped]  # the package ships no type information
     except ImportError as exc:
         raise ImportError(f"task `instruct` scores generations with ROUGE-L from rouge-score: {INSTALL_HINT} "
                           "(or pip install rouge-score)") from exc

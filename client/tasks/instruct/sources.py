@@ -91,7 +91,7 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _read_parquet(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    import pyarrow.parquet as pq  # a dependency of `datasets`
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]  # a dependency of `datasets`, untyped
 
     return list(enumerate(pq.read_table(path).to_pylist(), 1))
 

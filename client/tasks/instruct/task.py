@@ -15,7 +15,7 @@ reports ``dropped`` (test rows) and ``train_dropped`` (pool rows, counted once p
 from __future__ import annotations
 
 from logging import WARNING
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from datasets import DatasetDict
@@ -52,7 +52,7 @@ class InstructionTuning(Task):
     label_column: ClassVar[str | None] = "label"
     main_metric: ClassVar[str] = "score"
     # LoRA on the attention and MLP projections (adapters.models.auto_target_modules)
-    adapter_targets: ClassVar[str] = "attention-mlp"
+    adapter_targets: ClassVar[Literal["attention", "attention-mlp"]] = "attention-mlp"
 
     def __init__(self, *, seed: int, max_length: int, settings: InstructConfig | None = None) -> None:
         super().__init__(seed=seed, max_length=max_length)

@@ -18,11 +18,11 @@ from tests.strategies.fake_grid import FakeGrid
 
 
 def write_folder(root: Path) -> Path:
-    """Two sources: copy a word (``echo``) and say its length (``count``), 60 rows each."""
+    """Two sources: copy a word (``echo``) and say its length (``count``), 40 rows each."""
     rng = random.Random(0)
     folder = root / "data"
     folder.mkdir()
-    words = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(2, 6))) for _ in range(60)]
+    words = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(2, 6))) for _ in range(40)]
     (folder / "echo.jsonl").write_text("".join(
         json.dumps({"instruction": "Repeat the word.", "input": w, "output": w}) + "\n" for w in words))
     (folder / "count.jsonl").write_text("".join(
@@ -37,17 +37,16 @@ def base_run(root: Path) -> dict:
         "task.name": "instruct",
         "task.max-length": 96,
         "num-server-rounds": 2,
-        "train.local-steps": 6,
-        "train.lr": 0.01,
+        "train.local-steps": 4,
+        "train.lr": 0.005,
         "train.batch-size": 8,
         "adapter.rank": 4,
-        "data.partitioner": "dirichlet",
-        "data.alpha": 1.0,
+        "data.partitioner": "iid",
         "eval.batch-size": 16,
         "instruct.source": str(write_folder(root)),
         "instruct.format": "auto",
-        "instruct.max-new-tokens": 4,
-        "instruct.generate-examples": 8,
+        "instruct.max-new-tokens": 3,
+        "instruct.generate-examples": 6,
         "instruct.samples": 3,
         "run-name": "instruct",
         "output-dir": str(root / "runs"),
@@ -96,8 +95,9 @@ def test_lora_adapts_attention_and_mlp_projections(federated) -> None:
 
 
 def test_a_dp_run_on_instruct_spends_finite_epsilon_and_stays_finite(tmp_path: Path) -> None:
-    values = {**base_run(tmp_path), "num-server-rounds": 1, "train.local-steps": 3, "privacy.enabled": True,
-              "privacy.noise-multiplier": 0.8, "instruct.generate-examples": 4, "run-name": "instruct-dp"}
+    values = {**base_run(tmp_path), "num-server-rounds": 1, "train.local-steps": 2, "privacy.enabled": True,
+              "privacy.noise-multiplier": 0.8, "instruct.generate-examples": 2, "eval.max-examples": 4,
+              "run-name": "instruct-dp"}
     grid = FakeGrid(client_app, 2, run_config=values)
     folder = run(grid, parse_run_config(values))
     rows = read_rounds(Path(folder.path) / "rounds.jsonl")
