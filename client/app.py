@@ -18,6 +18,7 @@ from adapters.payload import extract, load
 from client.base_sync import sync_base
 from client.faults import InjectedFailure, draw_fault, malform
 from client.frozen_sync import CONFIRMED, sync_frozen
+from client.secagg import register_secagg
 from client.training import PrivateRound, local_train
 from client.tasks.base import AdapterUpdate
 from client.worker import Worker, get_worker
@@ -175,3 +176,6 @@ def gradient_estimate(msg: Message, context: Context) -> Message:
         }
     )
     return Message(content=reply, reply_to=msg)
+
+
+register_secagg(app, train)  # SecAgg+ stages (`query.secagg_*`, `train.secagg_collect`); collect trains with `train`

@@ -31,6 +31,7 @@ from server.privacy_statement import privacy_statement
 from server.progress import ProgressGrid
 from server.recorder import RoundRecorder
 from server.round_driver import RoundDriver
+from server.secagg import secure_strategy
 from server.run_folder import RunFolder
 from strategies import build_strategy
 from contract import RunConfig, parse_run_config
@@ -75,6 +76,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
         min_available_nodes=config.min_train_nodes,
         seed=config.seed,
     )
+    strategy = secure_strategy(strategy, config, task=task, ledger=ledger)  # secagg.*: only sums reach it
     if resumed is not None:
         strategy.restore_state(resumed.strategy_arrays, resumed.strategy_meta)
         folder = RunFolder.reopen(Path(config.resume_from), config, resumed.rows)

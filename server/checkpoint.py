@@ -28,11 +28,13 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from contract.secagg import PHASES as SECAGG_PHASES
+from contract.secagg import STAGES as SECAGG_STAGES
 from server.metering import LedgerRow
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 _DIRECTIONS = ("down", "up")
-_PHASES = ("train", "evaluate", "setup")
+_PHASES = ("train", "evaluate", "setup", *(SECAGG_PHASES[stage] for stage in SECAGG_STAGES))  # append only: indexes are stored
 
 
 class CheckpointError(ValueError):
