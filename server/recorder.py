@@ -7,6 +7,7 @@ sees the round's metered bytes and aggregated train metrics, and adds central ev
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any, TextIO
@@ -81,6 +82,10 @@ class RoundRecorder:
             metrics = self.evaluator(arrays)
             row.update({f"eval_{name}": value for name, value in metrics.values.items()})
             result = MetricRecord({f"eval_{name}": float(value) for name, value in metrics.values.items()})
+            if metrics.samples:  # e.g. a few generations: samples/round-<N>.jsonl
+                path = self.folder.path / "samples" / f"round-{server_round:03d}.jsonl"
+                path.parent.mkdir(exist_ok=True)
+                path.write_text("".join(json.dumps(sample, sort_keys=True) + "\n" for sample in metrics.samples))
         now = time.perf_counter()
         row["wall_s"] = round(now - self._last, 3)
         self._last = now

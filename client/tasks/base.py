@@ -42,10 +42,14 @@ ModelKind = Literal["sequence-classification", "causal-lm", "masked-lm"]
 
 @dataclass(frozen=True)
 class TaskMetrics:
-    """Metrics of one evaluation pass, keyed ``name -> value``, over ``num_examples`` examples."""
+    """Metrics of one evaluation pass, keyed ``name -> value``, over ``num_examples`` examples.
+
+    ``samples``: optional JSON-able records of what the model produced (e.g. a few generations);
+    central evaluation writes them to ``samples/round-<N>.jsonl`` in the run folder."""
 
     values: dict[str, float]
     num_examples: int
+    samples: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,8 @@ class Task(ABC):
         Column that Dirichlet / pathological partitioners split by; ``None`` means only IID works.
     main_metric : str
         The metric reports and the compare pipeline rank strategies by (e.g. ``"accuracy"``).
+    adapter_targets : {"attention", "attention-mlp"}
+        What ``adapter.target-modules = auto`` adapts (``adapters.models.auto_target_modules``).
     config_section : type[Section] or None
         The task's own keys, registered with :func:`contract.config.register_section` in its
         ``config.py``; :meth:`configure` reads them with ``config.section(...)``. ``None``: core keys only.
@@ -110,6 +116,9 @@ class Task(ABC):
     model_kind: ClassVar[ModelKind]
     label_column: ClassVar[str | None] = "label"
     main_metric: ClassVar[str] = "accuracy"
+    # what `adapter.target-modules = auto` adapts: "attention" or "attention-mlp"
+    # (adapters.models.auto_target_modules)
+    adapter_targets: ClassVar[Literal["attention", "attention-mlp"]] = "attention"
     config_section: ClassVar[type[Section] | None] = None
     summary: ClassVar[str] = ""
 

@@ -53,6 +53,8 @@ class InstructionTuning(Task):
     main_metric: ClassVar[str] = "score"
     # LoRA on the attention and MLP projections (adapters.models.auto_target_modules)
     adapter_targets: ClassVar[Literal["attention", "attention-mlp"]] = "attention-mlp"
+    config_section = InstructConfig
+    summary = "instruction tuning of a causal LM (files, HF datasets, reasoning-gym); response-only loss, generation score"
 
     def __init__(self, *, seed: int, max_length: int, settings: InstructConfig | None = None) -> None:
         super().__init__(seed=seed, max_length=max_length)
