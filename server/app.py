@@ -31,7 +31,7 @@ from server.privacy_statement import privacy_statement
 from server.progress import ProgressGrid
 from server.recorder import RoundRecorder
 from server.round_driver import RoundDriver
-from server.secagg import secure_strategy
+from server.secagg import secagg_summary, secure_strategy
 from server.run_folder import RunFolder
 from strategies import build_strategy
 from contract import RunConfig, parse_run_config
@@ -160,6 +160,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
             "dropped": sum(int(r.get("dropped", 0)) for r in recorder.rows),
             "timed_out": sum(int(r.get("timed_out", 0)) for r in recorder.rows),
             **({"resumed_after_round": resumed.server_round} if resumed else {}),
+            **secagg_summary(config, recorder.rows),
             **({"privacy": {**privacy, "epsilon": max((r["epsilon"] for r in recorder.rows if "epsilon" in r), default=None)}}
                if privacy else {}),
             "wall_s": round(time.perf_counter() - started, 2),

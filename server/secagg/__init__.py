@@ -29,10 +29,10 @@ checks against a malicious server), clients may drop out or send garbage at any 
 
 from server.secagg.driver import SecAggDriver
 from server.secagg.outcome import Dropout, RoundDropped, SecAggOutcome, SecAggSum
-from server.secagg.setup import check_secagg, secure_strategy
+from server.secagg.setup import check_secagg, secagg_summary, secure_strategy
 from server.secagg.strategy import SecAggStrategy
 
 __all__ = [
     "Dropout", "RoundDropped", "SecAggDriver", "SecAggOutcome", "SecAggStrategy", "SecAggSum", "check_secagg",
-    "secure_strategy",
+    "secagg_summary", "secure_strategy",
 ]

@@ -1,14 +1,15 @@
-"""Turning SecAgg on for a run: refuse what it cannot protect, then wrap the strategy."""
+"""Turning SecAgg on for a run: refuse what it cannot protect, wrap the strategy, summarise."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from contract import RunConfig
-from contract.secagg import SecAggConfig
+from contract import NUM_EXAMPLES, PARTITION_ID, RunConfig
+from contract.secagg import MASKED_METRICS, PUBLIC_METRICS, SecAggConfig
 from server.metering import ByteLedger
 from server.secagg.driver import SecAggDriver
-from server.secagg.strategy import SecAggStrategy
+from server.secagg.strategy import ROUND_DROPPED, SecAggStrategy
 from strategies.protocol import CorollaStrategy
 from strategies.registry import registered_strategies, strategy_info
 
@@ -51,3 +52,22 @@ def secure_strategy(strategy: CorollaStrategy, config: RunConfig, *, task: Task,
         return strategy
     driver = SecAggDriver(section, ledger, weighted=config.strategy.weighted, timeout=config.round_timeout or None)
     return SecAggStrategy(strategy, driver)
+
+
+def secagg_summary(config: RunConfig, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The ``secagg`` block of ``summary.json`` (empty when SecAgg is off): its parameters, the
+    per-entry error bound of the aggregate, what was masked, sent in plaintext or not sent, and how
+    many rounds could not be decoded."""
+    section = config.section(SecAggConfig)
+    if not section.enabled:
+        return {}
+    return {
+        "secagg": {
+            **section.model_dump(by_alias=True, exclude={"enabled"}),
+            "mean_error_bound": 2 * section.clip_range / (2**section.quantization_bits - 1),
+            "masked": ["update (payload - global)", NUM_EXAMPLES, *MASKED_METRICS],
+            "plaintext": list(PUBLIC_METRICS),
+            "not_sent": [PARTITION_ID, "plugin reports"],
+            "rounds_dropped": sum(int(row.get(ROUND_DROPPED, 0)) for row in rows),
+        }
+    }

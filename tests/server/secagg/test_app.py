@@ -70,6 +70,8 @@ def test_secagg_run_matches_the_plain_run_within_the_bound(tmp_path: Path, strat
     assert ("train", "up") not in phases and phases[("train", "down")] == _phases(plain)[("train", "down")]
     summary = json.loads((secure / "summary.json").read_text())
     assert summary["bytes_up"] == sum(v for (phase, d), v in phases.items() if d == "up")
+    assert summary["secagg"]["masked"][1:] == ["num-examples", "train_loss"] and summary["secagg"]["rounds_dropped"] == 0
+    assert "secagg" not in json.loads((plain / "summary.json").read_text())
 
 
 def test_a_client_failing_after_masking_is_dropped_and_the_run_completes(tmp_path: Path) -> None:

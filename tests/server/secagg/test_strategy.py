@@ -12,7 +12,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from contract import ARRAYS, CLIENTS, DROPPED, FROZEN_FACTORS, NUM_EXAMPLES, TRAIN_LOSS, parse_run_config
 from contract import secagg as wire
 from contract.secagg import SecAggConfig
-from server.secagg import SecAggDriver, SecAggStrategy, check_secagg
+from server.secagg import SecAggDriver, SecAggStrategy, check_secagg, secagg_summary
 from server.secagg.strategy import ROUND_DROPPED
 from strategies.fedit import FedIT
 from strategies.fedsb import FedSB
@@ -119,3 +119,12 @@ def test_linear_strategies_are_accepted_and_plugin_reports_refused(name: str) ->
     with pytest.raises(ValueError, match="plugin reports"):
         check_secagg(config, _Task({"merge_reports"}))  # type: ignore[arg-type]
     check_secagg(parse_run_config({"strategy.name": "fedex"}), _Task({"merge_reports"}))  # type: ignore[arg-type]
+
+
+def test_the_summary_says_what_was_masked_sent_in_plaintext_or_not_sent() -> None:
+    assert secagg_summary(parse_run_config({}), []) == {}
+    block = secagg_summary(parse_run_config({"secagg.enabled": True, "secagg.quantization-bits": 10}),
+                           [{ROUND_DROPPED: 1}, {"clients": 3}])["secagg"]
+    assert block["mean_error_bound"] == 2 * 1.0 / 1023 and block["rounds_dropped"] == 1
+    assert set(block["plaintext"]) == set(wire.PUBLIC_METRICS) and "num-examples" in block["masked"]
+    assert "partition-id" in block["not_sent"] and block["quantization-bits"] == 10
