@@ -1,64 +1,104 @@
-"""Server-side adapter set-up before round 1: LoRA-SB's B and A, and what a strategy must be told.
+"""Server-side adapter set-up before round 1, and what a strategy must be told about the adapter.
 
-Fed-SB needs B and A from a gradient estimate (``docs/algorithms.md §8.2``, ``§9.2``). Here the server
-estimates it on a calibration sample of ``adapter.init-examples`` rows that it holds: with the
-built-in tasks, a seeded sample of the task's training pool, standing in for a server-held
-calibration split (``adapter.init = server``). With ``adapter.init = federated`` the server needs no
-data: every node uploads the summed raw gradient of its own examples once (``docs/algorithms.md §9.2``), the
-server sums them and takes the sign; that round's traffic is metered as set-up (round 0). Either
-way the factors are installed before the initial payload is extracted, so round 1 starts from R0,
-not from R = 0 (``docs/algorithms.md §8.1``: R = 0 would be LoRA-XS). The gradient upload is not privatised: with
-DP on, the run must say so (issue 4).
+The adapter kind decides what its set-up is (``AdapterKind.server_init``; LoRA-SB: B and A from a
+gradient estimate, ``docs/algorithms.md §8.2``, ``§9.2``); this module gives it the two data sources
+a server has, without the kind importing the server:
+
+- **the server's calibration sample** (``adapter.init = server``): ``adapter.init-examples`` rows the
+  server holds; with the built-in tasks, a seeded sample of the task's training pool, standing in for
+  a server-held calibration split;
+- **the nodes' summed gradients** (``adapter.init = federated``): every node uploads the summed raw
+  gradient of its own examples once (``GRADIENT_ESTIMATE``), the server sums them; that traffic is
+  metered as set-up (round 0). The upload is not privatised: with DP on, the run says so
+  (``AdapterKind.privacy_gaps``, ``server.privacy_statement``).
+
+Either way the set-up runs before the initial payload is extracted, so round 1 starts from the
+kind's initial factors (LoRA-SB: R0, not R = 0, ``docs/algorithms.md §8.1``).
 """
 
 from __future__ import annotations
 
+import time
+from logging import WARNING
 from typing import Any
 
 import numpy as np
-
-from adapters.frozen import factors_hash, frozen_factors
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 
-from adapters.lora_sb import effective_lr, init_from_gradients, initialise_lora_sb, install_factors
+from adapters.adapter_kind import CalibrationSample, GradientSum, ServerSetup
+from adapters.frozen import factors_hash, frozen_factors
+from adapters.kind_registry import adapter_kind_of, get_adapter_kind, resolve_adapter_kind
 from adapters.payload import layout
 from client.tasks.base import Task
+from contract import (
+    ADAPTER_KIND, ARRAYS, CONFIG, GRADIENT_ESTIMATE, INIT_EXAMPLES, METRICS, NUM_EXAMPLES, ConfigError, RunConfig, message_bytes,
+)
 from server.metering import DOWN, SETUP, UP, ByteLedger
-from contract import ARRAYS, CONFIG, GRADIENT_ESTIMATE, INIT_EXAMPLES, METRICS, RunConfig, message_bytes
 from strategies.layout import layout_from_config
+from strategies.registry import strategy_info
+
+CALIBRATION_STREAM = 7  # the calibration sample's RNG stream, [seed, 7]: apart from every other use of `seed`
 
 
-def initialise_lora_sb_on_server(model: Any, task: Task, tokenizer: Any, datasets: Any, config: RunConfig) -> None:
-    """Estimate gradients on a calibration sample and install LoRA-SB's B, R0, A into ``model``."""
+def adapter_kind_problems(config: RunConfig) -> list[str]:
+    """What is wrong with ``strategy.name`` and ``adapter.name`` together, one line each (empty: nothing).
+
+    ``adapter.name`` must be a registered adapter kind (or ``auto``) that the strategy takes: one of its
+    declared kinds, or one of the same layout form (the strategy reads nothing else of the adapter).
+    """
+    try:
+        info = strategy_info(config.strategy.name)
+        resolve_adapter_kind(config.adapter.name, info.adapter_kinds, strategy=config.strategy.name)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def resolve_run_adapter_kind(config: RunConfig) -> str:
+    """The adapter kind the run uses (``adapter.name``, or the strategy's first with ``auto``); the ServerApp
+    sends it to every client under ``ADAPTER_KIND``.
+
+    Raises
+    ------
+    ConfigError
+        An unregistered strategy, an unregistered adapter kind (the message lists the registered ones) or a
+        kind the strategy cannot aggregate (naming the ones it can and the fix).
+    """
+    problems = adapter_kind_problems(config)
+    if problems:
+        raise ConfigError("invalid Corolla run config:\n  - " + "\n  - ".join(problems))
+    info = strategy_info(config.strategy.name)
+    return resolve_adapter_kind(config.adapter.name, info.adapter_kinds, strategy=config.strategy.name).name
+
+
+def calibration_sample(task: Task, tokenizer: Any, datasets: Any, config: RunConfig) -> CalibrationSample:
+    """``adapter.init-examples`` seeded rows of the training pool, collated into ``train.batch-size`` batches."""
     pool = datasets["train"]
     count = min(config.adapter.init_examples, len(pool))
-    picks = np.random.default_rng([config.seed, 7]).choice(len(pool), size=count, replace=False)
+    picks = np.random.default_rng([config.seed, CALIBRATION_STREAM]).choice(len(pool), size=count, replace=False)
     rows = pool.select(sorted(picks.tolist())).to_list()
     size = config.train.batch_size
     batches = [task.collate(tokenizer, rows[i : i + size]) for i in range(0, count, size)]
-    initialise_lora_sb(
-        model,
-        batches,
-        lambda m, batch: task.example_losses(m, batch).mean(),
-        eta=effective_lr(config.train.lr, num_train=count, batch_size=size),
-        seed=config.seed,
-    )
+    return CalibrationSample(batches, lambda m, batch: task.example_losses(m, batch).mean(), count)
 
 
-def federated_lora_sb_init(grid: Grid, model: Any, config: RunConfig, ledger: ByteLedger, *, timeout: float = 3600) -> int:
-    """Sum every node's uploaded gradient, sign it, factorise, install; returns the nodes used."""
-    from logging import INFO, WARNING
+def federated_gradients(
+    grid: Grid, config: RunConfig, ledger: ByteLedger, *, adapter_kind: str, timeout: float = 3600
+) -> GradientSum:
+    """Ask every node for the summed raw gradient of its first ``adapter.init-examples`` examples; sum them.
 
-    import time
-
+    Waits (as Flower's own sampler does) for ``min-train-nodes`` nodes to connect. A node that sends no
+    gradient is logged and skipped; none at all raises.
+    """
     node_ids = sorted(grid.get_node_ids())
     deadline = time.monotonic() + timeout
     while len(node_ids) < config.min_train_nodes and time.monotonic() < deadline:
-        time.sleep(1)  # as Flower's own sampler does: wait for enough nodes to connect
+        time.sleep(1)
         node_ids = sorted(grid.get_node_ids())
-    request = RecordDict({CONFIG: ConfigRecord({INIT_EXAMPLES: config.adapter.init_examples})})
+    # the nodes build their model with the server's adapter kind, as for every instruction
+    request = RecordDict({CONFIG: ConfigRecord({INIT_EXAMPLES: config.adapter.init_examples, ADAPTER_KIND: adapter_kind})})
     messages = [Message(content=request, message_type=GRADIENT_ESTIMATE, dst_node_id=n) for n in node_ids]
     for msg in messages:
         ledger.add(server_round=0, node=msg.metadata.dst_node_id, direction=DOWN, phase=SETUP, nbytes=message_bytes(msg))
@@ -66,33 +106,40 @@ def federated_lora_sb_init(grid: Grid, model: Any, config: RunConfig, ledger: By
     seen = 0
     for reply in grid.send_and_receive(messages, timeout=timeout):
         if not reply.has_content():
-            log(WARNING, "LoRA-SB set-up: node %s sent no gradient: %s", reply.metadata.src_node_id, reply.error)
+            log(WARNING, "adapter set-up: node %s sent no gradient: %s", reply.metadata.src_node_id, reply.error)
             continue
         ledger.add(server_round=0, node=reply.metadata.src_node_id, direction=UP, phase=SETUP, nbytes=message_bytes(reply))
-        for module, array in reply.content[ARRAYS].items():
+        examples = reply.content.metric_records[METRICS][NUM_EXAMPLES]
+        if not isinstance(examples, int):
+            log(WARNING, "adapter set-up: node %s sent %s = %r, not a count", reply.metadata.src_node_id, NUM_EXAMPLES, examples)
+            continue
+        for module, array in reply.content.array_records[ARRAYS].items():
             g = array.numpy().astype(np.float64)  # G_i: (m, n)
             total[module] = total[module] + g if module in total else g
-        seen += int(reply.content[METRICS]["num-examples"])
+        seen += examples
     if not total:
-        raise RuntimeError("LoRA-SB set-up: no node returned a gradient estimate; check the clients' logs")
-    rank = config.adapter.rank
-    factors = init_from_gradients(
-        total, rank, eta=effective_lr(config.train.lr, num_train=seen, batch_size=config.train.batch_size), seed=config.seed
+        raise RuntimeError("adapter set-up: no node returned a gradient estimate; check the clients' logs")
+    return GradientSum(total, seen, len(node_ids))
+
+
+def initialise_adapter(
+    adapter_kind: str, *, model: Any, task: Task, tokenizer: Any, datasets: Any, config: RunConfig,
+    grid: Grid, ledger: ByteLedger,
+) -> None:
+    """Run ``adapter_kind``'s server-side set-up on ``model`` (nothing for a kind without one)."""
+    get_adapter_kind(adapter_kind).server_init(
+        ServerSetup(
+            model=model,
+            config=config,
+            calibration=lambda: calibration_sample(task, tokenizer, datasets, config),
+            federated_gradients=lambda: federated_gradients(grid, config, ledger, adapter_kind=adapter_kind),
+        )
     )
-    install_factors(model, factors)
-    log(INFO, "LoRA-SB set-up: B and A from the summed gradients of %s examples on %s nodes", seen, len(node_ids))
-    return len(node_ids)
 
 
-def strategy_adapter_params(model: Any, config: RunConfig) -> dict[str, Any]:
-    """What the strategy needs to know of the adapter: the A/B layout (LoRA), nothing (ABBA) or the
-    frozen factors (FFA-LoRA, LoRA-SB).
-
-    ABBA trains all four factors (nothing frozen): its layout names both pairs, FedIT averages them
-    naively (its ``B·A`` deviation metric skips ABBA modules) and FedEx-LoRA folds the exact Hadamard
-    residual (``docs/algorithms.md §10.3``).
-    """
-    kind = config.adapter_kind
-    if kind in ("lora", "abba"):
-        return {"layout": layout_from_config(layout(model))}
-    return {"frozen_factors": frozen_factors(model), "frozen_hash": factors_hash(model)}
+def strategy_adapter_params(model: Any) -> dict[str, Any]:
+    """What the strategy needs to know of the adapter: the frozen factors when the kind freezes any
+    (FFA-LoRA, LoRA-SB; sent once, verified by hash), else the layout of what travels (LoRA, ABBA, ...)."""
+    if get_adapter_kind(adapter_kind_of(model)).frozen_layers:
+        return {"frozen_factors": frozen_factors(model), "frozen_hash": factors_hash(model)}
+    return {"layout": layout_from_config(layout(model))}

@@ -21,7 +21,7 @@ from adapters.frozen import frozen_factors, load_frozen_factors
 from adapters.lora import AdapterSpec, build_adapted_model
 from adapters.payload import extract
 from client.tasks import build_task
-from server.adapter_setup import federated_lora_sb_init, initialise_lora_sb_on_server, strategy_adapter_params
+from server.adapter_setup import initialise_adapter, resolve_run_adapter_kind, strategy_adapter_params
 from server.central_eval import CentralEvaluator
 from server.checkpoint import Checkpoint, check_compatible, rng_state
 from server.export import export_final
@@ -45,29 +45,29 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     resumed = Checkpoint.load(Path(config.resume_from).expanduser()) if config.resume_from else None
     if resumed is not None:
         check_compatible(resumed.config, config.to_flat())
+    adapter_kind = resolve_run_adapter_kind(config)  # `adapter.name = auto`: the strategy's first kind
     task = build_task(config.task.name, seed=config.seed, max_length=config.task.max_length)
     task.configure(config)
     model, tokenizer = build_adapted_model(
         config.model.name,
-        AdapterSpec.from_config(config.adapter, method=config.adapter_kind),
+        AdapterSpec.from_config(config.adapter, method=adapter_kind),
         kind=task.model_kind,
         num_labels=task.num_labels,
         init_seed=config.seed,
     )
     datasets = task.build_datasets()
     ledger = ByteLedger(rows=list(resumed.ledger)) if resumed else ByteLedger()
-    privacy = privacy_statement(config)  # logs what ε does not cover before anything runs
+    privacy = privacy_statement(config, adapter_kind)  # logs what ε does not cover before anything runs
     if resumed is not None:
         load_frozen_factors(model, resumed.frozen)  # never re-run Fed-SB's init: it may have asked clients
-    elif config.adapter_kind == "lora-sb" and config.adapter.init == "server":
-        initialise_lora_sb_on_server(model, task, tokenizer, datasets, config)
-    elif config.adapter_kind == "lora-sb":
-        federated_lora_sb_init(grid, model, config, ledger)
+    else:  # the adapter kind's set-up (LoRA-SB: B, R0, A from a gradient estimate)
+        initialise_adapter(adapter_kind, model=model, task=task, tokenizer=tokenizer, datasets=datasets,
+                           config=config, grid=grid, ledger=ledger)
     start_arrays = resumed.global_arrays if resumed else extract(model)
     initial = ArrayRecord({key: Array(value) for key, value in start_arrays.items()})
     strategy = build_strategy(
         config.strategy.name,
-        **strategy_adapter_params(model, config),
+        **strategy_adapter_params(model),
         weighted=config.strategy.weighted,
         fraction_train=config.fraction_train,
         fraction_evaluate=config.fraction_evaluate,
@@ -142,7 +142,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
         tokenizer,
         {key: array.numpy() for key, array in final.items()},
         folder,
-        adapter_kind=config.adapter_kind,
+        adapter_kind=adapter_kind,
         base=base,
         base_deltas=base_deltas() if base_deltas is not None else None,
     )

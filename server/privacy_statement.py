@@ -1,8 +1,9 @@
 """What a DP run's ε covers, stated in the log and in ``summary.json``: no silent gaps.
 
 Clients report ε for their DP-SGD steps (``privacy/``); the server records the max over clients per
-round. One piece of client data can reach the server outside DP-SGD: Fed-SB's federated set-up
-(``adapter.init = federated``, arXiv 2502.15436; ``docs/algorithms.md §9.2``), where each client uploads its summed raw
+round. Client data can reach the server outside DP-SGD only through an adapter kind's set-up, which
+the kind declares (``AdapterKind.privacy_gaps``): Fed-SB's federated set-up (``adapter.init =
+federated``, arXiv 2502.15436; ``docs/algorithms.md §9.2``), where each client uploads its summed raw
 gradient once, unclipped and un-noised, to build LoRA-SB's frozen B and A. Corolla does not
 privatise that upload, so such a run says so; ``adapter.init = server`` builds B and A from the
 server's own calibration sample and touches no client data.
@@ -15,24 +16,19 @@ from typing import Any
 
 from flwr.common.logger import log
 
+from adapters.kind_registry import get_adapter_kind
 from contract import RunConfig
 
-FEDERATED_INIT_GAP = (
-    "LoRA-SB's frozen B and A come from the clients' summed raw gradients (adapter.init = federated), "
-    "uploaded once without clipping or noise: the reported ε covers the DP-SGD training of R only, not "
-    "that one-time upload. Set adapter.init = \"server\" for a guarantee that covers all client data."
-)
 
-
-def privacy_statement(config: RunConfig) -> dict[str, Any] | None:
-    """The DP settings and what ε covers (``None`` when DP is off); logs a gap as a warning."""
+def privacy_statement(config: RunConfig, adapter_kind: str) -> dict[str, Any] | None:
+    """The DP settings and what ε covers with ``adapter_kind`` (``None`` when DP is off); logs each gap
+    as a warning."""
     if not config.privacy.enabled:
         return None
     privacy = config.privacy
-    gaps = []
-    if config.adapter_kind == "lora-sb" and config.adapter.init == "federated":
-        gaps.append(FEDERATED_INIT_GAP)
-        log(WARNING, "DP: %s", FEDERATED_INIT_GAP)
+    gaps = list(get_adapter_kind(adapter_kind).privacy_gaps(config))
+    for gap in gaps:
+        log(WARNING, "DP: %s", gap)
     return {
         "mechanism": "DP-SGD (Opacus), per-example clipping of the trainable adapter tensors",
         "unit": "one training example of one client; ε composed over all of that client's rounds",

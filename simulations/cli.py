@@ -64,9 +64,9 @@ def _run(args: argparse.Namespace) -> int:
 def _unknown_names(config: RunConfig) -> str:
     """Registered names are only known at run time: check them here, before Flower starts."""
     from client.tasks import task_names
-    from strategies.registry import strategy_config_problems
+    from server.adapter_setup import adapter_kind_problems
 
-    problems = strategy_config_problems(config)  # a registered strategy, and an adapter kind it takes
+    problems = adapter_kind_problems(config)  # a registered strategy, and a registered adapter kind it takes
     if config.task.name not in task_names():
         problems.append(f"`task.name` = {config.task.name!r} is not registered; choose one of {', '.join(task_names())}")
     return "\n".join(problems)
@@ -82,6 +82,10 @@ def _config(args: argparse.Namespace) -> int:
             config, _ = resolve_config(find_app_dir(Path(args.app) if args.app else None), args.run_config)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
+            return 2
+        problem = _unknown_names(config)
+        if problem:
+            print(problem, file=sys.stderr)
             return 2
         print("valid:", config.to_flat())
         return 0

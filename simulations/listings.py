@@ -56,13 +56,20 @@ def tasks_listing() -> Listing:
 
 def adapters_listing() -> Listing:
     """Every registered adapter kind: what it is, what trains and what is frozen, which strategies take it."""
-    from adapters.kind_registry import registered_kinds
+    from adapters.kind_registry import registered_kinds, resolve_adapter_kind
     from strategies.registry import registered_strategies
 
     strategies = registered_strategies()
 
+    def takes(kinds: tuple[str, ...], kind: str) -> bool:  # a declared kind, or one of the same layout form
+        try:
+            resolve_adapter_kind(kind, kinds)
+        except ValueError:
+            return False
+        return True
+
     def takers(kind: str) -> str:
-        names = [f"{s.name} (auto)" if s.adapter_kinds[0] == kind else s.name for s in strategies if kind in s.adapter_kinds]
+        names = [f"{s.name} (auto)" if s.adapter_kinds[0] == kind else s.name for s in strategies if takes(s.adapter_kinds, kind)]
         return ", ".join(names) or NONE
 
     rows = tuple(

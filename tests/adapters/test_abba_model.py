@@ -13,6 +13,7 @@ from adapters.kind_registry import adapter_kind_of
 from adapters.lora import AdapterSpec, build_adapted_model
 from adapters.payload import extract, layout, load
 from client.app import app as client_app
+from server.adapter_setup import resolve_run_adapter_kind
 from server.app import run
 from server.run_folder import read_rounds
 from contract import parse_run_config
@@ -89,7 +90,7 @@ def test_fedit_averages_abba_in_process(tmp_path: Path) -> None:
         "train.local-steps": 2, "eval.max-examples": 16, "output-dir": str(tmp_path),
     }
     config = parse_run_config(values)
-    assert config.adapter_kind == "abba"
+    assert resolve_run_adapter_kind(config) == "abba"
     grid = FakeGrid(client_app, 2, run_config=values)
     folder = run(grid, config)
     rows = read_rounds(folder.path / "rounds.jsonl")

@@ -75,6 +75,6 @@ def test_a_fedsb_run_with_federated_init_states_what_epsilon_does_not_cover(tmp_
     summary = json.loads((folder.path / "summary.json").read_text())["privacy"]
     assert summary["not_covered"] and "adapter.init" in summary["not_covered"][0]
     assert summary["epsilon"] > 0
-    server_init = privacy_statement(parse_run_config({**DP_RUN, "strategy.name": "fedsb"}))
+    server_init = privacy_statement(parse_run_config({**DP_RUN, "strategy.name": "fedsb"}), "lora-sb")
     assert server_init is not None and server_init["not_covered"] == []
-    assert privacy_statement(parse_run_config(TINY_RUN)) is None
+    assert privacy_statement(parse_run_config(TINY_RUN), "lora") is None
