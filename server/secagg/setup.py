@@ -50,7 +50,7 @@ def secure_strategy(strategy: CorollaStrategy, config: RunConfig, *, task: Task,
     section = config.section(SecAggConfig)
     if not section.enabled:
         return strategy
-    driver = SecAggDriver(section, ledger, weighted=config.strategy.weighted, timeout=config.round_timeout or None)
+    driver = SecAggDriver(section, ledger, weighted=config.strategy.weighted, timeout=config.round_timeout or 3600.0)
     return SecAggStrategy(strategy, driver)
 
 
