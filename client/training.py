@@ -27,12 +27,10 @@ from privacy import DPConfig, privatize
 
 @dataclass(frozen=True)
 class TrainStats:
-    """What one local round produced: mean batch loss over the steps, steps and examples seen,
-    and, for a DP round, ε spent so far over all of this client's rounds (``None`` otherwise)."""
+    """What one local round produced: the mean batch loss over its steps and, for a DP round, ε spent
+    so far over all of this client's rounds (``None`` otherwise)."""
 
     loss: float
-    steps: int
-    examples_seen: int
     epsilon: float | None = None
 
 
@@ -88,13 +86,12 @@ def local_train(
     was_training = model.training
     model.train()
     losses: list[float] = []
-    seen = 0
     epsilon = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # dropout masks (and Poisson sampling under DP) follow the client's seed
         if private is None:
             for idx in batch_indices(len(rows), steps=steps, batch_size=batch_size, seed=seed):
-                seen += _step(model, optimizer, task, tokenizer, rows, idx, losses)
+                _step(model, optimizer, task, tokenizer, rows, idx, losses)
         else:
             dp = privatize(
                 model,
@@ -111,11 +108,11 @@ def local_train(
                     if len(idx) == 0:
                         dp.noise_only_step()
                         continue
-                    seen += _step(dp.module, dp.optimizer, task, tokenizer, rows, idx, losses)
+                    _step(dp.module, dp.optimizer, task, tokenizer, rows, idx, losses)
                 epsilon = dp.save(private.state)
     model.train(was_training)
     mean_loss = float(np.mean(losses)) if losses else float("nan")
-    return TrainStats(loss=mean_loss, steps=steps, examples_seen=seen, epsilon=epsilon)
+    return TrainStats(loss=mean_loss, epsilon=epsilon)
 
 
 def _step(
@@ -126,8 +123,8 @@ def _step(
     rows: list[dict[str, Any]],
     idx: np.ndarray,
     losses: list[float],
-) -> int:
-    """One optimizer step on the rows ``idx``; appends the batch loss; returns the batch size."""
+) -> None:
+    """One optimizer step on the rows ``idx``; appends the batch loss."""
     batch = task.collate(tokenizer, [rows[i] for i in idx])
     optimizer.zero_grad(set_to_none=True)
     loss = task.example_losses(model, batch).mean()
@@ -136,4 +133,3 @@ def _step(
     loss.backward()
     optimizer.step()
     losses.append(loss.item())
-    return len(idx)

@@ -270,14 +270,6 @@ class Topology:
             time.sleep(1.0)
         raise DeploymentError(f"{count} SuperNodes not online after {timeout:.0f} s: {statuses}")
 
-    def run_info(self, run_id: int) -> dict[str, Any]:
-        """``flwr ls --run-id`` as JSON: status, ``network-traffic``, ``compute-time``, ..."""
-        out = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json")
-        runs = _json_in(out.stdout).get("runs", [])
-        if not runs:
-            raise DeploymentError(f"run {run_id} not listed: {out.stdout}{out.stderr}")
-        return dict(runs[0])
-
     def stop(self, *, grace: float = 10.0) -> None:
         """End every started process and its children: SIGTERM to each session, then SIGKILL."""
         for comp in reversed(self.components):
@@ -321,14 +313,6 @@ def wait_for_log(component: Component, pattern: re.Pattern[str], *, timeout: flo
             raise DeploymentError(f"{component.name} exited ({component.proc.returncode}):\n{text[-3000:]}")
         time.sleep(0.2)
     raise DeploymentError(f"{component.name}: no {pattern.pattern!r} after {timeout:.0f} s:\n{component.log_text()[-3000:]}")
-
-
-def wait_exit(component: Component, *, timeout: float) -> int | None:
-    """The exit code of ``component`` once it exits, or None if still running after ``timeout``."""
-    try:
-        return component.proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None
 
 
 # -- command line ------------------------------------------------------------------------------

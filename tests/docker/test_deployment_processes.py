@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ from typing import Any
 import psutil
 import pytest
 
-from simulations.deploy import CONNECTION, Topology, free_port, make_certs, wait_exit
+from simulations.deploy import CONNECTION, Component, Topology, free_port, make_certs
 from simulations.flower_env import flower_env
 from simulations.launch import LaunchResult, find_app_dir, launch
 
@@ -86,6 +87,22 @@ def completed_run(topology: Topology, tmp_path_factory: pytest.TempPathFactory) 
     return result, out / "deploy", time.monotonic() - started
 
 
+def run_info(topology: Topology, run_id: int) -> dict[str, Any]:
+    """``flwr ls --run-id`` against the topology, as JSON: status, ``network-traffic``, ..."""
+    out = topology.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json")
+    runs = json.loads(out.stdout[out.stdout.index("{"):]).get("runs", [])
+    assert runs, f"run {run_id} not listed: {out.stdout}{out.stderr}"
+    return dict(runs[0])
+
+
+def wait_exit(component: Component, *, timeout: float) -> int | None:
+    """The exit code of ``component`` once it exits, or None if still running after ``timeout``."""
+    try:
+        return component.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def _ledger(folder: Path) -> list[dict[str, str]]:
     with (folder / "ledger.csv").open() as handle:
         return list(csv.DictReader(handle))
@@ -96,17 +113,13 @@ def _initial_duplicate_bytes() -> int:
     array: Flower sends those once per message (content-addressed objects)."""
     from flwr.app import Array
 
-    from adapters.lora import AdapterSpec, build_adapted_model
     from adapters.payload import extract
-    from client.tasks import build_task
+    from client.tasks.setup import build_task_and_model
     from contract import parse_run_config
+    from server.adapter_setup import resolve_run_adapter_kind
 
     config = parse_run_config({**RUN, "output-dir": "/unused"})
-    task = build_task(config.task.name, seed=config.seed, max_length=config.task.max_length)
-    model, _ = build_adapted_model(
-        config.model.name, AdapterSpec.from_config(config.adapter, method=config.adapter_kind),
-        kind=task.model_kind, num_labels=task.num_labels, init_seed=config.seed,
-    )
+    model = build_task_and_model(config, resolve_run_adapter_kind(config)).model
     seen: set[str] = set()
     duplicate = 0
     for value in extract(model).values():
@@ -123,7 +136,7 @@ def test_run_completes_over_tls_with_authenticated_nodes(
     result, folder, wall = completed_run
     print(f"\nrun {result.run_id}: {result.status} in {wall:.1f} s")
     assert result.run_id is not None, result.output[-3000:]
-    info = topology.run_info(result.run_id)  # the status from `flwr ls`, not flwr run's exit code
+    info = run_info(topology, result.run_id)  # the status from `flwr ls`, not flwr run's exit code
     assert info["status"] == "finished:completed", result.output[-3000:]
     assert result.ok
     rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
@@ -147,7 +160,7 @@ def test_metered_bytes_agree_with_flower_traffic(
 ) -> None:
     result, folder, _ = completed_run
     assert result.run_id is not None
-    traffic = topology.run_info(result.run_id)["network-traffic"]
+    traffic = run_info(topology, result.run_id)["network-traffic"]
     ledger = _ledger(folder)
     down = sum(int(r["bytes"]) for r in ledger if r["direction"] == "down")
     up = sum(int(r["bytes"]) for r in ledger if r["direction"] == "up")
