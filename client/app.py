@@ -1,7 +1,10 @@
 """The Corolla ClientApp: load the global adapter, train or evaluate locally, reply.
 
 Handlers only parse config, fetch the cached worker and call library code; see
-``client.worker`` for what is built once per process.
+``client.worker`` for what is built once per process. The run config is parsed with
+``partial=True``: sections of extensions this process never imports (strategies') are skipped, the
+ServerApp validated them. The adapter kind is never derived here: every instruction names the one
+the server resolved (``ADAPTER_KIND`` in its config record), and the worker is built with it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from client.tasks.base import AdapterUpdate
 from client.worker import Worker, get_worker
 from privacy import BudgetExhausted, DPConfig
 from contract import (
+    ADAPTER_KIND,
     ARRAYS,
     BASE_VERSION,
     BROADCAST,
@@ -57,6 +61,18 @@ def _node_partition(context: Context) -> tuple[int, int]:
         ) from exc
 
 
+def _worker(msg: Message, context: Context) -> tuple[RunConfig, Worker]:
+    """The run config and the cached worker for the adapter kind the instruction names."""
+    config = parse_run_config(context.run_config, partial=True)
+    instruction = msg.content[CONFIG]
+    if ADAPTER_KIND not in instruction:
+        raise ValueError(
+            f"the server's {msg.metadata.message_type} instruction names no adapter kind (`{ADAPTER_KIND}` in its "
+            f"`{CONFIG}` record); run the ServerApp and the ClientApp from the same Corolla version"
+        )
+    return config, get_worker(config, str(instruction[ADAPTER_KIND]))
+
+
 def _client_seed(seed: int, server_round: int, partition_id: int) -> int:
     return (seed * 1_000_003 + server_round * 10_007 + partition_id) % (2**31)
 
@@ -83,8 +99,7 @@ def _load_global(worker: Worker, content: RecordDict) -> dict:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the adapter on this node's shard for ``train.local-steps`` steps."""
-    config = parse_run_config(context.run_config)
-    worker = get_worker(config)
+    config, worker = _worker(msg, context)
     partition_id, num_partitions = _node_partition(context)
     server_round = int(msg.content[CONFIG][SERVER_ROUND])
     fault = draw_fault(config, server_round=server_round, partition_id=partition_id)
@@ -137,8 +152,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the global adapter on this node's share of the task's test split."""
-    config = parse_run_config(context.run_config)
-    worker = get_worker(config)
+    config, worker = _worker(msg, context)
     partition_id, num_partitions = _node_partition(context)
     pending = sync_base(worker.base, msg.content, context)
     frozen = sync_frozen(worker, msg.content, context)
@@ -161,8 +175,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 def gradient_estimate(msg: Message, context: Context) -> Message:
     """Fed-SB set-up (arXiv 2502.15436 §3.4): this node's summed raw gradient of every adapted base
     weight over up to ``init-examples`` of its own examples; the server sums them and takes the sign."""
-    config = parse_run_config(context.run_config)
-    worker = get_worker(config)
+    config, worker = _worker(msg, context)
     partition_id, num_partitions = _node_partition(context)
     rows = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
     count = min(int(msg.content[CONFIG][INIT_EXAMPLES]), len(rows))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from flwr.app import Array, ArrayRecord, Context, RecordDict
 
 from adapters.frozen import hash_arrays, load_frozen_factors
+from client.worker import Worker
 from contract import CONFIG, FROZEN_FACTORS, FROZEN_HASH
 from contract.frozen import FROZEN_CONFIRMED
 
@@ -18,13 +19,13 @@ STATE_FROZEN = "corolla.frozen-factors"
 CONFIRMED = FROZEN_CONFIRMED  # reply metric: 1 once the node verified and installed the factors
 
 
-def sync_frozen(worker: object, content: RecordDict, context: Context) -> bool:
+def sync_frozen(worker: Worker, content: RecordDict, context: Context) -> bool:
     """Install the frozen factors the message names; ``False`` if the strategy uses none."""
     config = content[CONFIG]
     if FROZEN_HASH not in config:
         return False
     expected = str(config[FROZEN_HASH])
-    if getattr(worker, "frozen_hash", None) == expected:
+    if worker.frozen_hash == expected:
         return True
     if FROZEN_FACTORS in content:
         arrays = {key: array.numpy() for key, array in content[FROZEN_FACTORS].items()}
@@ -35,6 +36,6 @@ def sync_frozen(worker: object, content: RecordDict, context: Context) -> bool:
         arrays = {key: array.numpy() for key, array in context.state[STATE_FROZEN].items()}
     else:
         raise ValueError("this node holds no frozen adapter factors and the server sent none; restart the run")
-    load_frozen_factors(worker.model, arrays, expected_hash=expected)  # type: ignore[attr-defined]
-    worker.frozen_hash = expected  # type: ignore[attr-defined]
+    load_frozen_factors(worker.model, arrays, expected_hash=expected)
+    worker.frozen_hash = expected
     return True

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.base_delta import BaseWeights
-from adapters.lora import AdapterSpec, build_adapted_model
 from adapters.payload import layout
-from client.tasks import build_task
 from client.tasks.base import Task
 from client.tasks.partition import partition_dataset
+from client.tasks.setup import build_task_and_model
 from contract import RunConfig
 
 
@@ -74,36 +73,29 @@ _NOT_WORKER_STATE = frozenset(
 )
 
 
-def worker_key(config: RunConfig) -> str:
+def worker_key(config: RunConfig, adapter_kind: str) -> str:
     """What determines the base model, adapter shape, task and data: equal keys may share a worker."""
     relevant = {k: v for k, v in config.model_dump().items() if k not in _NOT_WORKER_STATE}
-    relevant["adapter-kind"] = config.adapter_kind  # `auto` resolves by strategy
+    relevant["adapter-kind"] = adapter_kind  # `adapter.name = auto`: the kind the server resolved
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
-def get_worker(config: RunConfig) -> Worker:
-    """The cached worker for ``config``, built on first use (one per process; older ones dropped)."""
-    key = worker_key(config)
+def get_worker(config: RunConfig, adapter_kind: str) -> Worker:
+    """The cached worker for ``config`` with the server's ``adapter_kind``, built on first use (one per
+    process; older ones dropped)."""
+    key = worker_key(config, adapter_kind)
     worker = _CACHE.get(key)
     if worker is None:
         _CACHE.clear()  # a new run in the same process: free the previous base model first
-        task = build_task(config.task.name, seed=config.seed, max_length=config.task.max_length)
-        task.configure(config)
-        model, tokenizer = build_adapted_model(
-            config.model.name,
-            AdapterSpec.from_config(config.adapter, method=config.adapter_kind),
-            kind=task.model_kind,
-            num_labels=task.num_labels,
-            init_seed=config.seed,
-        )
+        built = build_task_and_model(config, adapter_kind)
         worker = Worker(
             key=key,
-            task=task,
-            model=model,
-            tokenizer=tokenizer,
-            datasets=task.build_datasets(),
-            base=BaseWeights(model),
-            layout=layout(model),
+            task=built.task,
+            model=built.model,
+            tokenizer=built.tokenizer,
+            datasets=built.datasets,
+            base=BaseWeights(built.model),
+            layout=layout(built.model),
         )
         _CACHE[key] = worker
     return worker

@@ -19,7 +19,8 @@ from adapters.payload import extract, load
 from client.app import app as client_app
 from client.tasks import clear_partition_cache
 from client.training import local_train
-from contract import parse_run_config
+from contract import ADAPTER_KIND, parse_run_config
+from server.adapter_setup import resolve_run_adapter_kind
 
 
 def _set_identity() -> None:
@@ -33,7 +34,7 @@ def floor_seconds(values: dict[str, Any], *, num_partitions: int, clients: int) 
     """Mean seconds per client-round of the bare training loop (model built once, not timed)."""
     config = parse_run_config(values)
     worker_module._CACHE.clear()
-    worker = worker_module.get_worker(config)
+    worker = worker_module.get_worker(config, resolve_run_adapter_kind(config))
     initial = extract(worker.model)
     worker.train_rows(config, partition_id=0, num_partitions=num_partitions)  # the split, once, untimed
     started = time.perf_counter()
@@ -50,14 +51,15 @@ def floor_seconds(values: dict[str, Any], *, num_partitions: int, clients: int) 
 def naive_seconds(values: dict[str, Any], *, num_partitions: int, clients: int) -> float:
     """Mean seconds per train message of a ClientApp that rebuilds model and data every message."""
     config = parse_run_config(values)
+    adapter_kind = resolve_run_adapter_kind(config)
     worker_module._CACHE.clear()
-    arrays = ArrayRecord({k: Array(v) for k, v in extract(worker_module.get_worker(config).model).items()})
+    arrays = ArrayRecord({k: Array(v) for k, v in extract(worker_module.get_worker(config, adapter_kind).model).items()})
     _set_identity()
     started = time.perf_counter()
     for partition in range(clients):
         worker_module._CACHE.clear()  # the naive ClientApp: nothing survives between messages,
         clear_partition_cache()  # neither the model nor the data split
-        message = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}),
+        message = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1, ADAPTER_KIND: adapter_kind})}),
                           dst_node_id=100 + partition, message_type="train")
         context = Context(run_id=1, node_id=100 + partition, state=RecordDict(), run_config=dict(values),
                           node_config={"partition-id": partition, "num-partitions": num_partitions})
