@@ -1,9 +1,16 @@
-"""The Corolla ServerApp: typed config -> base model spec -> strategy -> metered round loop -> run folder.
+"""The Corolla ServerApp: prepare the run, run the rounds, finish.
 
-Wrappers around the strategy, outermost first: :class:`RoundDriver` (resumed round numbers, reply
-order, timeouts) -> :class:`Metered` (bytes) -> :class:`PluginRelay` (task-plugin reports and
-broadcasts) -> the strategy. After every round the recorder writes the round's row and a checkpoint
-(``server.checkpoint``); ``resume-from`` continues from it.
+1. **Prepare.** Check the strategy side of the config and resolve the adapter kind
+   (``adapter.name = auto``: the strategy's first), build the task
+   and the adapted model as every client does (``client.tasks.setup``), and the
+   :class:`~server.run_state.RunState` the loop starts from: fresh (the adapter kind's server-side
+   set-up, round 0) or resumed from a checkpoint. Build the strategy and wrap it
+   (``server.strategy_chain``: round driver -> byte meter -> plugin relay -> strategy).
+2. **Rounds.** Flower's own ``Strategy.start`` loop. Every train and evaluate instruction carries
+   the adapter kind (``ADAPTER_KIND``), which clients build their model with. After every round the
+   recorder writes the round's row and a checkpoint (``server.checkpoint``); ``resume-from``
+   continues from it.
+3. **Finish.** The ledger, the exported adapter (``server.export``) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -17,24 +24,23 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from adapters.base_delta import BaseWeights
-from adapters.frozen import frozen_factors, load_frozen_factors
-from adapters.lora import AdapterSpec, build_adapted_model
-from adapters.payload import extract
-from client.tasks import build_task
-from server.adapter_setup import initialise_adapter, resolve_run_adapter_kind, strategy_adapter_params
+from adapters.frozen import frozen_factors
+from client.tasks.setup import TaskAndModel, build_task_and_model
+from contract import ADAPTER_KIND, RunConfig, parse_run_config
+from server.adapter_setup import resolve_run_adapter_kind, strategy_adapter_params
 from server.central_eval import CentralEvaluator
-from server.checkpoint import Checkpoint, check_compatible, rng_state
+from server.checkpoint import Checkpoint, rng_state
 from server.export import export_final
-from server.metering import DOWN, UP, ByteLedger, Metered
-from server.plugin_relay import PluginRelay
+from server.metering import DOWN, UP
 from server.privacy_statement import privacy_statement
 from server.progress import ProgressGrid
 from server.recorder import RoundRecorder
-from server.round_driver import RoundDriver
-from server.secagg import secagg_summary, secure_strategy
 from server.run_folder import RunFolder
+from server.run_state import RunState, load_checkpoint
+from server.secagg import secagg_summary, secure_strategy
+from server.strategy_chain import StrategyChain, wrap_strategy
 from strategies import build_strategy
-from contract import RunConfig, parse_run_config
+from strategies.protocol import CorollaStrategy
 
 app = ServerApp()
 
@@ -42,109 +48,32 @@ app = ServerApp()
 def run(grid: Grid, config: RunConfig) -> RunFolder:
     """Run the whole federation described by ``config`` on ``grid``; returns the run folder."""
     started = time.perf_counter()
-    resumed = Checkpoint.load(Path(config.resume_from).expanduser()) if config.resume_from else None
-    if resumed is not None:
-        check_compatible(resumed.config, config.to_flat())
+    checkpoint = load_checkpoint(config)  # a run that cannot resume fails before anything is built
     adapter_kind = resolve_run_adapter_kind(config)  # `adapter.name = auto`: the strategy's first kind
-    task = build_task(config.task.name, seed=config.seed, max_length=config.task.max_length)
-    task.configure(config)
-    model, tokenizer = build_adapted_model(
-        config.model.name,
-        AdapterSpec.from_config(config.adapter, method=adapter_kind),
-        kind=task.model_kind,
-        num_labels=task.num_labels,
-        init_seed=config.seed,
-    )
-    datasets = task.build_datasets()
-    ledger = ByteLedger(rows=list(resumed.ledger)) if resumed else ByteLedger()
+    built = build_task_and_model(config, adapter_kind)
     privacy = privacy_statement(config, adapter_kind)  # logs what ε does not cover before anything runs
-    if resumed is not None:
-        load_frozen_factors(model, resumed.frozen)  # never re-run Fed-SB's init: it may have asked clients
-    else:  # the adapter kind's set-up (LoRA-SB: B, R0, A from a gradient estimate)
-        initialise_adapter(adapter_kind, model=model, task=task, tokenizer=tokenizer, datasets=datasets,
-                           config=config, grid=grid, ledger=ledger)
-    start_arrays = resumed.global_arrays if resumed else extract(model)
-    initial = ArrayRecord({key: Array(value) for key, value in start_arrays.items()})
-    strategy = build_strategy(
-        config.strategy.name,
-        **strategy_adapter_params(model),
-        weighted=config.strategy.weighted,
-        fraction_train=config.fraction_train,
-        fraction_evaluate=config.fraction_evaluate,
-        min_train_nodes=config.min_train_nodes,
-        min_evaluate_nodes=1,
-        min_available_nodes=config.min_train_nodes,
-        seed=config.seed,
+    state = (
+        RunState.resumed(checkpoint, built, Path(config.resume_from)) if checkpoint is not None
+        else RunState.fresh(config, built, grid, adapter_kind)
     )
-    strategy = secure_strategy(strategy, config, task=task, ledger=ledger)  # secagg.*: only sums reach it
-    if resumed is not None:
-        strategy.restore_state(resumed.strategy_arrays, resumed.strategy_meta)
-        folder = RunFolder.reopen(Path(config.resume_from), config, resumed.rows)
-    else:
-        folder = RunFolder.create(config)  # only once everything above resolved: a bad name leaves nothing
-    random.seed(config.seed)  # Flower samples nodes with the global `random`
-    relay = PluginRelay(strategy, task, folder.path)
-    if resumed is not None:
-        random.setstate(resumed.rng_state)
-        if resumed.broadcast is not None:
-            relay.broadcast = resumed.broadcast
-            task.apply_broadcast(resumed.broadcast)
-    meter = Metered(relay, ledger)  # plugin records are metered too
-    driver = RoundDriver(meter, offset=resumed.server_round if resumed else 0)
-    base = BaseWeights(model)
-    base_deltas = getattr(strategy, "base_deltas", None)  # strategies that change the frozen base
-    evaluator = None
-    if config.eval.central:
-        rows = datasets["test"].to_list()
-        if config.eval.max_examples:
-            rows = rows[: config.eval.max_examples]
-        evaluator = CentralEvaluator(
-            task, model, tokenizer, rows, batch_size=config.eval.batch_size, base=base, base_deltas=base_deltas
-        )
+    strategy = _build_strategy(config, built)
+    state.restore(strategy)
+    strategy = secure_strategy(strategy, config, task=built.task, ledger=state.ledger)  # secagg.*: only sums reach it
+    folder = state.open_folder(config)  # only once everything above resolved: a bad name leaves nothing
+    chain = wrap_strategy(
+        strategy, task=built.task, folder=folder.path, ledger=state.ledger, round_offset=state.round_offset,
+        broadcast=state.broadcast,
+    )
+    base = BaseWeights(built.model)
     recorder = RoundRecorder(
-        folder, meter, evaluator, main_metric=task.main_metric, num_rounds=config.num_server_rounds,
-        show_epsilon=config.privacy.enabled, rows=resumed.rows if resumed else None,
-        timed_out=driver.timed_out,
+        folder, chain, _central_evaluator(config, built, base, strategy), main_metric=built.task.main_metric,
+        num_rounds=config.num_server_rounds, rows=state.rows, show_epsilon=config.privacy.enabled,
     )
-    frozen = frozen_factors(model)
-
-    def record_and_checkpoint(server_round: int, arrays: ArrayRecord) -> Any:
-        metrics = recorder(server_round, arrays)
-        if server_round > 0:
-            state_arrays, state_meta = strategy.export_state()
-            Checkpoint(
-                server_round=server_round, config=config.to_flat(),
-                global_arrays={key: array.numpy() for key, array in arrays.items()}, frozen=frozen,
-                strategy_arrays=state_arrays, strategy_meta=state_meta, rng_state=rng_state(),
-                ledger=list(meter.ledger.rows), rows=recorder.rows, broadcast=relay.broadcast,
-            ).save(folder.path)
-        return metrics
-
-    def status() -> str:
-        last = recorder.rows[-1] if recorder.rows else {}
-        metric = last.get(f"eval_{task.main_metric}")
-        latest = f", eval_{task.main_metric} {metric:.4f} (round {last['round']})" if metric is not None else ""
-        return f"{meter.ledger.total() / 1e6:.2f} MB so far{latest}"
-
-    result = driver.start(
-        grid=ProgressGrid(grid, num_rounds=config.num_server_rounds, status=status),
-        initial_arrays=initial,
-        num_rounds=config.num_server_rounds - driver.offset,
-        train_config=ConfigRecord({}),
-        evaluate_config=ConfigRecord({}),
-        evaluate_fn=driver.evaluate_fn(record_and_checkpoint),
-        timeout=config.round_timeout or 3600,
-    )
-    final = result.arrays if len(result.arrays) else initial
-    meter.ledger.write_csv(folder.ledger_path)
+    final = _run_rounds(grid, config, adapter_kind, state, chain, recorder, folder, built)
+    chain.meter.ledger.write_csv(folder.ledger_path)
     export_final(
-        model,
-        tokenizer,
-        {key: array.numpy() for key, array in final.items()},
-        folder,
-        adapter_kind=adapter_kind,
-        base=base,
-        base_deltas=base_deltas() if base_deltas is not None else None,
+        built.model, built.tokenizer, {key: array.numpy() for key, array in final.items()}, folder,
+        adapter_kind=adapter_kind, base=base, base_deltas=strategy.base_deltas(),
     )
     last = recorder.rows[-1] if recorder.rows else {}
     folder.write_summary(
@@ -153,13 +82,13 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
             "strategy": config.strategy.name,
             "model": config.model.name,
             "task": config.task.name,
-            "main_metric": task.main_metric,
+            "main_metric": built.task.main_metric,
             "final": {k: v for k, v in last.items() if k.startswith("eval_")},
-            "bytes_down": meter.ledger.total(direction=DOWN),
-            "bytes_up": meter.ledger.total(direction=UP),
+            "bytes_down": chain.meter.ledger.total(direction=DOWN),
+            "bytes_up": chain.meter.ledger.total(direction=UP),
             "dropped": sum(int(r.get("dropped", 0)) for r in recorder.rows),
             "timed_out": sum(int(r.get("timed_out", 0)) for r in recorder.rows),
-            **({"resumed_after_round": resumed.server_round} if resumed else {}),
+            **state.summary(),
             **secagg_summary(config, recorder.rows),
             **({"privacy": {**privacy, "epsilon": max((r["epsilon"] for r in recorder.rows if "epsilon" in r), default=None)}}
                if privacy else {}),
@@ -168,6 +97,82 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     )
     print(f"Corolla run complete: {folder.path}", flush=True)
     return folder
+
+
+def _build_strategy(config: RunConfig, built: TaskAndModel) -> CorollaStrategy:
+    """The registered ``strategy.name``, told what it needs of the adapter (after the server-side set-up)."""
+    return build_strategy(
+        config.strategy.name,
+        config=config,
+        **strategy_adapter_params(built.model),
+        weighted=config.strategy.weighted,
+        fraction_train=config.fraction_train,
+        fraction_evaluate=config.fraction_evaluate,
+        min_train_nodes=config.min_train_nodes,
+        min_evaluate_nodes=1,
+        min_available_nodes=config.min_train_nodes,
+        seed=config.seed,
+    )
+
+
+def _central_evaluator(
+    config: RunConfig, built: TaskAndModel, base: BaseWeights, strategy: CorollaStrategy
+) -> CentralEvaluator | None:
+    """The server's own evaluation on the task's test split (``eval.central``), or ``None``."""
+    if not config.eval.central:
+        return None
+    rows = built.datasets["test"].to_list()
+    if config.eval.max_examples:
+        rows = rows[: config.eval.max_examples]
+    return CentralEvaluator(
+        built.task, built.model, built.tokenizer, rows, batch_size=config.eval.batch_size, base=base,
+        base_deltas=strategy.base_deltas,
+    )
+
+
+def _run_rounds(
+    grid: Grid,
+    config: RunConfig,
+    adapter_kind: str,
+    state: RunState,
+    chain: StrategyChain,
+    recorder: RoundRecorder,
+    folder: RunFolder,
+    built: TaskAndModel,
+) -> ArrayRecord:
+    """Rounds ``state.round_offset + 1 .. num-server-rounds``; returns the final global arrays."""
+    frozen = frozen_factors(built.model)
+
+    def record_and_checkpoint(server_round: int, arrays: ArrayRecord) -> Any:
+        metrics = recorder(server_round, arrays)
+        if server_round > 0:
+            state_arrays, state_meta = chain.strategy.export_state()
+            Checkpoint(
+                server_round=server_round, config=config.to_flat(),
+                global_arrays={key: array.numpy() for key, array in arrays.items()}, frozen=frozen,
+                strategy_arrays=state_arrays, strategy_meta=state_meta, rng_state=rng_state(),
+                ledger=list(chain.meter.ledger.rows), rows=recorder.rows, broadcast=chain.relay.broadcast,
+            ).save(folder.path)
+        return metrics
+
+    def status() -> str:
+        last = recorder.rows[-1] if recorder.rows else {}
+        metric = last.get(f"eval_{built.task.main_metric}")
+        latest = f", eval_{built.task.main_metric} {metric:.4f} (round {last['round']})" if metric is not None else ""
+        return f"{chain.meter.ledger.total() / 1e6:.2f} MB so far{latest}"
+
+    initial = ArrayRecord({key: Array(value) for key, value in state.start_arrays.items()})
+    random.setstate(state.rng_state)  # Flower samples nodes with the global `random`
+    result = chain.driver.start(
+        grid=ProgressGrid(grid, num_rounds=config.num_server_rounds, status=status),
+        initial_arrays=initial,
+        num_rounds=config.num_server_rounds - state.round_offset,
+        train_config=ConfigRecord({ADAPTER_KIND: adapter_kind}),
+        evaluate_config=ConfigRecord({ADAPTER_KIND: adapter_kind}),
+        evaluate_fn=chain.driver.evaluate_fn(record_and_checkpoint),
+        timeout=config.round_timeout or 3600,
+    )
+    return result.arrays if len(result.arrays) else initial
 
 
 @app.main()

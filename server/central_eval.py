@@ -12,15 +12,15 @@ from adapters.base_delta import BaseWeights
 from adapters.payload import load
 from client.tasks.base import Task, TaskMetrics
 
-BaseDeltaSource = Callable[[], dict[str, np.ndarray]]
+BaseDeltaSource = Callable[[], dict[str, np.ndarray] | None]
 
 
 class CentralEvaluator:
     """Evaluate global arrays with ``task`` on ``rows`` using the server's own adapted model.
 
-    ``base_deltas`` (optional) returns the strategy's current cumulative base delta per module, for
-    strategies that change the frozen base (FedEx-LoRA); the model's base is set to ``W0 + D``
-    before each evaluation.
+    ``base_deltas`` (optional) returns the strategy's current cumulative base delta ``D`` per module,
+    or ``None`` for a strategy that never changes the frozen base; with a delta the model's base is
+    set to ``W0 + D`` before each evaluation (FedEx-LoRA, FLoRA).
     """
 
     def __init__(
@@ -44,7 +44,8 @@ class CentralEvaluator:
 
     def __call__(self, arrays: ArrayRecord) -> TaskMetrics:
         """Load ``arrays`` (and the current base) into the model and evaluate."""
-        if self.base is not None and self.base_deltas is not None:
-            self.base.set(self.base_deltas())
+        deltas = self.base_deltas() if self.base_deltas is not None else None
+        if self.base is not None and deltas is not None:
+            self.base.set(deltas)
         load(self.model, {key: array.numpy() for key, array in arrays.items()})
         return self.task.evaluate(self.model, self.tokenizer, self.rows, batch_size=self.batch_size)

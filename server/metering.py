@@ -1,7 +1,8 @@
 """Communication metering: bytes per round, per client, per direction, from the serialised records.
 
-``Metered`` wraps any Flower strategy (a wrapper, not a flag in each strategy) and records, for
-every message the strategy sends and every reply it receives, the size of the records it carries
+``Metered`` wraps the :class:`server.plugin_relay.PluginRelay` (a wrapper, not a flag in each
+strategy; plugin reports and broadcasts are metered too) and records, for every message sent and
+every reply received, the size of the records it carries
 (``Record.count_bytes()``: the npy-serialised arrays plus key and metadata bytes). Flower adds no
 compression, so these are the payload bytes on the wire; the simulation's message envelope adds
 about 1.5 KB. A deployed SuperLink's own traffic counter also counts each array's framing (about
@@ -11,17 +12,16 @@ about 1.5 KB. A deployed SuperLink's own traffic counter also counts each array'
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
-
-from server.strategy_wrapper import StrategyWrapper
 
 from contract import SETUP_RECORDS, message_bytes
+from server.plugin_relay import PluginRelay
+from server.strategy_wrapper import StrategyWrapper
 
 DOWN, UP = "down", "up"
 SETUP = "setup"  # the phase of one-time set-up records
@@ -68,17 +68,19 @@ class ByteLedger:
             writer.writerows((r.round, r.node, r.direction, r.phase, r.bytes) for r in self.rows)
 
 
-class Metered(StrategyWrapper):
-    """Wrap ``inner`` so that every message in both directions is entered in ``ledger``.
+class Metered(StrategyWrapper[PluginRelay]):
+    """Wrap the relay so that every message in both directions is entered in ``ledger``.
 
-    The wrapper delegates all decisions to ``inner``; ``start`` is Flower's own round loop calling
-    these methods. ``last_train_metrics`` keeps the latest aggregated train metrics per round for
-    the run recorder.
+    The wrapper delegates all decisions inwards; ``start`` is Flower's own round loop calling these
+    methods. ``train_metrics`` and ``evaluate_metrics`` keep each round's aggregated metrics for the
+    run recorder.
     """
 
-    def __init__(self, inner: Strategy, ledger: ByteLedger | None = None) -> None:
-        super().__init__(inner)
-        self.ledger = ledger if ledger is not None else ByteLedger()
+    wraps = PluginRelay
+
+    def __init__(self, relay: PluginRelay, ledger: ByteLedger) -> None:
+        super().__init__(relay)
+        self.ledger = ledger
         self.train_metrics: dict[int, MetricRecord] = {}
         self.evaluate_metrics: dict[int, MetricRecord] = {}
 
@@ -126,6 +128,3 @@ class Metered(StrategyWrapper):
         if metrics is not None:
             self.evaluate_metrics[server_round] = metrics
         return metrics
-
-
-EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]

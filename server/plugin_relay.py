@@ -1,15 +1,16 @@
 """The server side of the task-plugin hooks (``client.tasks.base``): reports up, merged state down.
 
-``PluginRelay`` wraps the strategy *inside* :class:`server.metering.Metered`, so the reports and
-broadcasts it adds are metered with everything else. Per round it
+``PluginRelay`` wraps the strategy itself, *inside* :class:`server.metering.Metered`, so the reports
+and broadcasts it adds are metered with everything else. It starts from the broadcast a resumed run
+saved (installed on the server's task at once), or none. Per round it
 
 1. adds the current broadcast (if any) to every train and evaluate instruction,
-2. after the inner strategy aggregated, and only for a task that implements ``merge_reports``, hands
+2. after the strategy aggregated, and only for a task that implements ``merge_reports``, hands
    every reply the strategy accepted (not in its ``last_dropped``) to it; a reply whose report is unreadable
    is still aggregated - only its report is skipped, and the count is in ``plugin_bad_reports``,
-3. keeps the returned metrics for the round's row, writes ``detail`` to ``plugins/round-<N>.json``,
-   and installs a new ``broadcast`` on the server's task (central evaluation sees it) and for the
-   next round's messages.
+3. keeps the returned metrics for the round's row (:attr:`round_metrics`), writes ``detail`` to
+   ``plugins/round-<N>.json``, and installs a new ``broadcast`` on the server's task (central
+   evaluation sees it) and for the next round's messages.
 """
 
 from __future__ import annotations
@@ -23,23 +24,27 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
-
-from server.strategy_wrapper import StrategyWrapper
 
 from client.tasks.base import ClientReport, Task
 from contract import ARRAYS, BROADCAST, METRICS, NUM_EXAMPLES, ReportError, encode_json_record, message_report
-from strategies.validation import expected_from_arrays, validate_reply
+from server.strategy_wrapper import StrategyWrapper
+from strategies.protocol import CorollaStrategy
 
 
-class PluginRelay(StrategyWrapper):
-    """Wrap ``inner`` to relay ``task``'s plugin reports and broadcasts (module docstring)."""
+class PluginRelay(StrategyWrapper[CorollaStrategy]):
+    """Wrap the strategy to relay ``task``'s plugin reports and broadcasts (module docstring)."""
 
-    def __init__(self, inner: Strategy, task: Task, folder: Path) -> None:
-        super().__init__(inner)
+    wraps = CorollaStrategy
+
+    def __init__(
+        self, strategy: CorollaStrategy, task: Task, folder: Path, *, broadcast: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(strategy)
         self.task = task
         self.folder = folder
-        self.broadcast: dict[str, Any] | None = None
+        self.broadcast = broadcast
+        if broadcast is not None:
+            task.apply_broadcast(broadcast)
         self.round_metrics: dict[int, dict[str, float]] = {}
         self._sent: dict[int, ArrayRecord] = {}
 
@@ -64,19 +69,15 @@ class PluginRelay(StrategyWrapper):
             self._merge(server_round, replies, sent)
         return arrays, metrics
 
-    def _accepted(self, replies: list[Message], sent: ArrayRecord) -> list[Message]:
+    def _accepted(self, replies: list[Message]) -> list[Message]:
         """The replies the strategy aggregated: its own ``last_dropped`` verdicts, not a second check."""
-        dropped = getattr(self.inner, "last_dropped", None)
-        if dropped is None:  # a strategy without a drop list: validate here
-            expected = expected_from_arrays(sent)
-            return [r for r in replies if r.has_content() and validate_reply(r.content, expected) is None]
-        nodes = {node for node, _ in dropped}
+        nodes = {node for node, _ in self.inner.last_dropped}
         return [r for r in replies if r.has_content() and r.metadata.src_node_id not in nodes]
 
     def _merge(self, server_round: int, replies: list[Message], sent: ArrayRecord) -> None:
         reports: list[ClientReport] = []
         bad = 0
-        for reply in self._accepted(replies, sent):
+        for reply in self._accepted(replies):
             try:
                 report = message_report(reply)
             except ReportError as exc:

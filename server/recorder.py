@@ -14,10 +14,11 @@ from typing import Any, TextIO
 
 from flwr.app import ArrayRecord, MetricRecord
 
+from contract import CLIENTS, DROPPED, EPSILON, NUM_EXAMPLES, PARTITION_ID, TRAIN_LOSS
 from server.central_eval import CentralEvaluator
-from contract import EPSILON, PARTITION_ID
-from server.metering import DOWN, SETUP, UP, Metered
+from server.metering import DOWN, SETUP, UP
 from server.run_folder import RunFolder
+from server.strategy_chain import StrategyChain
 
 _COLUMNS = ("round", "clients", "dropped", "train_loss", "eval_loss", "eval_main", "MB_down", "MB_up", "secs")
 
@@ -31,52 +32,56 @@ def _fmt(value: Any, width: int) -> str:
 
 
 class RoundRecorder:
-    """Writes and prints one row per round; call it as Flower's ``evaluate_fn``."""
+    """Writes and prints one row per round; call it as Flower's ``evaluate_fn``.
+
+    It reads each round's numbers from the wrappers that collected them: bytes and aggregated
+    metrics from the meter, task-plugin metrics from the relay, timeouts from the driver. ``rows``
+    are the rows already recorded (a resumed run's, from its checkpoint).
+    """
 
     def __init__(
         self,
         folder: RunFolder,
-        meter: Metered,
+        chain: StrategyChain,
         evaluator: CentralEvaluator | None,
         *,
         main_metric: str,
         num_rounds: int,
+        rows: list[dict[str, Any]],
         show_epsilon: bool = False,
         stream: TextIO | None = None,
-        rows: list[dict[str, Any]] | None = None,
-        timed_out: dict[int, int] | None = None,
     ) -> None:
         self.folder = folder
-        self.meter = meter
+        self.chain = chain
         self.evaluator = evaluator
         self.main_metric = main_metric
         self.num_rounds = num_rounds
         self.columns = (*_COLUMNS[:-1], EPSILON, _COLUMNS[-1]) if show_epsilon else _COLUMNS
         self.stream = stream or sys.stdout
-        self.timed_out = timed_out if timed_out is not None else {}  # per round, from the RoundDriver
-        self.rows: list[dict[str, Any]] = list(rows or [])  # a resumed run starts with the checkpoint's rows
+        self.rows: list[dict[str, Any]] = list(rows)
         self._last = time.perf_counter()
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Record round ``server_round`` (0: the initial model)."""
-        train = dict(self.meter.train_metrics.get(server_round, {}))
-        fed_eval = dict(self.meter.evaluate_metrics.get(server_round, {}))
+        meter, ledger = self.chain.meter, self.chain.meter.ledger
+        train = dict(meter.train_metrics.get(server_round, {}))
+        fed_eval = dict(meter.evaluate_metrics.get(server_round, {}))
         row: dict[str, Any] = {
             "round": server_round,
-            "clients": int(train.pop("clients", 0)),
-            "dropped": int(train.pop("dropped", 0)),
-            "timed_out": int(self.timed_out.get(server_round, 0)),
-            "bytes_down": self.meter.ledger.total(server_round=server_round, direction=DOWN),
-            "bytes_up": self.meter.ledger.total(server_round=server_round, direction=UP),
-            "train_loss": train.pop("train_loss", None),
+            "clients": int(train.pop(CLIENTS, 0)),
+            "dropped": int(train.pop(DROPPED, 0)),
+            "timed_out": int(self.chain.driver.timed_out.get(server_round, 0)),
+            "bytes_down": ledger.total(server_round=server_round, direction=DOWN),
+            "bytes_up": ledger.total(server_round=server_round, direction=UP),
+            "train_loss": train.pop(TRAIN_LOSS, None),
         }
-        row["bytes_setup"] = self.meter.ledger.total(server_round=server_round, phase=SETUP)
-        row["bytes_down_total"] = self.meter.ledger.total(direction=DOWN)
-        row["bytes_up_total"] = self.meter.ledger.total(direction=UP)
+        row["bytes_setup"] = ledger.total(server_round=server_round, phase=SETUP)
+        row["bytes_down_total"] = ledger.total(direction=DOWN)
+        row["bytes_up_total"] = ledger.total(direction=UP)
         train.pop(PARTITION_ID, None)  # an identifier for ordering replies, not a metric
-        row.update({k: v for k, v in train.items() if k != "num-examples"})
-        row.update({f"fed_{k}": v for k, v in fed_eval.items() if k != "num-examples"})
-        row.update(getattr(self.meter, "round_metrics", {}).get(server_round, {}))  # task-plugin metrics
+        row.update({k: v for k, v in train.items() if k != NUM_EXAMPLES})
+        row.update({f"fed_{k}": v for k, v in fed_eval.items() if k != NUM_EXAMPLES})
+        row.update(self.chain.relay.round_metrics.get(server_round, {}))  # task-plugin metrics
         result = None
         if self.evaluator is not None:
             metrics = self.evaluator(arrays)

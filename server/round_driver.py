@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterable
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
-
-from server.strategy_wrapper import StrategyWrapper
 
 from contract import METRICS, PARTITION_ID
+from server.metering import Metered
+from server.strategy_wrapper import StrategyWrapper
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 
@@ -32,11 +31,13 @@ def _order_key(reply: Message) -> tuple[int, int]:
     return partition, int(reply.metadata.src_node_id)
 
 
-class RoundDriver(StrategyWrapper):
-    """Wrap ``inner``; rounds seen by ``inner`` are ``start``'s rounds plus ``offset``."""
+class RoundDriver(StrategyWrapper[Metered]):
+    """Wrap the meter; rounds seen inside are ``start``'s rounds plus ``offset``."""
 
-    def __init__(self, inner: Strategy, *, offset: int = 0) -> None:
-        super().__init__(inner)
+    wraps = Metered
+
+    def __init__(self, meter: Metered, *, offset: int) -> None:
+        super().__init__(meter)
         self.offset = offset
         self.timed_out: dict[int, int] = {}
         self._sent: dict[int, int] = {}

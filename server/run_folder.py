@@ -5,9 +5,11 @@
     ``rounds.jsonl``  one JSON object per round (round 0 is the initial evaluation)
     ``ledger.csv``    ``round,node,direction,phase,bytes``: every metered message
     ``adapter/``      the final adapter in PEFT format (``PeftModel.from_pretrained`` loads it)
-    ``merged/``       merged weights, for strategies that change the frozen base (FedEx-LoRA)
+    ``merged/``       merged weights, for strategies that change the frozen base (FedEx-LoRA, FLoRA)
+                      and kinds whose adapter needs Corolla's own layers to load (ABBA)
     ``summary.json``  totals and the final metrics, written when the run completes
     ``checkpoint.safetensors``  the state after the last completed round (``resume-from`` reads it)
+    ``plugins/``      a task plugin's per-round detail (``round-<N>.json``), when it writes any
 
 The output directory is resolved to an absolute path before use: a ServerApp's working directory
 is the SuperLink's, not the app's.

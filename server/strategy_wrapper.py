@@ -1,24 +1,37 @@
-"""A Flower strategy that delegates every call to the one it wraps.
+"""The base of the server's strategy wrappers: a Flower strategy that holds exactly one inner object.
 
-The ServerApp stacks wrappers (``RoundDriver`` -> ``Metered`` -> ``PluginRelay`` -> strategy); each
-overrides only what it adds. Attributes the wrapper lacks (e.g. ``last_dropped``, ``base_deltas``)
-are looked up on the wrapped strategy.
+A wrapper delegates the five members Flower's ``Strategy.start`` calls (``configure_train``,
+``aggregate_train``, ``configure_evaluate``, ``aggregate_evaluate``, ``summary``) and nothing else:
+what a caller needs of an inner layer it reaches through that layer's own typed attribute. Each
+wrapper declares the one type it may wrap (``wraps``) and refuses any other, so the order
+``RoundDriver`` -> ``Metered`` -> ``PluginRelay`` -> strategy holds by construction
+(``server.strategy_chain.wrap_strategy`` assembles it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar, Generic, TypeVar
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+InnerT = TypeVar("InnerT", bound=Strategy)
 
-class StrategyWrapper(Strategy):
-    """Delegate everything to ``inner``."""
 
-    def __init__(self, inner: Strategy) -> None:
-        self.inner = inner
+class StrategyWrapper(Strategy, Generic[InnerT]):
+    """Delegate Flower's five strategy members to ``inner``, an instance of ``wraps``."""
+
+    wraps: ClassVar[type[Strategy]]
+
+    def __init__(self, inner: InnerT) -> None:
+        if not isinstance(inner, self.wraps):
+            raise TypeError(
+                f"{type(self).__name__} wraps a {self.wraps.__name__}, got {type(inner).__name__}; the order is "
+                "RoundDriver -> Metered -> PluginRelay -> strategy (server.strategy_chain.wrap_strategy builds it)"
+            )
+        self.inner: InnerT = inner
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """Delegate."""
@@ -39,8 +52,3 @@ class StrategyWrapper(Strategy):
     def summary(self) -> None:
         """Delegate."""
         self.inner.summary()
-
-    def __getattr__(self, name: str) -> object:
-        if name == "inner":  # not set yet (e.g. during unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)

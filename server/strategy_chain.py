@@ -1,0 +1,47 @@
+"""The strategy as the round loop sees it: ``RoundDriver`` -> ``Metered`` -> ``PluginRelay`` -> strategy.
+
+:func:`wrap_strategy` is the one place the chain is assembled (each wrapper also refuses any inner
+type but its own, ``server.strategy_wrapper``). The order matters: the driver shifts round numbers
+and sorts replies before anything inside sees them; the meter sits outside the relay, so plugin
+reports and broadcasts are metered with the payload. :class:`StrategyChain` hands out every layer
+by its type, so nothing reaches a member through another layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from client.tasks.base import Task
+from server.metering import ByteLedger, Metered
+from server.plugin_relay import PluginRelay
+from server.round_driver import RoundDriver
+from strategies.protocol import CorollaStrategy
+
+
+@dataclass(frozen=True)
+class StrategyChain:
+    """The four layers; ``driver`` is what ``Strategy.start`` runs."""
+
+    driver: RoundDriver
+    meter: Metered
+    relay: PluginRelay
+    strategy: CorollaStrategy
+
+
+def wrap_strategy(
+    strategy: CorollaStrategy,
+    *,
+    task: Task,
+    folder: Path,
+    ledger: ByteLedger,
+    round_offset: int,
+    broadcast: dict[str, Any] | None,
+) -> StrategyChain:
+    """Wrap ``strategy`` for a run: plugin relay (starting from ``broadcast``), byte meter (into
+    ``ledger``), round driver (rounds shifted by ``round_offset``)."""
+    relay = PluginRelay(strategy, task, folder, broadcast=broadcast)
+    meter = Metered(relay, ledger)
+    driver = RoundDriver(meter, offset=round_offset)
+    return StrategyChain(driver=driver, meter=meter, relay=relay, strategy=strategy)

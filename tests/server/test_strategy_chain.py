@@ -1,0 +1,64 @@
+"""The wrapper chain: order by construction, each layer holds its typed inner, nothing falls through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flwr.serverapp.strategy import FedAvg
+
+from client.tasks.arithmetic import ArithmeticWordProblems
+from server.metering import ByteLedger, Metered
+from server.plugin_relay import PluginRelay
+from server.round_driver import RoundDriver
+from server.strategy_chain import wrap_strategy
+from strategies.fedit import FedIT
+
+
+class BroadcastProbe(ArithmeticWordProblems):
+    """Arithmetic that remembers the broadcasts installed on it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.installed: list[dict[str, Any]] = []
+
+    def apply_broadcast(self, state: dict[str, Any]) -> None:
+        self.installed.append(state)
+
+
+def test_the_chain_is_driver_meter_relay_strategy_and_each_layer_holds_the_next(tmp_path: Path) -> None:
+    strategy, ledger = FedIT(), ByteLedger()
+    chain = wrap_strategy(strategy, task=BroadcastProbe(seed=0, max_length=32), folder=tmp_path, ledger=ledger, round_offset=2,
+                          broadcast=None)
+    assert chain.driver.inner is chain.meter and chain.meter.inner is chain.relay and chain.relay.inner is strategy
+    assert chain.strategy is strategy and chain.meter.ledger is ledger and chain.driver.offset == 2
+
+
+def test_a_wrapper_refuses_anything_but_the_layer_it_wraps(tmp_path: Path) -> None:
+    strategy = FedIT()
+    relay = PluginRelay(strategy, BroadcastProbe(seed=0, max_length=32), tmp_path)
+    with pytest.raises(TypeError, match="Metered wraps a PluginRelay, got FedIT; the order is RoundDriver -> Metered"):
+        Metered(strategy, ByteLedger())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="RoundDriver wraps a Metered, got PluginRelay"):
+        RoundDriver(relay, offset=0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="PluginRelay wraps a CorollaStrategy, got FedAvg"):
+        PluginRelay(FedAvg(), BroadcastProbe(seed=0, max_length=32), tmp_path)  # type: ignore[arg-type]
+
+
+def test_no_member_of_an_inner_layer_is_reachable_through_an_outer_one(tmp_path: Path) -> None:
+    chain = wrap_strategy(FedIT(), task=BroadcastProbe(seed=0, max_length=32), folder=tmp_path, ledger=ByteLedger(), round_offset=0,
+                          broadcast=None)
+    for outer, name in ((chain.driver, "ledger"), (chain.driver, "last_dropped"), (chain.meter, "round_metrics"),
+                        (chain.meter, "export_state"), (chain.relay, "base_deltas")):
+        assert not hasattr(outer, name), (type(outer).__name__, name)
+
+
+def test_the_relay_starts_from_a_saved_broadcast_and_installs_it_on_the_server_task(tmp_path: Path) -> None:
+    task = BroadcastProbe(seed=0, max_length=32)
+    saved = {"round": 3, "lexicon": ["a"]}
+    chain = wrap_strategy(FedIT(), task=task, folder=tmp_path, ledger=ByteLedger(), round_offset=3, broadcast=saved)
+    assert chain.relay.broadcast == saved and task.installed == [saved]
+    fresh = BroadcastProbe(seed=0, max_length=32)
+    assert wrap_strategy(FedIT(), task=fresh, folder=tmp_path, ledger=ByteLedger(), round_offset=0,
+                         broadcast=None).relay.broadcast is None and fresh.installed == []
