@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from logging import WARNING
 
-from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, MetricRecordValues, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.logger import log
 
@@ -64,13 +64,21 @@ def _node_partition(context: Context) -> tuple[int, int]:
 def _worker(msg: Message, context: Context) -> tuple[RunConfig, Worker]:
     """The run config and the cached worker for the adapter kind the instruction names."""
     config = parse_run_config(context.run_config, partial=True)
-    instruction = msg.content[CONFIG]
+    instruction = msg.content.config_records[CONFIG]
     if ADAPTER_KIND not in instruction:
         raise ValueError(
             f"the server's {msg.metadata.message_type} instruction names no adapter kind (`{ADAPTER_KIND}` in its "
             f"`{CONFIG}` record); run the ServerApp and the ClientApp from the same Corolla version"
         )
     return config, get_worker(config, str(instruction[ADAPTER_KIND]))
+
+
+def _instruction_int(msg: Message, key: str) -> int:
+    """The integer ``key`` of the instruction's config record (``server-round``, ``init-examples``)."""
+    value = msg.content.config_records[CONFIG].get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"the server's {msg.metadata.message_type} instruction has `{key}` = {value!r}, not an integer")
+    return value
 
 
 def _client_seed(seed: int, server_round: int, partition_id: int) -> int:
@@ -88,7 +96,7 @@ def _private_round(config: RunConfig, context: Context) -> PrivateRound | None:
 
 def _load_global(worker: Worker, content: RecordDict) -> dict:
     """Install the global payload (and any plugin broadcast) in the worker's model; return it."""
-    received = {key: array.numpy() for key, array in content[ARRAYS].items()}
+    received = {key: array.numpy() for key, array in content.array_records[ARRAYS].items()}
     load(worker.model, received)
     state = decode_json_record(content, BROADCAST)
     if state is not None:
@@ -101,7 +109,7 @@ def train(msg: Message, context: Context) -> Message:
     """Train the adapter on this node's shard for ``train.local-steps`` steps."""
     config, worker = _worker(msg, context)
     partition_id, num_partitions = _node_partition(context)
-    server_round = int(msg.content[CONFIG][SERVER_ROUND])
+    server_round = _instruction_int(msg, SERVER_ROUND)
     fault = draw_fault(config, server_round=server_round, partition_id=partition_id)
     if fault == "fail":
         raise InjectedFailure(f"faults.fail-fraction: partition {partition_id} fails round {server_round}")
@@ -134,7 +142,7 @@ def train(msg: Message, context: Context) -> Message:
     if fault == "malformed":
         payload = malform(payload)
     report = worker.task.client_report(worker.model, worker.tokenizer, rows, update=update)
-    metrics = {TRAIN_LOSS: stats.loss, NUM_EXAMPLES: len(rows), PARTITION_ID: partition_id, BASE_VERSION: pending.version, CONFIRMED: int(frozen)}
+    metrics: dict[str, MetricRecordValues] = {TRAIN_LOSS: stats.loss, NUM_EXAMPLES: len(rows), PARTITION_ID: partition_id, BASE_VERSION: pending.version, CONFIRMED: int(frozen)}
     if stats.epsilon is not None:
         metrics[EPSILON] = stats.epsilon
     reply = RecordDict(
@@ -159,7 +167,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     _load_global(worker, msg.content)
     rows = worker.test_rows(partition_id=partition_id, num_partitions=num_partitions, seed=config.seed)
     result = worker.task.evaluate(worker.model, worker.tokenizer, rows, batch_size=config.eval.batch_size)
-    metrics = {f"eval_{name}": float(value) for name, value in result.values.items()}
+    metrics: dict[str, MetricRecordValues] = {f"eval_{name}": float(value) for name, value in result.values.items()}
     if worker.task.implements("shard_metrics"):  # the client's own training shard, e.g. memorisation
         own = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
         shard = worker.task.shard_metrics(worker.model, worker.tokenizer, own, batch_size=config.eval.batch_size)
@@ -178,7 +186,7 @@ def gradient_estimate(msg: Message, context: Context) -> Message:
     config, worker = _worker(msg, context)
     partition_id, num_partitions = _node_partition(context)
     rows = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
-    count = min(int(msg.content[CONFIG][INIT_EXAMPLES]), len(rows))
+    count = min(_instruction_int(msg, INIT_EXAMPLES), len(rows))
     size = config.train.batch_size
     batches = [worker.task.collate(worker.tokenizer, rows[i : i + size]) for i in range(0, count, size)]
     grads = estimate_gradients(worker.model, batches, lambda m, b: worker.task.example_losses(m, b).mean(), num_samples=count)

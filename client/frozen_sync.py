@@ -21,19 +21,19 @@ CONFIRMED = FROZEN_CONFIRMED  # reply metric: 1 once the node verified and insta
 
 def sync_frozen(worker: Worker, content: RecordDict, context: Context) -> bool:
     """Install the frozen factors the message names; ``False`` if the strategy uses none."""
-    config = content[CONFIG]
+    config = content.config_records[CONFIG]
     if FROZEN_HASH not in config:
         return False
     expected = str(config[FROZEN_HASH])
     if worker.frozen_hash == expected:
         return True
     if FROZEN_FACTORS in content:
-        arrays = {key: array.numpy() for key, array in content[FROZEN_FACTORS].items()}
+        arrays = {key: array.numpy() for key, array in content.array_records[FROZEN_FACTORS].items()}
         if hash_arrays(arrays) != expected:
             raise ValueError("the frozen adapter factors received do not match the hash the server sent; refusing to train")
         context.state[STATE_FROZEN] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
     elif STATE_FROZEN in context.state:
-        arrays = {key: array.numpy() for key, array in context.state[STATE_FROZEN].items()}
+        arrays = {key: array.numpy() for key, array in context.state.array_records[STATE_FROZEN].items()}
     else:
         raise ValueError("this node holds no frozen adapter factors and the server sent none; restart the run")
     load_frozen_factors(worker.model, arrays, expected_hash=expected)

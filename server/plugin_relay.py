@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable
 from logging import WARNING
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
@@ -88,9 +88,9 @@ class PluginRelay(StrategyWrapper[CorollaStrategy]):
             reports.append(
                 ClientReport(
                     node=reply.metadata.src_node_id,
-                    num_examples=int(reply.content[METRICS][NUM_EXAMPLES]),
+                    num_examples=int(cast(float, reply.content.metric_records[METRICS][NUM_EXAMPLES])),  # a number: the strategy accepted it
                     report=report,
-                    arrays={key: array.numpy() for key, array in reply.content[ARRAYS].items()},
+                    arrays={key: array.numpy() for key, array in reply.content.array_records[ARRAYS].items()},
                 )
             )
         merged = self.task.merge_reports(server_round, reports, sent={k: a.numpy() for k, a in sent.items()})

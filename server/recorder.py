@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from flwr.app import ArrayRecord, MetricRecord
+from flwr.app import ArrayRecord, MetricRecord, MetricRecordValues
 
 from contract import CLIENTS, DROPPED, EPSILON, NUM_EXAMPLES, PARTITION_ID, TRAIN_LOSS
 from server.central_eval import CentralEvaluator
@@ -29,6 +29,13 @@ def _fmt(value: Any, width: int) -> str:
     if isinstance(value, float):
         return f"{value:.4f}".rjust(width)
     return str(value).rjust(width)
+
+
+def _count(value: MetricRecordValues) -> int:
+    """A count the strategy aggregated (``clients``, ``dropped``): a scalar by construction."""
+    if isinstance(value, list):
+        raise TypeError(f"expected a count, got the list {value!r}")
+    return int(value)
 
 
 class RoundRecorder:
@@ -68,8 +75,8 @@ class RoundRecorder:
         fed_eval = dict(meter.evaluate_metrics.get(server_round, {}))
         row: dict[str, Any] = {
             "round": server_round,
-            "clients": int(train.pop(CLIENTS, 0)),
-            "dropped": int(train.pop(DROPPED, 0)),
+            "clients": _count(train.pop(CLIENTS, 0)),
+            "dropped": _count(train.pop(DROPPED, 0)),
             "timed_out": int(self.chain.driver.timed_out.get(server_round, 0)),
             "bytes_down": ledger.total(server_round=server_round, direction=DOWN),
             "bytes_up": ledger.total(server_round=server_round, direction=UP),

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -25,9 +26,13 @@ EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 
 
 def _order_key(reply: Message) -> tuple[int, int]:
+    """``(partition-id, node id)``; a reply without a readable partition id (an error, or malformed:
+    replies are not validated yet) sorts first, by node id."""
     partition = -1
-    if reply.has_content() and METRICS in reply.content:
-        partition = int(reply.content[METRICS].get(PARTITION_ID, -1))
+    if reply.has_content() and METRICS in reply.content.metric_records:
+        value = reply.content.metric_records[METRICS].get(PARTITION_ID)
+        if isinstance(value, int | float) and math.isfinite(value):
+            partition = int(value)
     return partition, int(reply.metadata.src_node_id)
 
 

@@ -62,3 +62,29 @@ def test_the_relay_starts_from_a_saved_broadcast_and_installs_it_on_the_server_t
     fresh = BroadcastProbe(seed=0, max_length=32)
     assert wrap_strategy(FedIT(), task=fresh, folder=tmp_path, ledger=ByteLedger(), round_offset=0,
                          broadcast=None).relay.broadcast is None and fresh.installed == []
+
+
+def test_the_driver_hands_replies_on_in_partition_order_even_when_one_is_malformed(tmp_path: Path) -> None:
+    from flwr.app import Message, MetricRecord, RecordDict  # noqa: PLC0415
+
+    from tests.strategies.fake_grid import set_task_identity  # noqa: PLC0415
+
+    set_task_identity()
+    seen: list[int] = []
+
+    class Recording(FedIT):
+        def aggregate_train(self, server_round, replies):  # noqa: ANN001, ANN202 - Flower's signature
+            seen.extend(int(r.metadata.src_node_id) for r in replies)
+            return None, None
+
+    def reply(node: int, partition: object) -> Message:
+        metrics = MetricRecord({"num-examples": 1})
+        if partition is not None:
+            metrics["partition-id"] = partition  # type: ignore[assignment]
+        instruction = Message(RecordDict(), dst_node_id=node, message_type="train")
+        return Message(RecordDict({"metrics": metrics}), reply_to=instruction)  # from node `node`
+
+    chain = wrap_strategy(Recording(), task=BroadcastProbe(seed=0, max_length=32), folder=tmp_path, ledger=ByteLedger(),
+                          round_offset=0, broadcast=None)
+    chain.driver.aggregate_train(1, [reply(30, 2), reply(10, [1, 2]), reply(20, 0), reply(40, None)])
+    assert seen == [10, 40, 20, 30]  # unreadable partition ids first (by node), then partitions 0, 2
