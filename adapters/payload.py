@@ -99,12 +99,13 @@ def load(model: Any, payload: Payload) -> None:
 def layout(model: Any) -> dict[str, dict[str, Any]]:
     """Per adapted module: its payload keys, the LoRA scale and the orientation.
 
-    Returns plain data, ``{module: {<field>: key, ..., "scale", "fan_in_fan_out"}}`` with the fields of
-    the module's adapter kind (``AdapterKind.layout_keys``): ``a_key``/``b_key`` for LoRA (``B: (m, r)``,
-    ``A: (r, n)``), ``b_key`` alone for FFA-LoRA (A is frozen), ``r_key`` alone for LoRA-SB
-    (``R: (r, r)``; A and B are frozen), and ABBA adds ``a2_key``/``b2_key`` (its second pair;
+    Returns plain data, ``{module: {<field>: key, ..., "scale", "fan_in_fan_out", "form"}}`` with the
+    fields of the module's adapter kind (``AdapterKind.layout_keys``): ``a_key``/``b_key`` for LoRA
+    (``B: (m, r)``, ``A: (r, n)``), ``b_key`` alone for FFA-LoRA (A is frozen), ``r_key`` alone for
+    LoRA-SB (``R: (r, r)``; A and B are frozen), and ABBA adds ``a2_key``/``b2_key`` (its second pair;
     ``scale`` is ABBA's ``s``). ``fan_in_fan_out`` marks GPT-2 ``Conv1D`` layers whose weight is
-    stored ``(n, m)``. Only keys the payload carries appear.
+    stored ``(n, m)``; ``form`` is the kind's ``layout_form``, the maths strategies apply to those keys
+    (``"pair"``, ``"hadamard-pairs"``, ...). Only keys the payload carries appear.
     """
     peft_model = unwrap(model)
     config = peft_model.peft_config[ADAPTER]
@@ -120,5 +121,6 @@ def layout(model: Any) -> dict[str, dict[str, Any]]:
             **entry,
             "scale": float(module.scaling[ADAPTER]),
             "fan_in_fan_out": bool(getattr(module, "fan_in_fan_out", False)),
+            "form": kind.layout_form,
         }
     return result

@@ -30,7 +30,7 @@ def test_only_b_and_head_train_and_travel() -> None:
     payload = extract(model)
     assert sum(v.size for v in payload.values()) == B_PARAMS + HEAD
     assert all(k.endswith(("lora_B.weight", "score.weight")) for k in payload)
-    assert all(set(e) == {"b_key", "scale", "fan_in_fan_out"} for e in layout(model).values())
+    assert all(set(e) == {"b_key", "scale", "fan_in_fan_out", "form"} for e in layout(model).values())
     assert set(frozen_factors(model)) == {k.replace("lora_B", "lora_A") for k in payload if "lora_B" in k}
     model.base_model.set_adapter("default")  # PEFT re-activating the adapter keeps A frozen
     assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable

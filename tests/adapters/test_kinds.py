@@ -36,7 +36,7 @@ def test_lora_method_is_the_old_behaviour() -> None:
     assert AdapterSpec().method == "lora" and adapter_kind_of(default) == "lora"
     first, second = extract(default), extract(explicit)
     assert list(first) == list(second) and all(np.array_equal(first[k], second[k]) for k in first)
-    assert all(set(e) == {"a_key", "b_key", "scale", "fan_in_fan_out"} for e in layout(default).values())
+    assert all(set(e) == {"a_key", "b_key", "scale", "fan_in_fan_out", "form"} for e in layout(default).values())
     assert frozen_factors(default) == {} and len(factors_hash(default)) == 64
     config = lora_config(AdapterSpec(rank=4, alpha=8), kind="causal-lm", model_type="llama")
     assert config.lora_alpha == 8 and config._custom_modules is None
@@ -69,7 +69,8 @@ def test_declared_layers_and_parameter_counts_match_the_built_model(method: str)
     for name, layer in adapted_layers(model).items():
         weight = layer.get_base_layer().weight  # nn.Linear: (m, n)
         expected = kind.module_params(weight.shape[0], weight.shape[1], spec)
-        assert set(entries[name]) - {"scale", "fan_in_fan_out"} == set(kind.layout_keys)
+        assert set(entries[name]) - {"scale", "fan_in_fan_out", "form"} == set(kind.layout_keys)
+        assert entries[name]["form"] == kind.layout_form
         assert sum(payload[k].size for k in payload if k.startswith(f"{name}.")) == expected.trained
         assert sum(frozen[k].size for k in frozen if k.startswith(f"{name}.")) == expected.frozen
         assert {k.rsplit(".", 2)[-2] for k in frozen if k.startswith(f"{name}.")} == set(kind.frozen_layers)

@@ -47,7 +47,7 @@ def test_only_r_trains_and_count_is_r_squared(layer: str) -> None:
     assert [n for n, p in model.named_parameters() if p.requires_grad] == names
     assert list(extract(model)) == [f"{MODULE}.lora_R.weight"]
     assert layout(model) == {MODULE: {"r_key": f"{MODULE}.lora_R.weight", "scale": 1.0,
-                                      "fan_in_fan_out": layer == "conv1d"}}
+                                      "fan_in_fan_out": layer == "conv1d", "form": "r-only"}}
 
 
 @pytest.mark.parametrize("layer", LAYERS)

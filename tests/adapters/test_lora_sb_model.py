@@ -57,7 +57,7 @@ def test_payload_is_exactly_r_and_the_head(initialised) -> None:
     assert sum(v.size for v in payload.values()) == M_LLAMA * RANK**2 + HEAD
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == M_LLAMA * RANK**2 + HEAD
     lay = layout(model)
-    assert len(lay) == M_LLAMA and all(set(e) == {"r_key", "scale", "fan_in_fan_out"} for e in lay.values())
+    assert len(lay) == M_LLAMA and all(set(e) == {"r_key", "scale", "fan_in_fan_out", "form"} for e in lay.values())
     frozen = frozen_factors(model)
     assert len(frozen) == 2 * M_LLAMA and not set(frozen) & set(payload)
     assert all(k.endswith(("lora_A.weight", "lora_B.weight")) for k in frozen)
