@@ -11,11 +11,10 @@ from .faults import FaultsConfig
 from .parse import ConfigError, allowed_keys, default_run_config, describe_key, parse_run_config
 from .privacy import PrivacyConfig
 from .registry import SectionInfo, core_section_names, register_section, registered_sections, run_config_model
-from .run_config import STRATEGY_ADAPTERS, RunConfig
+from .run_config import RunConfig
 from .section import Section, kebab, parse_fractions
 
 __all__ = [
-    "STRATEGY_ADAPTERS",
     "AdapterConfig",
     "ConfigError",
     "DataConfig",

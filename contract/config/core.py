@@ -39,12 +39,17 @@ class TaskConfig(Section):
 
 
 class AdapterConfig(Section):
-    """``adapter.*``: the LoRA-family adapter trained by clients."""
+    """``adapter.*``: the LoRA-family adapter trained by clients.
 
-    name: Literal["auto", "lora", "ffa", "lora-sb", "abba"] = Field(
+    ``name`` is checked against the strategy's declared kinds and the adapter registry when the run
+    starts (``strategies.registry.check_strategy_config``): the contract knows no adapter kind.
+    """
+
+    name: str = Field(
         "auto",
-        description="`lora`, `ffa` (A frozen), `lora-sb` (only r x r R trains), `abba` "
-        "(s(B1 A1) * (B2 A2), all four train), or `auto`: what the strategy needs",
+        min_length=1,
+        description="a registered adapter kind (`corolla adapters`: `lora`, `ffa`, `lora-sb`, `abba`, ...), "
+        "or `auto`: what the strategy needs",
     )
     rank: int = Field(32, ge=1, le=4096, description="LoRA rank r (Fed-SB: R is r x r; ABBA: r1 + r2 when unset)")
     rank1: int = Field(

@@ -10,6 +10,10 @@ such as ``"adapter.rank"``. :func:`~contract.config.parse_run_config` turns it i
 subclass assembled by :func:`~contract.config.run_config_model` from this core plus every
 section an extension registered (:func:`~contract.config.register_section`); extensions read
 their own section with :meth:`RunConfig.section`.
+
+Which adapter kinds a strategy takes, and what ``adapter.name = auto`` resolves to, is the
+strategy's own declaration (``strategies.registry.check_strategy_config``); the ServerApp sends the
+resolved kind to clients under ``contract.ADAPTER_KIND``, so nothing here knows any strategy.
 """
 
 from __future__ import annotations
@@ -58,12 +62,6 @@ class RunConfig(Section):
                 "`resume-from` cannot continue a DP run: the clients' accountant state lives in their Flower contexts, "
                 "which a new run does not have, so ε would silently restart; rerun from scratch"
             )
-        allowed = STRATEGY_ADAPTERS.get(self.strategy.name)
-        if allowed and self.adapter.name not in ("auto", *allowed):
-            raise ValueError(
-                f"`strategy.name` = {self.strategy.name!r} needs `adapter.name` in {list(allowed)} "
-                f"(got {self.adapter.name!r}); set `adapter.name=\"{allowed[0]}\"` or `auto`"
-            )
         return self
 
     def section(self, model: type[SectionT]) -> SectionT:
@@ -85,13 +83,6 @@ class RunConfig(Section):
             "contract.config.register_section(...) in its module and import that module before parse_run_config"
         )
 
-    @property
-    def adapter_kind(self) -> str:
-        """The adapter kind in use: ``adapter.name``, or what the strategy needs when ``auto``."""
-        if self.adapter.name != "auto":
-            return self.adapter.name
-        return STRATEGY_ADAPTERS.get(self.strategy.name, ("lora",))[0]
-
     def to_flat(self) -> dict[str, Any]:
         """The flat, dotted-key form Flower uses (``{"adapter.rank": 8, ...}``)."""
         flat: dict[str, Any] = {}
@@ -102,14 +93,3 @@ class RunConfig(Section):
                 flat[key] = value
         return flat
 
-
-# Which adapter kinds each strategy can aggregate exactly; `auto` picks the first. A strategy not
-# listed works on any kind (plain FedAvg of the payload). Kept here, beside the keys, because both
-# apps validate with it and the contract cannot import the strategy classes.
-STRATEGY_ADAPTERS: dict[str, tuple[str, ...]] = {
-    "fedit": ("lora", "abba"),  # ABBA: naive averaging of its four factors
-    "fedex": ("lora", "abba"),
-    "flora": ("lora",),
-    "ffa": ("ffa",),
-    "fedsb": ("lora-sb",),
-}

@@ -146,3 +146,11 @@ def test_a_fresh_cli_process_knows_the_plugin_and_strategy_sections() -> None:
                             capture_output=True, text=True, timeout=300, cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "'guideq.turns': 2" in result.stdout and "'safety.rhos': '0.5'" in result.stdout
+
+
+def test_config_validation_checks_the_strategy_adapter_pairing(capsys: pytest.CaptureFixture[str]) -> None:
+    # the contract parses any pairing; the strategies' declarations reject this one before anything runs
+    assert cli.main(["config", "-c", 'strategy.name="fedsb" adapter.name="lora"']) == 2
+    err = capsys.readouterr().err
+    assert "`strategy.name` = 'fedsb' needs `adapter.name` in ['lora-sb']" in err and 'adapter.name="lora-sb"' in err
+    assert cli.main(["config", "-c", 'strategy.name="fedsb" adapter.name="auto"']) == 0
