@@ -2,15 +2,18 @@
 
 Importing the package registers every built-in strategy with :mod:`strategies.registry`. One
 module per Flower strategy (:mod:`.fedit`, :mod:`.fedex`, :mod:`.flora`, :mod:`.ffa`,
-:mod:`.fedsb`); what the server needs from each is :class:`~strategies.protocol.CorollaStrategy`;
+:mod:`.fedsb`, :mod:`.fedsa`, :mod:`.rolora`, :mod:`.fedsvd`); what the server needs from each is :class:`~strategies.protocol.CorollaStrategy`;
 the maths they run on numpy arrays is :mod:`strategies.maths`.
 """
 
 from .fedex import FedExLoRA
 from .fedit import FedIT
+from .fedsa import FedSALoRA
 from .fedsb import FedSB
+from .fedsvd import FedSVD
 from .ffa import FFALoRA
 from .flora import FLoRA
+from .rolora import RoLoRA
 from .layout import Layout, LoraPair, layout_from_config, layout_to_config
 from .protocol import CorollaStrategy, DroppedReply, StrategyState
 from .registry import (
@@ -32,9 +35,12 @@ __all__ = [
     "FLoRA",
     "FedExLoRA",
     "FedIT",
+    "FedSALoRA",
     "FedSB",
+    "FedSVD",
     "Layout",
     "LoraPair",
+    "RoLoRA",
     "StrategyInfo",
     "StrategyState",
     "build_strategy",
