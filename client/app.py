@@ -19,6 +19,7 @@ from flwr.common.logger import log
 from adapters.lora_sb import estimate_gradients
 from adapters.payload import extract, load
 from client.base_sync import sync_base
+from client.factor_roles import RoundFactors
 from client.faults import InjectedFailure, draw_fault, malform
 from client.frozen_sync import CONFIRMED, sync_frozen
 from client.secagg import register_secagg
@@ -94,9 +95,13 @@ def _private_round(config: RunConfig, context: Context) -> PrivateRound | None:
     return PrivateRound(config=dp, planned_rounds=config.num_server_rounds, state=context.state)
 
 
-def _load_global(worker: Worker, content: RecordDict) -> dict:
-    """Install the global payload (and any plugin broadcast) in the worker's model; return it."""
+def _load_global(worker: Worker, content: RecordDict, factors: RoundFactors, *, personal: bool = True) -> dict:
+    """Install the global payload (and any plugin broadcast) in the worker's model; return it.
+
+    A partial payload (``client.factor_roles``) is completed first: personal local layers for
+    training, zeros (the global model) for ``personal=False``."""
     received = {key: array.numpy() for key, array in content.array_records[ARRAYS].items()}
+    received = factors.complete(received, worker.model, personal=personal)
     load(worker.model, received)
     state = decode_json_record(content, BROADCAST)
     if state is not None:
@@ -117,21 +122,23 @@ def train(msg: Message, context: Context) -> Message:
         time.sleep(config.faults.slow_seconds)
     pending = sync_base(worker.base, msg.content, context)
     frozen = sync_frozen(worker, msg.content, context)
-    received = _load_global(worker, msg.content)
+    factors = RoundFactors.of(msg.content, context)
+    received = _load_global(worker, msg.content, factors)
     rows = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
     try:
-        stats = local_train(
-            worker.model,
-            worker.task,
-            worker.tokenizer,
-            rows,
-            steps=config.train.local_steps,
-            batch_size=config.train.batch_size,
-            lr=config.train.lr,
-            weight_decay=config.train.weight_decay,
-            seed=_client_seed(config.seed, server_round, partition_id),
-            private=_private_round(config, context),
-        )
+        with factors.training(worker.model):  # the round's fixed layers (RoLoRA, FedSVD) do not train
+            stats = local_train(
+                worker.model,
+                worker.task,
+                worker.tokenizer,
+                rows,
+                steps=config.train.local_steps,
+                batch_size=config.train.batch_size,
+                lr=config.train.lr,
+                weight_decay=config.train.weight_decay,
+                seed=_client_seed(config.seed, server_round, partition_id),
+                private=_private_round(config, context),
+            )
     except BudgetExhausted as exc:
         log(WARNING, "partition %d, round %d: %s", partition_id, server_round, exc)
         # no base commit: the server drops this reply, so it still believes the previous version
@@ -139,10 +146,12 @@ def train(msg: Message, context: Context) -> Message:
     update = AdapterUpdate(before=received, after=extract(worker.model), layout=worker.layout)
     payload = worker.task.transform_update(worker.model, update)
     payload = update.after if payload is None else payload
+    payload = factors.reply(payload)  # without local and fixed layers
     if fault == "malformed":
         payload = malform(payload)
     report = worker.task.client_report(worker.model, worker.tokenizer, rows, update=update)
     metrics: dict[str, MetricRecordValues] = {TRAIN_LOSS: stats.loss, NUM_EXAMPLES: len(rows), PARTITION_ID: partition_id, BASE_VERSION: pending.version, CONFIRMED: int(frozen)}
+    metrics.update(factors.reply_metrics())
     if stats.epsilon is not None:
         metrics[EPSILON] = stats.epsilon
     reply = RecordDict(
@@ -154,6 +163,7 @@ def train(msg: Message, context: Context) -> Message:
     if report is not None:
         reply[REPORT] = encode_json_record(report)
     pending.commit(context)
+    factors.commit(update.after)
     return Message(content=reply, reply_to=msg)
 
 
@@ -164,10 +174,16 @@ def evaluate(msg: Message, context: Context) -> Message:
     partition_id, num_partitions = _node_partition(context)
     pending = sync_base(worker.base, msg.content, context)
     frozen = sync_frozen(worker, msg.content, context)
-    _load_global(worker, msg.content)
+    factors = RoundFactors.of(msg.content, context)
+    received = _load_global(worker, msg.content, factors, personal=False)
     rows = worker.test_rows(partition_id=partition_id, num_partitions=num_partitions, seed=config.seed)
     result = worker.task.evaluate(worker.model, worker.tokenizer, rows, batch_size=config.eval.batch_size)
     metrics: dict[str, MetricRecordValues] = {f"eval_{name}": float(value) for name, value in result.values.items()}
+    personal = factors.personal_scores(  # FedSA: this node's own B on the same test rows
+        worker.model, received,
+        lambda: worker.task.evaluate(worker.model, worker.tokenizer, rows, batch_size=config.eval.batch_size).values,
+    )
+    metrics.update({f"eval_{name}": value for name, value in personal.items()})
     if worker.task.implements("shard_metrics"):  # the client's own training shard, e.g. memorisation
         own = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
         shard = worker.task.shard_metrics(worker.model, worker.tokenizer, own, batch_size=config.eval.batch_size)
@@ -175,7 +191,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics[NUM_EXAMPLES] = result.num_examples
     metrics[BASE_VERSION] = pending.version
     metrics[CONFIRMED] = int(frozen)
+    metrics.update(factors.reply_metrics())
     pending.commit(context)
+    factors.commit()
     return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)
 
 
