@@ -14,6 +14,7 @@ from flwr.clientapp import ClientApp
 
 from client.secagg import stages
 from client.secagg.masking import collect
+from client.secagg.state import RoundSecrets
 from contract import secagg as wire
 
 Handler = Callable[[Message, Context], Message]
@@ -38,6 +39,21 @@ def handle_unmask(msg: Message, context: Context) -> Message:
     return _reply(msg, stages.unmask(msg.content.config_records[wire.SECAGG], context))
 
 
+def forgetting(handler: Handler) -> Handler:
+    """``handler``, but a node that fails a stage forgets the round's secrets before the error
+    reply goes out (it takes no further part in the round)."""
+
+    def guarded(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except Exception:
+            RoundSecrets.forget(context)
+            raise
+
+    guarded.__doc__ = handler.__doc__
+    return guarded
+
+
 def secagg_handlers(train: Handler) -> dict[str, Handler]:
     """Message type -> handler; ``train`` is the ClientApp's plain train handler."""
 
@@ -45,8 +61,9 @@ def secagg_handlers(train: Handler) -> dict[str, Handler]:
         """Collect: train, reply with the masked vector only."""
         return collect(msg, context, train)
 
-    return {wire.SETUP: handle_setup, wire.SHARE_KEYS: handle_share_keys, wire.COLLECT: handle_collect,
-            wire.UNMASK: handle_unmask}
+    handlers = {wire.SETUP: handle_setup, wire.SHARE_KEYS: handle_share_keys, wire.COLLECT: handle_collect,
+                wire.UNMASK: handle_unmask}
+    return {message_type: forgetting(handler) for message_type, handler in handlers.items()}
 
 
 def register_secagg(app: ClientApp, train: Handler) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 
-from client.secagg import stages
+from client.secagg import secagg_handlers, stages
 from client.secagg.masking import collect
 from client.secagg.state import STATE_KEY, RoundSecrets, StageOrderError
 from contract import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, TRAIN_LOSS
@@ -141,3 +141,15 @@ def test_unmask_never_reveals_both_secrets_of_a_node_and_forgets_the_round() -> 
     out = stages.unmask(ConfigRecord({wire.ROUND: 1, wire.ACTIVE: [101, 102], wire.DEAD: [103]}), ctx)
     assert list(out[wire.SEED_SHARE_NODES]) == [101, 102] and list(out[wire.KEY_SHARE_NODES]) == [103]
     assert STATE_KEY not in ctx.state  # nothing outlives the round
+
+
+def test_a_node_that_fails_a_stage_forgets_the_round() -> None:
+    def raises(msg: Message, ctx: Context) -> Message:
+        raise RuntimeError("training crashed")
+
+    contexts = {n: context(n) for n in NODES}
+    replies = shared(contexts)
+    handler = secagg_handlers(raises)[wire.COLLECT]
+    with pytest.raises(RuntimeError, match="training crashed"):
+        handler(collect_message(103, *forwarded(replies, 103)), contexts[103])
+    assert STATE_KEY not in contexts[103].state and STATE_KEY in contexts[101].state
