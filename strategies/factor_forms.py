@@ -6,12 +6,12 @@ entry's :class:`FactorForm` for what they need. A new form registers itself with
 :func:`register_factor_form`; the adapter kind that ships it names it (``adapters``'
 ``layout_form``). Built in (``docs/algorithms.md §1``, ``§10.1``):
 
-============  ====================  =========================================================
-form          layout key fields     update of one module
-============  ====================  =========================================================
-``pair``      ``a_key``, ``b_key``  ``s·B A`` with ``B: (m, r)``, ``A: (r, n)`` (LoRA)
-``abba``      + ``a2_key, b2_key``  ``s·(B1 A1) ⊙ (B2 A2)`` (ABBA, arXiv:2505.14238)
-============  ====================  =========================================================
+==================  ====================  ===================================================
+form                layout key fields     update of one module
+==================  ====================  ===================================================
+``pair``            ``a_key``, ``b_key``  ``s·B A`` with ``B: (m, r)``, ``A: (r, n)`` (LoRA)
+``hadamard-pairs``  + ``a2_key, b2_key``  ``s·(B1 A1) ⊙ (B2 A2)`` (ABBA, arXiv:2505.14238)
+==================  ====================  ===================================================
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class AbbaForm(FactorForm):
     ``A2: (r2, n)``/``B2: (m, r2)``. FedIT's ``dev_rel`` (a ``B A`` measure) is not defined for it.
     """
 
-    name = "abba"
+    name = "hadamard-pairs"
     key_fields = ("a_key", "b_key", "a2_key", "b2_key")
 
     def shape_problem(self, pair: LoraPair, shapes: Mapping[str, tuple[int, ...]]) -> str | None:

@@ -35,10 +35,10 @@ class LoraPair:
     fan_in_fan_out : bool (default: False)
         True when the base layer stores its weight as ``(n, m)`` (GPT-2 ``Conv1D``).
     a2_key, b2_key : str (default: "")
-        The second pair ``A2: (r2, n)``, ``B2: (m, r2)`` of the ``abba`` form, whose update is
+        The second pair ``A2: (r2, n)``, ``B2: (m, r2)`` of the ``hadamard-pairs`` form (ABBA), whose update is
         ``s·(B A) ⊙ (B2 A2)`` (``docs/algorithms.md §10.1``).
     form : str (default: "")
-        The :class:`~strategies.factor_forms.FactorForm` of the module (``"pair"``, ``"abba"``, ...);
+        The :class:`~strategies.factor_forms.FactorForm` of the module (``"pair"``, ``"hadamard-pairs"``, ...);
         empty: the registered form that fills exactly the key fields given.
     """
 

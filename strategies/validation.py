@@ -95,15 +95,3 @@ def check_reply(
             raise MalformedReply(f"array `{key}` has {bad} non-finite values (NaN/inf)")
         decoded[key] = arr
     return decoded, check_metrics(content, weighted_by_key)
-
-
-def validate_reply(
-    content: RecordDict, expected: Mapping[str, tuple[tuple[int, ...], np.dtype]],
-    *, weighted_by_key: str = NUM_EXAMPLES,
-) -> str | None:
-    """Return ``None`` if a train reply is usable, else a human-readable reason (see check_reply)."""
-    try:
-        check_reply(content, expected, weighted_by_key=weighted_by_key)
-    except MalformedReply as exc:
-        return str(exc)
-    return None

@@ -7,13 +7,18 @@ import pytest
 from flwr.app import MetricRecord, RecordDict
 
 from contract import ARRAYS, METRICS, NUM_EXAMPLES
-from strategies.validation import (
-    MalformedReply,
-    check_reply,
-    expected_from_arrays,
-    validate_reply,
-)
+from strategies.validation import Expected, MalformedReply, check_reply, expected_from_arrays
 from tests.strategies.helpers import make_reply, to_record
+
+
+def validate_reply(content: RecordDict, expected: Expected) -> str | None:
+    """``None`` if :func:`check_reply` accepts the reply, else its reason."""
+    try:
+        check_reply(content, expected)
+    except MalformedReply as exc:
+        return str(exc)
+    return None
+
 
 GOOD = {"a": np.ones((2, 3), np.float32), "b": np.zeros(4, np.float32)}
 EXPECTED = expected_from_arrays(to_record(GOOD))
