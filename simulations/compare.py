@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from simulations.launch import find_app_dir, launch, resolve_config, toml_overrides
 from simulations.report import load_run, markdown_table, write_report
@@ -75,7 +75,7 @@ def compare(
         for strategy, rounds, flat in plans:
             current = progress.add_task(f"{strategy:>6}", total=rounds)
 
-            def on_line(line: str, current: Any = current, strategy: str = strategy) -> None:
+            def on_line(line: str, current: TaskID = current, strategy: str = strategy) -> None:
                 match = ROUND_LINE.match(line)
                 if match and int(match.group(1)) > 0:
                     progress.advance(current)

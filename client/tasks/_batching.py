@@ -90,7 +90,7 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def logits_of(output: Any) -> torch.Tensor:
+def logits_of(output: object) -> torch.Tensor:
     """The logits of a HF model output (``ModelOutput``, dict or tuple whose first item is logits)."""
     if isinstance(output, torch.Tensor):
         return output
@@ -99,6 +99,24 @@ def logits_of(output: Any) -> torch.Tensor:
         logits = output.get("logits")
     if logits is None and isinstance(output, (tuple, list)):
         logits = output[0]
-    if logits is None:
+    if not isinstance(logits, torch.Tensor):
         raise TypeError(f"model output of type {type(output).__name__} carries no logits")
     return logits
+
+
+def generate_ids(model: torch.nn.Module, **kwargs: Any) -> torch.Tensor:
+    """``model.generate(**kwargs)`` of a HF causal LM (or a PEFT model around one): the ``(B, T0 + new)`` ids.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` cannot generate (not a causal LM), or returns something other than the ids.
+    """
+    generate = getattr(model, "generate", None)
+    if not callable(generate):
+        raise TypeError(f"{type(model).__name__} has no `generate`: decoding needs a causal-LM model")
+    out = generate(**kwargs)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"`generate` returned a {type(out).__name__}, expected the ids tensor "
+                        "(do not pass return_dict_in_generate)")
+    return out

@@ -26,6 +26,7 @@ from client.tasks._batching import (
     attention_mask_for,
     chunks,
     eval_mode,
+    generate_ids,
     logits_of,
     model_device,
     pad_sequences,
@@ -253,9 +254,8 @@ class ArithmeticWordProblems(Task):
         input_ids = pad_sequences(prompts, value=pad, side="left").to(device)
         attention_mask = attention_mask_for(prompts, side="left").to(device)
         eos = getattr(tokenizer, "eos_token_id", None)
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask,  # type: ignore[operator]
-                             max_new_tokens=self.max_new_tokens, do_sample=False,
-                             pad_token_id=pad, eos_token_id=eos)
+        out = generate_ids(model, input_ids=input_ids, attention_mask=attention_mask,
+                           max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=eos)
         return list(tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True))
 
     def evaluate(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,

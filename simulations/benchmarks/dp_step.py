@@ -40,7 +40,7 @@ DP = DPConfig(enabled=True, noise_multiplier=1.0, max_grad_norm=1.0, poisson_sam
 
 
 def _model(name: str, task: Task, kind: str, rank: int) -> torch.nn.Module:
-    model, _ = build_adapted_model(name, AdapterSpec(rank=rank, method=kind), kind=task.model_kind,  # type: ignore[arg-type]
+    model, _ = build_adapted_model(name, AdapterSpec(rank=rank, method=kind), kind=task.model_kind,
                                    num_labels=task.num_labels, init_seed=0)
     rng = np.random.default_rng(0)
     if kind == "lora-sb":

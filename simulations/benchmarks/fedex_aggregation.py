@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from strategies.maths.latent import fedsb_aggregate
-from strategies.maths.residual import fedex_residual
+from strategies.maths.residual import DenseMethod, fedex_residual
 from simulations.benchmarks._output import write_result
 
 # FedEx: m = n in sizes, K in clients, rank r; Fed-SB: r = sb_rank, K in sb_clients
@@ -41,7 +41,7 @@ QUICK: dict[str, Any] = dict(
 )
 SCALE = 2.0
 SAMPLED_ENTRIES = 2048
-METHODS: dict[str, tuple[str, type]] = {
+METHODS: dict[str, tuple[DenseMethod, type[np.floating]]] = {
     "naive_f64": ("naive", np.float64),
     "stacked_f64": ("stacked", np.float64),
     "pivot_f64": ("factored", np.float64),

@@ -43,9 +43,11 @@ figcaption{font-size:.85rem;color:#5a6478} code{background:#f4f6f9;padding:0 .25
 """
 
 
-def _cell(key: str, value: Any) -> str:
+def _cell(key: str, value: float | str | None) -> str:
     if value is None:
         return "–"
+    if isinstance(value, str):
+        return value
     if key.startswith("bytes"):
         return f"{value / 1e6:,.3f}"
     if key.endswith("vs_fedit"):

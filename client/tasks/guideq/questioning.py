@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from client.tasks._batching import generate_ids, model_device
 from client.tasks.guideq.occlusion import Lexicon, keywords, normalise
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ class LLMQuestioner:
     If the model's output holds no usable question the sentinel ``"None"`` is asked, which an answerer
     cannot answer (the turn adds nothing)."""
 
-    def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, *, use_keywords: bool = True,
+    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, *, use_keywords: bool = True,
                  max_new_tokens: int = 48,
                  temperature: float = 0.0, min_words: int = 5, seed: int = 0) -> None:
         self.model, self.tokenizer = model, tokenizer
@@ -161,13 +162,13 @@ class LLMQuestioner:
     def ask(self, partial: str, candidates: list[str], lexicon: Lexicon, exclude: set[str]) -> Question:
         prompt, shown = build_prompt(partial, candidates, lexicon, exclude, use_keywords=self.use_keywords)
         ids = self.tokenizer(prompt, return_tensors="pt")
-        device = next(self.model.parameters()).device
+        device = model_device(self.model)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            out = self.model.generate(**{k: v.to(device) for k, v in ids.items()}, max_new_tokens=self.max_new_tokens,
-                                      do_sample=self.temperature > 0, temperature=self.temperature or None,
-                                      pad_token_id=pad)
+            out = generate_ids(self.model, **{k: v.to(device) for k, v in ids.items()},
+                               max_new_tokens=self.max_new_tokens, do_sample=self.temperature > 0,
+                               temperature=self.temperature or None, pad_token_id=pad)
         completion = self.tokenizer.batch_decode(out[:, ids["input_ids"].shape[1]:], skip_special_tokens=True)[0]
         question = parse_question('QUESTION: "' + completion, min_words=self.min_words)
         used = tuple(k for k in shown if k in question.lower())
@@ -191,7 +192,7 @@ class ExtractiveQAAnswerer:
     """An HF ``...ForQuestionAnswering`` model: the best span of ``hidden`` (at most ``max_answer_tokens``),
     or ``""`` when the no-answer score (start = end = the first token) beats every span."""
 
-    def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, *, max_length: int = 384,
+    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, *, max_length: int = 384,
                  max_answer_tokens: int = 30) -> None:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_length, self.max_answer_tokens = max_length, max_answer_tokens
@@ -204,7 +205,7 @@ class ExtractiveQAAnswerer:
         offsets = enc.pop("offset_mapping")[0]
         context = torch.tensor([s == 1 for s in enc.sequence_ids(0)])  # (T,) tokens of `hidden`
         with torch.no_grad():
-            out = self.model(**{k: v.to(next(self.model.parameters()).device) for k, v in enc.items()})
+            out = self.model(**{k: v.to(model_device(self.model)) for k, v in enc.items()})
         start, end = out.start_logits[0].float().cpu(), out.end_logits[0].float().cpu()  # (T,)
         null = float(start[0] + end[0])
         scores = start[:, None] + end[None, :]  # (T, T): span [i, j]

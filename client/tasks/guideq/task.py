@@ -17,7 +17,7 @@ The federated loop (spec plugins.md §3c):
 from __future__ import annotations
 
 import random
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,19 +34,24 @@ from client.tasks._batching import (
     pad_token_id,
     to_device,
 )
-from client.tasks.base import ClientReport, ModelKind, ReportMerge, Task, TaskMetrics
+from client.tasks.base import AdapterUpdate, ClientReport, ModelKind, ReportMerge, Task, TaskMetrics
 from client.tasks.guideq import occlusion
 from client.tasks.guideq.data import load_labelled_files, synthetic_spec, synthetic_split
 from client.tasks.guideq.guided import guided_metrics
 from client.tasks.guideq.questioning import (
+    Answerer,
     ExtractiveQAAnswerer,
     LLMQuestioner,
     OverlapAnswerer,
+    Questioner,
     TemplateQuestioner,
 )
 from client.tasks.guideq.config import GuideqConfig
 from client.tasks.registry import register_task
 from contract import RunConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 SHORT_TRAIN_TEXTS = 0.3  # synthetic training pool: share of first-half-only texts (data.synthetic_split)
@@ -68,8 +73,8 @@ class GuidedClassification(Task):
     def __init__(self, *, seed: int, max_length: int, settings: GuideqConfig | None = None) -> None:
         super().__init__(seed=seed, max_length=max_length)
         self.lexicon: occlusion.Lexicon = {}
-        self._questioners: dict[bool, Any] = {}
-        self._answerer: Any = None
+        self._questioners: dict[bool, Questioner] = {}
+        self._answerer: Answerer | None = None
         self._files: tuple[tuple[str, ...], dict[str, list], dict[str, list]] | None = None
         self._use(settings if settings is not None else GuideqConfig())
 
@@ -107,13 +112,13 @@ class GuidedClassification(Task):
         return DatasetDict({"train": Dataset.from_dict(train, features=features),
                             "test": Dataset.from_dict(test, features=features)})
 
-    def collate(self, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def collate(self, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Tokenize ``text`` (truncated to ``max_length``), right-pad; adds ``labels``."""
         batch = self._encode(tokenizer, [row["text"] for row in rows])
         batch["labels"] = torch.tensor([int(row["label"]) for row in rows], dtype=torch.long)
         return batch
 
-    def _encode(self, tokenizer: Any, texts: list[str]) -> dict[str, torch.Tensor]:
+    def _encode(self, tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> dict[str, torch.Tensor]:
         encoded = tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
         return {"input_ids": pad_sequences(encoded, value=pad_token_id(tokenizer)),
                 "attention_mask": attention_mask_for(encoded)}
@@ -124,7 +129,8 @@ class GuidedClassification(Task):
         logits = logits_of(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]))
         return F.cross_entropy(logits.float(), batch["labels"], reduction="none")
 
-    def predictor(self, model: torch.nn.Module, tokenizer: Any, *, batch_size: int) -> occlusion.Predict:
+    def predictor(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, *,
+                  batch_size: int) -> occlusion.Predict:
         """``texts -> (N, K)`` class probabilities of ``model`` (eval mode, no grad, batched)."""
         device = model_device(model)
 
@@ -141,8 +147,8 @@ class GuidedClassification(Task):
 
     # --- hooks: explanations up, lexicon down ------------------------------------------------------
 
-    def client_report(self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *,
-                      update: Any) -> dict[str, Any] | None:
+    def client_report(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
+                      update: AdapterUpdate) -> dict[str, Any] | None:
         """Occlusion lexicon of this client's correctly classified rows (module docstring, step 2)."""
         s = self.settings
         if not s.report or not rows:
@@ -183,7 +189,7 @@ class GuidedClassification(Task):
 
     # --- guided evaluation --------------------------------------------------------------------------
 
-    def _questioner(self, use_keywords: bool) -> Any:
+    def _questioner(self, use_keywords: bool) -> Questioner:
         if use_keywords not in self._questioners:
             s = self.settings
             if s.questioner == "llm":
@@ -197,7 +203,7 @@ class GuidedClassification(Task):
                                                                      use_keywords=use_keywords)
         return self._questioners[use_keywords]
 
-    def _answerer_for(self) -> Any:
+    def _answerer_for(self) -> Answerer:
         if self._answerer is None:
             if self.settings.answerer == "qa":
                 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
@@ -209,7 +215,7 @@ class GuidedClassification(Task):
                 self._answerer = OverlapAnswerer()
         return self._answerer
 
-    def evaluate(self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *,
+    def evaluate(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
                  batch_size: int) -> TaskMetrics:
         """Full-text ``loss``/``accuracy`` plus ``f1_full``, ``f1_partial``, ``f1_guided``, ``f1_noKW``,
         ``delta_f1`` and ``top3_recall`` with the current global lexicon (empty before round 1's merge)."""

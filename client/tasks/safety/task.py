@@ -18,16 +18,22 @@ another task). Per round:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from adapters.payload import frozen_state
 from client.tasks.arithmetic import ArithmeticWordProblems
-from client.tasks.base import AdapterUpdate, ClientReport, ReportMerge, TaskMetrics
+from client.tasks.base import AdapterUpdate, ClientReport, ReportMerge, Task, TaskMetrics
 from client.tasks.registry import register_task
-from client.tasks.safety.activations import OFF_TASK_PROMPTS, activation_overlap, last_token_states, layer_range
+from client.tasks.safety.activations import (
+    OFF_TASK_PROMPTS,
+    activation_overlap,
+    last_token_states,
+    layer_range,
+    num_blocks,
+)
 from client.tasks.safety.analysis import analyse_update, merge_client_reports, ref_basis
 from client.tasks.safety.config import SafetyConfig
 from client.tasks.safety.reference import Reference, base_weights, load_reference, module_key
@@ -37,6 +43,9 @@ from contract.config import parse_fractions
 
 
 def _prompts(path: str, key: str) -> list[str]:
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     try:
         lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
     except OSError as exc:
@@ -46,7 +55,7 @@ def _prompts(path: str, key: str) -> list[str]:
     return lines
 
 
-class SafetySubspaces:
+class SafetySubspaces(Task):
     """Mixin: the safety-subspace analysis through the task-plugin hooks (module docstring).
 
     Put it before the wrapped task in the bases: ``class X(SafetySubspaces, SomeTask)``.
@@ -58,10 +67,10 @@ class SafetySubspaces:
     _refactor_loss: float | None = None
 
     def configure(self, config: RunConfig) -> None:
-        super().configure(config)  # type: ignore[misc]
+        super().configure(config)
         safety = config.section(SafetyConfig)
         if not safety.reference_path:
-            raise ValueError(f"task `{self.name}` needs `safety.reference-path` (a basis file, PEFT adapter folder "  # type: ignore[attr-defined]
+            raise ValueError(f"task `{self.name}` needs `safety.reference-path` (a basis file, PEFT adapter folder "
                              "or aligned checkpoint folder, per `safety.reference-kind`)")
         if not Path(safety.reference_path).exists():
             raise ValueError(f"`safety.reference-path` = {safety.reference_path!r} does not exist")
@@ -69,10 +78,10 @@ class SafetySubspaces:
 
     @property
     def safety(self) -> SafetyConfig:
-        assert self.config is not None, "configure() first"  # type: ignore[attr-defined]
-        return self.config.section(SafetyConfig)  # type: ignore[attr-defined]
+        assert self.config is not None, "configure() first"
+        return self.config.section(SafetyConfig)
 
-    def reference(self, model: Any) -> Reference:
+    def reference(self, model: torch.nn.Module) -> Reference:
         """The reference subspace, loaded on first use (it needs the model's base weights)."""
         if self._reference is None:
             self._reference = load_reference(self.safety.reference_kind, self.safety.reference_path,
@@ -80,7 +89,7 @@ class SafetySubspaces:
         return self._reference
 
     @staticmethod
-    def _frozen(model: Any) -> dict[str, np.ndarray]:
+    def _frozen(model: torch.nn.Module) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in frozen_state(model).items()}
 
     def transform_update(self, model: torch.nn.Module, update: AdapterUpdate) -> dict[str, np.ndarray] | None:
@@ -94,7 +103,7 @@ class SafetySubspaces:
                                                             self._frozen(model), bases, self.safety.project)
         return self._sent
 
-    def client_report(self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *,
+    def client_report(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
                       update: AdapterUpdate) -> dict[str, Any] | None:
         sent = self._sent if self._sent is not None else update.after
         factors = update_factors(update.layout, update.before, sent, self._frozen(model))
@@ -121,15 +130,18 @@ class SafetySubspaces:
 
     def task_prompts(self, rows: list[dict[str, Any]]) -> list[str]:
         """Up to 32 prompts of the wrapped task (override for tasks without a ``question`` column)."""
-        return [self.prompt(row["question"]) for row in rows[:32]]  # type: ignore[attr-defined]
+        # the wrapped task (after this mixin in the MRO) provides prompt(); the mixin cannot name it
+        return [self.prompt(row["question"]) for row in rows[:32]]  # type: ignore[attr-defined]  # see above
 
-    def evaluate(self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *,
+    def evaluate(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
                  batch_size: int) -> TaskMetrics:
-        result = super().evaluate(model, tokenizer, rows, batch_size=batch_size)  # type: ignore[misc]
+        # the wrapped task, after this mixin in the MRO, implements evaluate() (abstract in Task)
+        result = super().evaluate(  # type: ignore[safe-super]  # see above
+            model, tokenizer, rows, batch_size=batch_size)
         if not self.safety.activation or len(rows) < 2:
             return result
         prompts_a, prompts_b = self.activation_prompts(rows)
-        layers = layer_range(int(model.config.num_hidden_layers))
+        layers = layer_range(num_blocks(model))
         states_a = last_token_states(model, tokenizer, prompts_a, layers, batch_size=batch_size)
         states_b = last_token_states(model, tokenizer, prompts_b, layers, batch_size=batch_size)
         extra = {f"safety_{k}": v for k, v in activation_overlap(states_a, states_b, self.etas).items()}

@@ -118,7 +118,7 @@ def from_latex(text: str) -> StructuredDoc:
             stack[-1][1].paragraphs += _paragraphs(to_text.nodelist_to_text(pending).splitlines())
             pending.clear()
 
-    def arg_text(node: Any) -> str:
+    def arg_text(node: LatexMacroNode) -> str:
         args = [a for a in (node.nodeargd.argnlist if node.nodeargd else []) if a is not None]
         return " ".join(to_text.nodelist_to_text([args[-1]]).split()) if args else ""
 

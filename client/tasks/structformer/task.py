@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,9 @@ from client.tasks.structformer.config import StructFormerConfig
 from client.tasks.structformer.metrics import heading_attention_mass, receptive_field, summarize
 from client.tasks.structformer.slots import slot_split
 from contract import RunConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 PAD_MULTIPLE = 16  # tiny-longformer's window; larger windows are padded by the model itself
 MODEL_KEYS = ("input_ids", "attention_mask", "global_attention_mask")
@@ -99,7 +102,8 @@ class StructureMLM(Task):
             for split, rows in splits.items()
         })
 
-    def collate(self, tokenizer: Any, rows: list[dict[str, Any]], *, rng: random.Random | None = None) -> dict[str, torch.Tensor]:
+    def collate(self, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
+                rng: random.Random | None = None) -> dict[str, torch.Tensor]:
         """Encode and pad documents; each call draws fresh masks (seeded by ``seed`` and a call counter)
         unless ``rng`` is given. Extra keys (``roles``, ``slot``, ``heading_distance``) feed the metrics."""
         if rng is None:
@@ -116,7 +120,7 @@ class StructureMLM(Task):
         counts = (batch["labels"] != -100).sum(dim=1)  # (B,)
         return token_loss.sum(dim=1) / counts.clamp(min=1)
 
-    def evaluate(self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *,
+    def evaluate(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
                  batch_size: int) -> TaskMetrics:
         """§4c metrics with masks drawn from a fixed seed (the same for every round and model)."""
         device, field = model_device(model), receptive_field(model)

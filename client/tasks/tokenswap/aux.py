@@ -18,16 +18,17 @@ from transformers import PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutput
 
 from adapters.models import build_base_model
+from client.tasks.tokenswap.processor import CausalLM
 
 
 class AdapterDisabled:
     """Call a PEFT model with its adapter switched off: the frozen public base as auxiliary model."""
 
-    def __init__(self, peft_model: Any) -> None:
+    def __init__(self, peft_model: torch.nn.Module) -> None:
         self.peft_model = peft_model
 
     @property
-    def forward_owner(self) -> Any:
+    def forward_owner(self) -> torch.nn.Module:
         """The HF model whose ``forward`` signature applies (see ``processor.cache_keyword``)."""
         get_base = getattr(self.peft_model, "get_base_model", None)
         return get_base() if get_base is not None else self.peft_model
@@ -58,7 +59,8 @@ class BigramLM(torch.nn.Module):
         return CausalLMOutput(logits=self.table[input_ids])  # (B, T, V)
 
 
-def load_aux(name: str, main_model: Any, main_tokenizer: PreTrainedTokenizerBase) -> tuple[Any, Any | None]:
+def load_aux(name: str, main_model: torch.nn.Module,
+             main_tokenizer: PreTrainedTokenizerBase) -> tuple[CausalLM, PreTrainedTokenizerBase | None]:
     """``(aux_model, aux_tokenizer)`` for ``tokenswap.aux-model``; ``aux_tokenizer`` is ``None``
     when the vocabularies are identical (the fast, cached path)."""
     if name == "base":

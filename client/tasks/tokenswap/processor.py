@@ -21,11 +21,12 @@ swap sees raw logits. With sampling, pass temperature/top-k as processors *after
 from __future__ import annotations
 
 import inspect
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
+from client.tasks._batching import generate_ids, logits_of
 from client.tasks.tokenswap.swap import SwapMode, swap_distribution
 from client.tasks.tokenswap.words import FUNCTION_WORDS, aligned_token_sets
 
@@ -37,11 +38,13 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
-def _logits(output: Any) -> torch.Tensor:
-    return output.logits if hasattr(output, "logits") else output[0]
+class CausalLM(Protocol):
+    """What the processor calls: a HF causal LM, or a wrapper with its call (``aux.AdapterDisabled``)."""
+
+    def __call__(self, **kwargs: Any) -> Any: ...
 
 
-def cache_keyword(model: Any) -> str:
+def cache_keyword(model: CausalLM) -> str:
     """The KV-cache argument of ``model``'s forward: ``cache`` (transformers >= 5.24; ``past_key_values``
     is deprecated there) or ``past_key_values``. A wrapper names its model in ``forward_owner``."""
     owner = getattr(model, "forward_owner", model)
@@ -52,7 +55,7 @@ def cache_keyword(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def returned_cache(output: Any) -> Any:
+def returned_cache(output: object) -> object:
     """The KV cache a forward returned (either attribute name), or ``None``."""
     cache = getattr(output, "past_key_values", None)
     return cache if cache is not None else getattr(output, "cache", None)
@@ -63,7 +66,7 @@ class TokenSwapProcessor(LogitsProcessor):
 
     Parameters
     ----------
-    aux_model : torch.nn.Module
+    aux_model : CausalLM
         Called as ``aux_model(input_ids=, attention_mask=, position_ids=, use_cache=)`` (plus the cache as
         ``cache=`` or ``past_key_values=``, per :func:`cache_keyword`), returning ``.logits``
         ``(B, T, V_aux)`` and, when it caches, the cache.
@@ -79,7 +82,7 @@ class TokenSwapProcessor(LogitsProcessor):
         Same-tokenizer path only: feed the auxiliary model one new token per step with its KV cache.
     """
 
-    def __init__(self, aux_model: torch.nn.Module, main_tokenizer: PreTrainedTokenizerBase,
+    def __init__(self, aux_model: CausalLM, main_tokenizer: PreTrainedTokenizerBase,
                  aux_tokenizer: PreTrainedTokenizerBase | None = None, *,
                  words: tuple[str, ...] = FUNCTION_WORDS, mode: SwapMode = "mass-preserving",
                  use_cache: bool = True) -> None:
@@ -90,7 +93,7 @@ class TokenSwapProcessor(LogitsProcessor):
         self.use_cache = use_cache and aux_tokenizer is None
         self.g_main, self.g_aux = aligned_token_sets(main_tokenizer, aux_tokenizer, words)
         self._prompt_mask: torch.Tensor | None = None
-        self._cache: Any = None
+        self._cache: object = None  # the auxiliary model's KV cache, passed back as it came
         self._seen = 0
 
     def begin(self, attention_mask: torch.Tensor | None) -> None:
@@ -129,7 +132,7 @@ class TokenSwapProcessor(LogitsProcessor):
                                      use_cache=self.use_cache)
             self._cache = returned_cache(out) if self.use_cache else None
             self._seen = input_ids.shape[1]
-            return torch.softmax(_logits(out)[:, -1, :].float(), dim=-1)
+            return torch.softmax(logits_of(out)[:, -1, :].float(), dim=-1)
 
     def _aux_probs_retokenized(self, input_ids: torch.Tensor, aux_tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
         mask = self._mask(input_ids).bool()
@@ -149,7 +152,7 @@ class TokenSwapProcessor(LogitsProcessor):
         aux_mask[:, -1] = 1  # an empty text still gets one (pad) position to predict from
         out = self.aux_model(input_ids=ids, attention_mask=aux_mask, position_ids=positions_from_mask(aux_mask),
                              use_cache=False)
-        return torch.softmax(_logits(out)[:, -1, :].float(), dim=-1)
+        return torch.softmax(logits_of(out)[:, -1, :].float(), dim=-1)
 
     def swapped_probs(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """The swapped distribution ``(B, V_main)`` for raw main-model ``scores``."""
@@ -162,7 +165,7 @@ class TokenSwapProcessor(LogitsProcessor):
         return cast(torch.FloatTensor, processed)  # HF's LogitsProcessor signature names the legacy tensor type
 
 
-def generate_greedy(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
+def generate_greedy(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                     pad_token_id: int, processor: TokenSwapProcessor | None = None) -> torch.Tensor:
     """Exactly ``max_new_tokens`` greedy continuation ids ``(B, max_new_tokens)``, plain or with
     TokenSwap (EOS is suppressed, as extraction compares fixed-length suffixes). Prompts must be
@@ -171,7 +174,7 @@ def generate_greedy(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
     if processor is not None:
         processor.begin(attention_mask)
         processors.append(processor)
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                         min_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_token_id,
-                         logits_processor=processors)
+    out = generate_ids(model, input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                       min_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_token_id,
+                       logits_processor=processors)
     return out[:, input_ids.shape[1]:]

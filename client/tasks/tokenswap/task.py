@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ from client.tasks.tokenswap.processor import TokenSwapProcessor, generate_greedy
 from client.tasks.tokenswap.swap import swap_distribution
 from client.tasks.tokenswap.words import parse_words
 from contract import RunConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 
@@ -86,13 +89,13 @@ class Memorization(Task):
                                       features=features),
         })
 
-    def encode(self, tokenizer: Any, text: str) -> list[int]:
+    def encode(self, tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
         """BOS (when the tokenizer has one) + the text's ids, at most ``max_length``."""
         bos = getattr(tokenizer, "bos_token_id", None)
         ids = ([int(bos)] if bos is not None else []) + list(tokenizer(text, add_special_tokens=False)["input_ids"])
         return ids[: self.max_length]
 
-    def collate(self, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def collate(self, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Right-padded ``input_ids``/``attention_mask``; ``labels`` = ids, ``-100`` on padding."""
         ids = [self.encode(tokenizer, row["text"]) for row in rows]
         width = max(map(len, ids))
@@ -109,7 +112,7 @@ class Memorization(Task):
         losses = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
         return losses.sum(dim=1) / (targets != IGNORE_INDEX).sum(dim=1).clamp(min=1)
 
-    def processor(self, model: Any, tokenizer: Any) -> TokenSwapProcessor:
+    def processor(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> TokenSwapProcessor:
         """The TokenSwap processor for ``model`` (built once per model; the aux model is loaded then)."""
         if self._processor is None or self._processor_for != id(model):
             aux, aux_tokenizer = load_aux(self.ts.aux_model, model, tokenizer)
@@ -133,7 +136,8 @@ class Memorization(Task):
             p_aux = torch.stack(columns, dim=1)
         return swap_distribution(p_main, p_aux, processor.g_main, processor.g_aux, processor.mode)
 
-    def evaluate(self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *, batch_size: int) -> TaskMetrics:
+    def evaluate(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
+                 batch_size: int) -> TaskMetrics:
         """Plain and swapped next-token loss/perplexity and plain token accuracy on ``rows``."""
         device = model_device(model)
         processor = self.processor(model, tokenizer)
@@ -158,7 +162,8 @@ class Memorization(Task):
         values["perplexity"], values["swap_perplexity"] = math.exp(values["loss"]), math.exp(values["swap_loss"])
         return TaskMetrics(values=values, num_examples=len(rows))
 
-    def extraction_pairs(self, tokenizer: Any, rows: list[dict[str, Any]]) -> list[tuple[list[int], list[int]]]:
+    def extraction_pairs(self, tokenizer: PreTrainedTokenizerBase,
+                         rows: list[dict[str, Any]]) -> list[tuple[list[int], list[int]]]:
         """Up to ``eval-pairs`` distinct (prefix, suffix) id pairs from ``rows``: canaries (not controls) first."""
         ts = self.ts
         ordered = sorted(rows, key=lambda r: (r.get("canary", -1) < 0, bool(r.get("control", False))))
@@ -174,7 +179,8 @@ class Memorization(Task):
                 break
         return pairs
 
-    def shard_metrics(self, model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *, batch_size: int) -> dict[str, float]:
+    def shard_metrics(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
+                      batch_size: int) -> dict[str, float]:
         """Extraction from this client's own shard, plain and with TokenSwap (module docstring)."""
         pairs = self.extraction_pairs(tokenizer, rows)
         if not pairs:
