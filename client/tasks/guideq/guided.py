@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from numpy.typing import NDArray
 import numpy as np
+from numpy.typing import NDArray
 
 from client.tasks.guideq.occlusion import Lexicon, Predict
 from client.tasks.guideq.questioning import Answerer, Questioner, split_halves

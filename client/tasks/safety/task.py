@@ -41,11 +41,11 @@ from client.tasks.safety.updates import projected_payload, update_factors
 from contract import RunConfig
 from contract.config import parse_fractions
 
-
-def _prompts(path: str, key: str) -> list[str]:
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+
+def _prompts(path: str, key: str) -> list[str]:
     try:
         lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
     except OSError as exc:
