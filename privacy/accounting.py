@@ -19,10 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from flwr.app import ConfigRecord, RecordDict
 
-from privacy._opacus import IAccountant, create_accountant, get_noise_multiplier
+if TYPE_CHECKING:  # Opacus loads at the first accountant or calibration: never on a client without DP
+    from privacy._opacus import IAccountant
 
 STATE_KEY = "corolla.privacy-accountant"  # Context.state key of the accountant history
 MECHANISMS = ("rdp", "prv")
@@ -75,6 +77,8 @@ def merge_history(history: Iterable[Sequence[float]]) -> list[HistoryEntry]:
 def make_accountant(mechanism: str, history: Iterable[Sequence[float]] = ()) -> IAccountant:
     """An Opacus accountant (``rdp`` or ``prv``) holding ``history`` (merged)."""
     _check_mechanism(mechanism)
+    from privacy._opacus import create_accountant
+
     accountant = create_accountant(mechanism=mechanism)
     accountant.history = merge_history(history)
     return accountant
@@ -160,6 +164,8 @@ def calibrate_noise(
     _check_mechanism(mechanism)
     if total_steps < 1 or not 0 < sample_rate <= 1:
         raise ValueError(f"calibration needs total_steps >= 1 and 0 < q <= 1, got {total_steps}, {sample_rate}")
+    from privacy._opacus import get_noise_multiplier
+
     try:
         return float(
             get_noise_multiplier(

@@ -26,6 +26,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,7 +34,8 @@ from flwr.app import RecordDict
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privacy._opacus import DPOptimizer, GradSampleModule, IAccountant, PrivacyEngine
+if TYPE_CHECKING:  # Opacus loads when a DP round starts (privatize): never on a client without DP
+    from privacy._opacus import DPOptimizer, GradSampleModule, IAccountant
 from privacy.accounting import (
     calibrate_noise,
     check_budget,
@@ -252,6 +254,8 @@ def privatize(
             sample_rate=sample_rate,
             steps=steps,
         )
+    from privacy._opacus import PrivacyEngine
+
     try:
         with warnings.catch_warnings():  # "Secure RNG turned off": documented at privacy.secure-mode
             warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
