@@ -272,9 +272,24 @@ def reduce_mod(vector: np.ndarray, modulus_bits: int) -> np.ndarray:
     return np.asarray(vector, dtype=np.int64) & np.int64(2**modulus_bits - 1)
 
 
-def wire_dtype(modulus_bits: int) -> np.dtype:
-    """The dtype a masked vector travels in: uint32 when the ring fits, else int64."""
-    return np.dtype(np.uint32) if modulus_bits <= 32 else np.dtype(np.int64)
+def wire_bytes(modulus_bits: int) -> int:
+    """Bytes per masked entry on the wire: ``ceil(m / 8)``."""
+    return (modulus_bits + 7) // 8
+
+
+def pack(vector: np.ndarray, modulus_bits: int) -> np.ndarray:
+    """A vector over ``Z_{2^m}`` as ``(size, ceil(m/8))`` little-endian uint8 (5 bytes per entry for
+    ``m = 39`` instead of int64's 8)."""
+    as_bytes = np.ascontiguousarray(vector, dtype="<u8").view(np.uint8).reshape(-1, 8)  # (size, 8)
+    return np.ascontiguousarray(as_bytes[:, : wire_bytes(modulus_bits)])
+
+
+def unpack(packed: np.ndarray, modulus_bits: int) -> np.ndarray:
+    """Inverse of :func:`pack`: int64 values in ``[0, 2^(8·ceil(m/8)))``."""
+    width = wire_bytes(modulus_bits)
+    full = np.zeros((packed.shape[0], 8), dtype=np.uint8)
+    full[:, :width] = packed
+    return full.view("<u8").reshape(-1).astype(np.int64)
 
 
 def compact_record(values: Mapping[str, Any]) -> ConfigRecord:

@@ -64,14 +64,14 @@ def receive_shares(secrets: RoundSecrets, sources: list[int], ciphertexts: list[
 
 
 def masked_vector(secrets: RoundSecrets, plain: np.ndarray, masked_with: list[int]) -> np.ndarray:
-    """``plain`` + private mask ± pairwise masks, mod ``2^m``, in the wire dtype."""
+    """``plain`` + private mask ± pairwise masks, mod ``2^m``, packed for the wire."""
     m = secrets.modulus_bits
     total = np.asarray(plain, dtype=np.int64) + wire.mask(secrets.seed, m, plain.size)
     sk1 = bytes_to_private_key(secrets.sk1)
     for other in masked_with:
         pairwise = wire.mask(generate_shared_key(sk1, bytes_to_public_key(secrets.pk1s[other])), m, plain.size)
         total = total + wire.pairwise_sign(secrets.node_id, other) * pairwise
-    return wire.reduce_mod(total, m).astype(wire.wire_dtype(m))
+    return wire.pack(wire.reduce_mod(total, m), m)
 
 
 def _scalar(metrics: MetricRecord, name: str) -> float:

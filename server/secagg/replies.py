@@ -81,9 +81,10 @@ def check_masked(
         vector = record[wire.MASKED].numpy()
     except Exception as exc:  # noqa: BLE001 - an undecodable array is one more malformed reply
         raise Malformed(f"masked vector does not decode ({type(exc).__name__})") from None
-    dtype = wire.wire_dtype(modulus_bits)
-    if vector.dtype != dtype or vector.shape != (size,):
-        raise Malformed(f"masked vector is {vector.shape} {vector.dtype}, the round needs ({size},) {dtype}")
+    shape = (size, wire.wire_bytes(modulus_bits))
+    if vector.dtype != np.uint8 or vector.shape != shape:
+        raise Malformed(f"masked vector is {vector.shape} {vector.dtype}, the round needs {shape} uint8")
+    vector = wire.unpack(vector, modulus_bits)
     if vector.size and (int(vector.min()) < 0 or int(vector.max()) >= 2**modulus_bits):
         raise Malformed(f"masked vector has values outside the ring Z_2^{modulus_bits}")
     masked_with = _ids(content.config_records[wire.SECAGG], wire.MASKED_WITH)

@@ -110,7 +110,7 @@ def test_collect_masks_and_sends_no_payload_and_skips_undecryptable_shares() -> 
     assert set(reply.content) == {wire.VECTOR, wire.SECAGG}  # no arrays, metrics or report
     assert list(reply.content[wire.SECAGG][wire.MASKED_WITH]) == srcs[1:]
     vector = reply.content[wire.VECTOR][wire.MASKED].numpy()
-    assert vector.dtype == np.uint32 and vector.shape == (1 + 4 + 1,)
+    assert vector.dtype == np.uint8 and vector.shape == (1 + 4 + 1, 3)  # 24-bit ring: 3 bytes an entry
     assert RoundSecrets.from_record(contexts[101].state[STATE_KEY]).stage == wire.COLLECT
 
 

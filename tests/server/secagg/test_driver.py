@@ -55,10 +55,11 @@ def test_no_reply_the_server_receives_holds_a_plaintext_update_or_weight() -> No
     assert len(collect) == 5
     for instruction, reply in fed.grid.log:
         assert ARRAYS not in reply.content and METRICS not in reply.content  # no payload, no num-examples
+    m = next(int(i.content[wire.SECAGG][wire.MODULUS_BITS]) for i, _ in fed.grid.log if i.metadata.message_type == wire.SETUP)
     for instruction, reply in collect:
         node = reply.metadata.src_node_id
         partition = fed.grid.node_ids.index(node)
-        vector = reply.content[wire.VECTOR][wire.MASKED].numpy().astype(np.int64)
+        vector = wire.unpack(reply.content[wire.VECTOR][wire.MASKED].numpy(), m)
         honest_ceiling = fed.num_examples[partition] * (2**22 - 1)  # an unmasked entry is in [0, w·Q]
         assert vector[0] != fed.num_examples[partition]
         assert np.mean(vector <= honest_ceiling) < 0.5  # masked entries are spread over the whole ring

@@ -30,12 +30,12 @@ def test_masked_vector_of_the_wrong_shape_is_dropped() -> None:
 
 
 def test_masked_vector_outside_the_ring_is_dropped() -> None:
-    def negate(reply: Message) -> None:
-        vector = reply.content[wire.VECTOR][wire.MASKED].numpy().copy()
-        vector[5] = -1
-        reply.content[wire.VECTOR] = ArrayRecord({wire.MASKED: Array(vector)})
+    def overflow(reply: Message) -> None:
+        packed = reply.content[wire.VECTOR][wire.MASKED].numpy().copy()  # (size, 5): m = 38 bits in 5 bytes
+        packed[5, :] = 0xFF  # 2^40 - 1 >= 2^38
+        reply.content[wire.VECTOR] = ArrayRecord({wire.MASKED: Array(packed)})
 
-    fed = Federation(k=5, tamper={(4, wire.COLLECT): negate})
+    fed = Federation(k=5, tamper={(4, wire.COLLECT): overflow})
     outcome = fed.run()
     assert_sum_matches(outcome, fed, [0, 1, 2, 3])
     assert "outside the ring" in outcome.dropped[0].reason

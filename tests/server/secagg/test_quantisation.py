@@ -11,6 +11,7 @@ import pytest
 from flwr.common.secure_aggregation.crypto.shamir import create_shares
 
 from contract import ConfigError, parse_run_config
+from contract import secagg as wire
 from contract.secagg import Quantiser, SecAggConfig, VectorLayout, group_size, threshold_count
 from server.secagg.reconstruct import reconstruct, seed_check
 
@@ -54,6 +55,14 @@ def test_the_ring_grows_with_clients_and_refuses_to_overflow() -> None:
     assert Quantiser(1.0, bits=16, max_weight=1, weighted=False).modulus_bits(3) == 18
     with pytest.raises(ValueError, match="secagg.quantization-bits"):
         Quantiser(1.0, bits=30, max_weight=2**30, weighted=True).modulus_bits(8)
+
+
+@pytest.mark.parametrize("bits", [5, 24, 32, 39, 62])
+def test_packing_round_trips_in_ceil_m_over_8_bytes(bits: int) -> None:
+    values = np.random.default_rng(bits).integers(0, 2**bits, size=100, dtype=np.int64)
+    packed = wire.pack(values, bits)
+    assert packed.dtype == np.uint8 and packed.shape == (100, (bits + 7) // 8)
+    np.testing.assert_array_equal(wire.unpack(packed, bits), values)
 
 
 def test_a_corrupt_sum_is_detected() -> None:
