@@ -37,7 +37,7 @@ class Worker:
     def train_rows(self, config: RunConfig, *, partition_id: int, num_partitions: int) -> list[dict[str, Any]]:
         """This client's shard of the training pool (seed-stable; flwr-datasets partitioners)."""
         shard = partition_dataset(
-            self.datasets["train"],
+            self.task.train_pool(self.datasets, num_partitions),
             partitioner=config.data.partitioner,
             num_partitions=num_partitions,
             partition_id=partition_id,

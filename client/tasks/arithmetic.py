@@ -34,6 +34,7 @@ from client.tasks._batching import (
     to_device,
 )
 from client.tasks.base import ModelKind, Task, TaskMetrics
+from client.tasks.generated_pool import GeneratedPool, federation_pool_size
 from client.tasks.registry import register_task
 
 if TYPE_CHECKING:
@@ -189,6 +190,7 @@ class ArithmeticWordProblems(Task):
         self.num_train = num_train
         self.num_test = num_test
         self.max_new_tokens = max_new_tokens
+        self._grown = GeneratedPool(lambda size: self._split("train", size))
 
     @staticmethod
     def prompt(question: str) -> str:
@@ -197,12 +199,19 @@ class ArithmeticWordProblems(Task):
 
     def build_datasets(self) -> DatasetDict:
         """``train`` and ``test`` with columns ``question`` (str), ``answer`` (str), ``kind`` (int)."""
+        return DatasetDict({split: self._split(split, size)
+                            for split, size in (("train", self.num_train), ("test", self.num_test))})
+
+    def _split(self, split: str, size: int) -> Dataset:
         features = Features({"question": Value("string"), "answer": Value("string"),
                              "kind": ClassLabel(names=list(KIND_NAMES))})
-        return DatasetDict({
-            split: Dataset.from_dict(generate_split(self.seed, split, size), features=features)
-            for split, size in (("train", self.num_train), ("test", self.num_test))
-        })
+        return Dataset.from_dict(generate_split(self.seed, split, size), features=features)
+
+    def train_pool(self, datasets: DatasetDict, num_partitions: int) -> Dataset:
+        """At least ``task.examples-per-client`` generated rows per client (``client.tasks.generated_pool``)."""
+        per_client = self.config.task.examples_per_client if self.config is not None else 0
+        size = federation_pool_size(self.num_train, per_client, num_partitions)
+        return self._grown.get(datasets["train"], size)
 
     def _target_ids(self, tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
         ids = list(tokenizer(f" {answer}", add_special_tokens=False)["input_ids"])

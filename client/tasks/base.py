@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 
 from contract import RunConfig
 from contract.config import Section
@@ -132,6 +132,11 @@ class Task(ABC):
         construction, before any data or model is touched). Override to read a plugin section;
         call ``super().configure(config)``."""
         self.config = config
+
+    def train_pool(self, datasets: DatasetDict, num_partitions: int) -> Dataset:
+        """The rows ``num_partitions`` clients partition: the fixed ``train`` split by default; a task
+        that generates its data grows it with the federation (``task.examples-per-client``)."""
+        return datasets["train"]
 
     @property
     def num_labels(self) -> int | None:

@@ -39,6 +39,7 @@ from client.tasks._batching import (
     to_device,
 )
 from client.tasks.base import ModelKind, Task, TaskMetrics
+from client.tasks.generated_pool import GeneratedPool, federation_pool_size
 from client.tasks.registry import register_task
 
 if TYPE_CHECKING:
@@ -229,6 +230,7 @@ class TopicClassification(Task):
         super().__init__(seed=seed, max_length=max_length)
         if num_train < 1 or num_test < 1:
             raise ValueError(f"num_train and num_test must be >= 1, got {num_train}, {num_test}")
+        self._grown = GeneratedPool(lambda size: self._split("train", size))
         self._noise = {"p_distractor": p_distractor, "p_weak": p_weak, "p_mixed": p_mixed,
                        "p_swap": p_swap, "p_label_noise": p_label_noise}
         for key, p in self._noise.items():
@@ -249,12 +251,18 @@ class TopicClassification(Task):
 
     def build_datasets(self) -> DatasetDict:
         """``train`` (``num_train`` rows) and ``test`` (``num_test`` rows), columns ``text``/``label``."""
+        return DatasetDict({split: self._split(split, size)
+                            for split, size in (("train", self.num_train), ("test", self.num_test))})
+
+    def _split(self, split: str, size: int) -> Dataset:
         features = Features({"text": Value("string"), "label": ClassLabel(names=list(CLASS_NAMES))})
-        return DatasetDict({
-            split: Dataset.from_dict(generate_split(self.seed, split, size, **self._noise),
-                                     features=features)
-            for split, size in (("train", self.num_train), ("test", self.num_test))
-        })
+        return Dataset.from_dict(generate_split(self.seed, split, size, **self._noise), features=features)
+
+    def train_pool(self, datasets: DatasetDict, num_partitions: int) -> Dataset:
+        """At least ``task.examples-per-client`` generated rows per client (``client.tasks.generated_pool``)."""
+        per_client = self.config.task.examples_per_client if self.config is not None else 0
+        size = federation_pool_size(self.num_train, per_client, num_partitions)
+        return self._grown.get(datasets["train"], size)
 
     def collate(self, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Tokenize ``text`` (truncated to ``max_length``), right-pad; adds ``labels``."""

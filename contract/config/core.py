@@ -36,6 +36,11 @@ class TaskConfig(Section):
 
     name: str = Field("topics", description="registered task name", min_length=1)
     max_length: int = Field(128, ge=8, le=8192, description="tokens per example after truncation")
+    examples_per_client: int = Field(
+        50, ge=0, le=100_000,
+        description="generated tasks (topics, arithmetic): the train pool holds at least this many rows per "
+        "client, so it grows with the federation (0: the fixed pool only; docs/scaling.md)",
+    )
 
 
 class AdapterConfig(Section):

@@ -1,0 +1,54 @@
+"""Before round 1: can the clients' training split be drawn for this many nodes? (issue 20)
+
+Every client partitions the task's train pool itself (``client.worker``); a split that cannot be
+drawn (a Dirichlet draw leaving some client below the minimum, more clients than rows) fails on
+every client, every reply is dropped and the run would "complete" untrained. The server knows the
+node count, so it draws the same split once (the partitioners are pure functions of the pool, the
+seed and the node count) and refuses to start with an error that says what to change.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flwr.serverapp import Grid
+
+from client.tasks.partition import partition_dataset
+from client.tasks.setup import TaskAndModel
+from contract import RunConfig
+
+_NODE_WAIT_S = 60.0  # how long to wait for `min-train-nodes` to connect before checking what is there
+
+
+class SplitError(ValueError):
+    """The training split cannot be drawn for the federation's node count."""
+
+
+def check_split(built: TaskAndModel, config: RunConfig, num_nodes: int) -> None:
+    """Draw the clients' split of the train pool for ``num_nodes`` clients; raise :class:`SplitError`
+    naming what to change when it cannot be drawn."""
+    if num_nodes < 1:
+        return  # nobody connected: the round loop reports that
+    pool = built.task.train_pool(built.datasets, num_nodes)
+    try:
+        partition_dataset(
+            pool, partitioner=config.data.partitioner, num_partitions=num_nodes, partition_id=0,
+            alpha=config.data.alpha, seed=config.seed, label_column=built.task.label_column,
+        )
+    except ValueError as exc:
+        raise SplitError(
+            f"the training data of task {config.task.name!r} ({pool.num_rows} rows) cannot be split across "
+            f"{num_nodes} clients: {exc}. Change one of: task.examples-per-client (generated tasks; now "
+            f"{config.task.examples_per_client}), data.alpha (now {config.data.alpha}), "
+            f"data.partitioner='iid', a larger dataset, or fewer clients"
+        ) from exc
+
+
+def federation_size(grid: Grid, config: RunConfig, *, wait_s: float = _NODE_WAIT_S) -> int:
+    """The number of connected nodes once ``min-train-nodes`` are there (or after ``wait_s``)."""
+    deadline = time.monotonic() + wait_s
+    count = len(list(grid.get_node_ids()))
+    while count < config.min_train_nodes and time.monotonic() < deadline:
+        time.sleep(1)
+        count = len(list(grid.get_node_ids()))
+    return count
