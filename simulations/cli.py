@@ -30,6 +30,9 @@ def load_extensions() -> None:
     """Import what registers config sections, tasks and strategies, as the ServerApp does."""
     import client.tasks  # noqa: F401  (the task plugins and their sections)
     import strategies  # noqa: F401  (the strategies and their sections)
+    from contract.extensions import load_installed_extensions
+
+    load_installed_extensions()  # other packages' extensions (docs/extending.md §1)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -51,8 +54,20 @@ def _run(args: argparse.Namespace) -> int:
         f"{args.clients} clients, {config.num_server_rounds} rounds -> {overrides['output-dir']}",
         flush=True,
     )
+    if args.ray_address is not None:
+        from simulations.ray_cluster import RayAddressError, check_ray_address
+
+        if args.connection is not None:
+            print("--ray-address joins a Ray cluster for a simulation; --connection names a deployment: pass one", file=sys.stderr)
+            return 2
+        try:
+            check_ray_address(args.ray_address)  # before anything starts
+        except RayAddressError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     result = launch(
-        app_dir, overrides, num_supernodes=args.clients, cpus_per_client=args.cpus_per_client, connection=args.connection
+        app_dir, overrides, num_supernodes=args.clients, cpus_per_client=args.cpus_per_client, connection=args.connection,
+        ray_address=args.ray_address,
     )
     if not result.ok:
         print(f"Corolla: run {result.run_id} did not complete: status {result.status}", file=sys.stderr)
@@ -229,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--clients", type=int, default=10, help="simulated SuperNodes (default 10)")
             cmd.add_argument("--cpus-per-client", type=int, default=1, help="CPUs per ClientApp (integer)")
             cmd.add_argument("--connection", help="a SuperLink connection from ~/.flwr/config.toml (deployment)")
+            cmd.add_argument(
+                "--ray-address", metavar="HOST:PORT",
+                help="run the simulation on this existing Ray cluster (its head's address) instead of a local Ray",
+            )
     return parser
 
 

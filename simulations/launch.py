@@ -105,11 +105,22 @@ def launch(
     env: Mapping[str, str] | None = None,
     echo: bool = True,
     on_line: Callable[[str], None] | None = None,
+    ray_address: str | None = None,
 ) -> LaunchResult:
     """``flwr run`` the app with ``overrides``; stream its output; return the checked outcome.
 
     ``echo`` copies Flower's output to stdout; ``on_line`` sees every line (progress displays).
+    ``ray_address``: the simulation joins that Ray cluster (``simulations.ray_cluster``) through a
+    SuperLink started for this run; checked before anything starts (``RayAddressError``).
     """
+    if ray_address is not None:
+        if connection is not None:
+            raise ValueError("--ray-address applies to simulations; a --connection names a deployment, pass one of them")
+        from simulations.ray_cluster import superlink_on_cluster
+
+        with superlink_on_cluster(ray_address, env) as cluster_env:
+            return launch(app_dir, overrides, num_supernodes=num_supernodes, cpus_per_client=cpus_per_client,
+                          env=cluster_env, echo=echo, on_line=on_line)
     env = flower_env(env, managed=connection is None)
     cmd = [flower_binary("flwr"), "run", str(app_dir)]
     if connection:
