@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from client.tasks.arithmetic import ArithmeticWordProblems
@@ -11,7 +13,7 @@ from client.tasks.topics import TopicClassification
 from contract import parse_run_config
 
 
-def _configured(task_cls: type, **flat: object):
+def _configured(task_cls: type[ArithmeticWordProblems] | type[TopicClassification], **flat: Any) -> Any:
     task = task_cls(seed=0, max_length=64)
     task.configure(parse_run_config({"task.name": task_cls.name, **flat}))
     return task
