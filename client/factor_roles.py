@@ -107,14 +107,14 @@ class RoundFactors:
         return merged
 
     def _stored_global(self, spec: PayloadSpec) -> Payload:
-        meta = self.context.state.get(STATE_GLOBAL_META)
+        meta = self.context.state.config_records.get(STATE_GLOBAL_META)
         held = int(meta[GLOBAL_VERSION]) if meta is not None else None  # type: ignore[arg-type]
-        if held != self.from_version or STATE_GLOBAL not in self.context.state:
+        if held != self.from_version or STATE_GLOBAL not in self.context.state.array_records:
             raise GlobalVersionMismatch(
                 f"the server sent the global adapter's changes since version {self.from_version}, but this "
                 f"node holds {'no copy' if held is None else f'version {held}'}; it is sent everything next round"
             )
-        stored = {k: a.numpy() for k, a in self.context.state[STATE_GLOBAL].items()}
+        stored = {k: a.numpy() for k, a in self.context.state.array_records[STATE_GLOBAL].items()}
         return {k: v for k, v in stored.items() if k in spec}
 
     def local_arrays(self, spec: PayloadSpec) -> Payload:
@@ -125,9 +125,9 @@ class RoundFactors:
         ValueError
             If the stored arrays do not fit the model (the run's adapter changed under the node).
         """
-        if not self.local or STATE_LOCAL not in self.context.state:
+        if not self.local or STATE_LOCAL not in self.context.state.array_records:
             return {}
-        stored = {k: a.numpy() for k, a in self.context.state[STATE_LOCAL].items()}
+        stored = {k: a.numpy() for k, a in self.context.state.array_records[STATE_LOCAL].items()}
         wrong = [k for k, v in stored.items() if k not in spec or tuple(v.shape) != tuple(spec[k][0])]
         if wrong:
             raise ValueError(

@@ -15,8 +15,11 @@ each client's ``Ā`` + own ``B`` on its own test shard, example-weighted over th
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from logging import WARNING
+from typing import Any
 
 import numpy as np
+from flwr.common import log
 
 from .comm_cost import CommCost, CommInputs
 from .partial_factors import PartialFactorsStrategy, RoundRoles
@@ -39,6 +42,12 @@ def fedsa_comm(inputs: CommInputs) -> CommCost:
 ))
 class FedSALoRA(PartialFactorsStrategy):
     """FedSA-LoRA (arXiv 2410.01463): average ``A`` and the head; ``B`` stays on every client."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.fraction_evaluate == 0:
+            log(WARNING, "strategy.name = fedsa with fraction-evaluate = 0: only the global score (A with B = 0) "
+                "is reported; set fraction-evaluate > 0 for the personalised score (each client's own B)")
 
     def round_roles(self, server_round: int) -> RoundRoles:
         """Every round: ``B`` is local."""

@@ -89,3 +89,12 @@ def test_each_client_trains_on_from_its_own_b(rounds: int) -> None:
             np.testing.assert_array_equal(value, client.models[(rounds, pid)][1][key])
     first = client.models[(1, 0)][0]
     assert not any(np.any(first[f"{m}.lora_B.weight"]) for m in MODULES)  # a new client starts from B = 0
+
+
+def test_without_federated_evaluation_it_warns_that_no_personalised_score_comes(caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level("WARNING")
+    FedSALoRA(layout=lora_layout(MODULES), fraction_evaluate=0.0)
+    assert "personalised score" in caplog.text
+    caplog.clear()
+    FedSALoRA(layout=lora_layout(MODULES), fraction_evaluate=0.5)
+    assert "personalised score" not in caplog.text
