@@ -42,7 +42,7 @@ def _nbytes(arrays: dict[str, np.ndarray], layer: str) -> int:
 @pytest.fixture(scope="module")
 def fedsa_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     values = {**SMALL, "strategy.name": "fedsa", "output-dir": str(tmp_path_factory.mktemp("runs")),
-              "fraction-evaluate": 0.5, "num-server-rounds": 2, "run-name": "fedsa"}
+              "fraction-evaluate": 0.25, "num-server-rounds": 2, "run-name": "fedsa"}  # 1 of 4 nodes evaluates
     completed: list[tuple[int, int, dict[str, np.ndarray]]] = []  # (round, node, whole payload loaded)
     stored: dict[tuple[int, int], dict[str, np.ndarray]] = {}  # (round, node) -> its B after the round
     original = RoundFactors.complete_spec
@@ -65,7 +65,7 @@ def fedsa_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     RoundFactors.complete_spec = recording  # type: ignore[method-assign]
     try:
-        grid = FakeGrid(fresh_process, 2, run_config=values)
+        grid = FakeGrid(fresh_process, 4, run_config=values)  # 150 test rows per node
         folder = run(grid, parse_run_config(values))
     finally:
         RoundFactors.complete_spec = original  # type: ignore[method-assign]
