@@ -32,7 +32,7 @@ class BaseWeights:
         self._pristine: dict[str, torch.Tensor] = {}
         for name, module in unwrap(model).named_modules():
             if isinstance(module, LoraLayer) and "default" in module.lora_A:
-                weight = module.get_base_layer().weight
+                weight = module.get_base_layer().get_parameter("weight")
                 self._layers[name] = module
                 self._pristine[name] = weight.detach().to(torch.float32).clone()
 
@@ -56,7 +56,7 @@ class BaseWeights:
             raise ValueError(f"base delta for modules the model does not adapt: {unknown[:3]}")
         for name, layer in self._layers.items():
             pristine = self._pristine[name]
-            weight = layer.get_base_layer().weight
+            weight = layer.get_base_layer().get_parameter("weight")
             delta = deltas.get(name)
             with torch.no_grad():
                 if delta is None:
@@ -73,6 +73,6 @@ class BaseWeights:
         """``D = W - W0`` per module, ``(m, n)`` float32 (for checks and exports)."""
         out = {}
         for name, layer in self._layers.items():
-            d = layer.get_base_layer().weight.detach().to(torch.float32) - self._pristine[name]
+            d = layer.get_base_layer().get_parameter("weight").detach().to(torch.float32) - self._pristine[name]
             out[name] = (d.T if self._fan_in_fan_out(name) else d).numpy().copy()
         return out

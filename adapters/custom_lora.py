@@ -7,7 +7,7 @@ to or removed from the stored base weight (in its orientation and dtype); that p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from peft import LoraConfig
@@ -32,20 +32,37 @@ class CustomLoraLinear(Linear):
         super().__init__(base_layer, adapter_name, config=config, is_target_conv_1d_layer=is_conv1d, **kwargs)
 
 
+Layer = TypeVar("Layer", bound=CustomLoraLinear)
+
+
+def custom_layer(module: LoraLayer, kind: type[Layer]) -> Layer:
+    """``module`` as the custom layer a variant only ever runs on (PEFT types it as any LoRA layer)."""
+    if not isinstance(module, kind):
+        raise TypeError(f"this LoRA variant runs on {kind.__name__} layers, got {type(module).__name__}")
+    return module
+
+
+def factor_weight(layers: nn.ModuleDict, adapter: str) -> nn.Parameter:
+    """The weight of the bias-free ``nn.Linear`` that holds one factor of ``adapter`` (``lora_A[adapter]``, ...)."""
+    return layers[adapter].get_parameter("weight")
+
+
 class DeltaWeightVariant(LoraVariant):
     """Merge/unmerge by the layer's dense ``get_delta_weight`` (stored orientation)."""
 
     @staticmethod
     def merge_safe(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
         """``W0 + ΔW`` as a new tensor."""
-        return orig_weight + module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+        delta = custom_layer(module, CustomLoraLinear).get_delta_weight(active_adapter)
+        return orig_weight + delta.to(orig_weight.dtype)
 
     @staticmethod
     def merge_unsafe(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> None:
         """Add ``ΔW`` to the stored base weight in place."""
-        orig_weight.data += module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+        orig_weight.data += custom_layer(module, CustomLoraLinear).get_delta_weight(active_adapter).to(orig_weight.dtype)
 
     @staticmethod
     def unmerge(module: LoraLayer, active_adapter: str, orig_weight: torch.Tensor) -> torch.Tensor:
         """``W - ΔW``."""
-        return orig_weight - module.get_delta_weight(active_adapter).to(orig_weight.dtype)
+        delta = custom_layer(module, CustomLoraLinear).get_delta_weight(active_adapter)
+        return orig_weight - delta.to(orig_weight.dtype)

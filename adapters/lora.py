@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedTokenizerBase
 
 from adapters.kind_registry import get_adapter_kind
 from adapters.models import BaseModel, ModelKind, TargetScope, auto_target_modules, build_base_model
@@ -89,7 +90,7 @@ def lora_config(spec: AdapterSpec, *, kind: ModelKind, model_type: str) -> LoraC
     targets = list(spec.target_modules) if spec.target_modules else auto_target_modules(model_type, spec.default_targets)
     config = LoraConfig(
         r=spec.rank,
-        lora_alpha=spec.alpha,
+        lora_alpha=spec.alpha,  # type: ignore[arg-type]  # PEFT annotates int; its scale lora_alpha / r takes a float
         lora_dropout=spec.dropout,
         target_modules=targets,
         task_type=_TASK_TYPES[kind],
@@ -110,8 +111,9 @@ def wrap_with_lora(base: BaseModel, spec: AdapterSpec, *, kind: ModelKind, init_
             torch.manual_seed(init_seed)
             # the task head (e.g. BERT's classifier) is re-drawn here so that it, too, follows the seed
             for name, module in base.model.named_children():
-                if name in ("classifier", "score") and hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
+                reset = getattr(module, "reset_parameters", None)
+                if name in ("classifier", "score") and callable(reset):
+                    reset()
             model = get_peft_model(base.model, config)
             get_adapter_kind(spec.method).finalize(model)
     except ValueError as exc:
@@ -132,7 +134,7 @@ def build_adapted_model(
     kind: ModelKind,
     num_labels: int | None,
     init_seed: int,
-) -> tuple[PeftModel, object]:
+) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """Base model ``model_name`` wrapped with ``spec.method``'s adapter; returns ``(peft_model, tokenizer)``."""
     base = build_base_model(model_name, kind=kind, num_labels=num_labels)
     return wrap_with_lora(base, spec, kind=kind, init_seed=init_seed), base.tokenizer

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 from transformers import (
+    PreTrainedTokenizerBase,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
@@ -81,7 +82,7 @@ class BaseModel:
     """A frozen base model with its tokenizer. ``model_type`` is HF's (``bert``, ``llama``, ...)."""
 
     model: torch.nn.Module
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase
     model_type: str
 
 
@@ -130,9 +131,12 @@ def build_base_model(name: str, *, kind: ModelKind, num_labels: int | None = Non
 def _tiny_llama(kind: ModelKind, num_labels: int | None) -> BaseModel:
     tokenizer = tiny_llama.build_tokenizer()
     config = tiny_llama.build_config(tokenizer)
+    model: torch.nn.Module
     if kind == "causal-lm":
         model = tiny_llama.seeded_init(lambda: LlamaForCausalLM(config))
     else:
+        if num_labels is None:
+            raise ValueError(f"a {kind} head on tiny-llama needs num_labels (the task's number of classes)")
         config.num_labels = num_labels
         model = tiny_llama.seeded_init(lambda: LlamaForSequenceClassification(config))
     return BaseModel(model=model, tokenizer=tokenizer, model_type="llama")

@@ -9,12 +9,16 @@ global RNG.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 INIT_SEED = 20260101  # fixed: the frozen base must be the same in every process and every run
+Built = TypeVar("Built")  # what seeded_init's build() returns
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -51,7 +55,7 @@ def build_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
     )
 
 
-def seeded_init(build):  # type: ignore[no-untyped-def]
+def seeded_init(build: Callable[[], Built]) -> Built:
     """Run ``build()`` with the fixed init seed, leaving the caller's global RNG state untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(INIT_SEED)

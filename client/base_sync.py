@@ -25,10 +25,17 @@ class BaseVersionMismatch(RuntimeError):
     """The server's delta starts from a base version this node does not hold."""
 
 
+def _version(record: ConfigRecord, key: str) -> int:
+    value = record[key]
+    if not isinstance(value, int):
+        raise ValueError(f"`{key}` is {value!r}, expected a base version number")
+    return value
+
+
 def stored_version(state: RecordDict) -> int:
     """The base version this node holds (0: the pristine base)."""
-    meta = state.get(STATE_META)
-    return int(meta[BASE_VERSION]) if meta is not None else 0
+    meta = state.config_records.get(STATE_META)
+    return _version(meta, BASE_VERSION) if meta is not None else 0
 
 
 class PendingBase:
@@ -52,11 +59,11 @@ class PendingBase:
 
 def sync_base(base: BaseWeights, content: RecordDict, context: Context) -> PendingBase:
     """Set ``base`` to the version the message asks for; ``commit`` the result after success."""
-    config = content[CONFIG]
+    config = content.config_records[CONFIG]
     if BASE_VERSION not in config:
         base.set({})
         return PendingBase(0, None)
-    target, start = int(config[BASE_VERSION]), int(config[BASE_FROM_VERSION])
+    target, start = _version(config, BASE_VERSION), _version(config, BASE_FROM_VERSION)
     held = stored_version(context.state)
     if start not in (0, held):  # from 0: the whole cumulative delta, to add to the pristine base
         raise BaseVersionMismatch(
@@ -64,8 +71,11 @@ def sync_base(base: BaseWeights, content: RecordDict, context: Context) -> Pendi
         )
     total = {}
     if start == held and start != 0 and STATE_DELTA in context.state:  # from 0: start over from C_0 = 0
-        total = {k: v.numpy() for k, v in context.state[STATE_DELTA].items()}
+        total = {k: v.numpy() for k, v in context.state.array_records[STATE_DELTA].items()}
     if BASE_DELTA in content and target != start:
-        total.update(advance_base(total, content[BASE_DELTA], config.get(BASE_SPLITS)))
+        splits = config.get(BASE_SPLITS)
+        if splits is not None and not isinstance(splits, str):
+            raise ValueError(f"`{BASE_SPLITS}` is {splits!r}, expected the encoded split string")
+        total.update(advance_base(total, content.array_records[BASE_DELTA], splits))
     base.set(total)
     return PendingBase(target, total)

@@ -58,7 +58,7 @@ def encode_base_delta(deltas: Mapping[str, DeltaForm]) -> ArrayRecord:
     return ArrayRecord(arrays)
 
 
-def canonical_step(total: np.ndarray, u: np.ndarray | None, v: np.ndarray | None = None) -> np.ndarray:
+def canonical_step(total: np.ndarray, u: np.ndarray, v: np.ndarray | None = None) -> np.ndarray:
     """One round of the canonical recurrence: ``float32(float64(total) + float64(U) @ float64(V))``,
     or ``+ float64(D)`` when ``v`` is ``None`` (``u`` is then the dense ``(m, n)`` residual)."""
     step = u.astype(np.float64) if v is None else u.astype(np.float64) @ v.astype(np.float64)  # (m, n)

@@ -102,5 +102,6 @@ def _label(messages: list[Message]) -> str:
         return "idle"
     first = messages[0]
     phase = first.metadata.message_type
-    rnd = first.content[CONFIG].get(SERVER_ROUND) if CONFIG in first.content else None
-    return f"round {rnd} {phase}" if rnd is not None else phase
+    config = first.content.config_records.get(CONFIG)
+    rnd = config.get(SERVER_ROUND) if config is not None else None
+    return f"round {rnd} {phase}" if isinstance(rnd, int) else phase

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel
 
 from adapters.peft_model import unwrap
 
@@ -33,5 +34,8 @@ def save_merged(model: Any, directory: str | Path) -> Path:
     """Write the merged model with ``save_pretrained`` (loadable by plain transformers)."""
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
-    merged_model(model).save_pretrained(str(target))
+    merged = merged_model(model)
+    if not isinstance(merged, PreTrainedModel):
+        raise TypeError(f"save_merged writes a transformers model; the merged base is a {type(merged).__name__}")
+    merged.save_pretrained(str(target))
     return target

@@ -36,7 +36,7 @@ from transformers.pytorch_utils import Conv1D
 
 from adapters.abba.init import init_factors
 from adapters.abba.khatri_rao import abba_delta_x, dense_delta
-from adapters.custom_lora import CustomLoraLinear, DeltaWeightVariant
+from adapters.custom_lora import CustomLoraLinear, DeltaWeightVariant, custom_layer, factor_weight
 
 A2_LAYER, B2_LAYER = "lora_A2", "lora_B2"
 
@@ -63,26 +63,29 @@ class ABBAVariant(DeltaWeightVariant):
     @staticmethod
     def init(module: LoraLayer, adapter_name: str, **kwargs: Any) -> None:
         """Add ``lora_A2``/``lora_B2`` and install the ``docs/algorithms.md §10.2`` initialisation into all four factors."""
+        layer = custom_layer(module, ABBALinear)
         options = _options(kwargs["config"])
-        if not hasattr(module, A2_LAYER):
-            module.lora_A2 = nn.ModuleDict({})
-            module.lora_B2 = nn.ModuleDict({})
-            module.adapter_layer_names = (*module.adapter_layer_names, A2_LAYER, B2_LAYER)
-        weight_a = module.lora_A[adapter_name].weight
+        if not hasattr(layer, A2_LAYER):
+            layer.lora_A2 = nn.ModuleDict({})
+            layer.lora_B2 = nn.ModuleDict({})
+            layer.adapter_layer_names = (*layer.adapter_layer_names, A2_LAYER, B2_LAYER)
+        weight_a = factor_weight(layer.lora_A, adapter_name)  # A1: (r1, n)
+        weight_b = factor_weight(layer.lora_B, adapter_name)  # B1: (m, r1)
+        n, m = weight_a.shape[1], weight_b.shape[0]
         like = {"device": weight_a.device, "dtype": weight_a.dtype}
-        module.lora_A2[adapter_name] = nn.Linear(module.in_features, options.rank2, bias=False, **like)
-        module.lora_B2[adapter_name] = nn.Linear(options.rank2, module.out_features, bias=False, **like)
+        layer.lora_A2[adapter_name] = nn.Linear(n, options.rank2, bias=False, **like)
+        layer.lora_B2[adapter_name] = nn.Linear(options.rank2, m, bias=False, **like)
         base = options.seed if options.seed is not None else torch.initial_seed()
         seed = (base + zlib.crc32(str(kwargs.get("target_name", "")).encode())) % 2**63
-        w0 = transpose(module.get_base_layer().weight, module.fan_in_fan_out)  # W0: (m, n)
+        w0 = transpose(layer.get_base_layer().get_parameter("weight"), layer.fan_in_fan_out)  # W0: (m, n)
         factors = init_factors(
-            w0, module.r[adapter_name], options.rank2, generator=torch.Generator().manual_seed(seed), svd=options.svd
+            w0, layer.r[adapter_name], options.rank2, generator=torch.Generator().manual_seed(seed), svd=options.svd
         )
         targets = (
-            module.lora_B[adapter_name].weight,
-            module.lora_A[adapter_name].weight,
-            module.lora_B2[adapter_name].weight,
-            module.lora_A2[adapter_name].weight,
+            weight_b,
+            weight_a,
+            factor_weight(layer.lora_B2, adapter_name),
+            factor_weight(layer.lora_A2, adapter_name),
         )
         with torch.no_grad():
             for target, value in zip(targets, factors, strict=True):
@@ -93,12 +96,13 @@ class ABBAVariant(DeltaWeightVariant):
         module: LoraLayer, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs: Any
     ) -> torch.Tensor:
         """``result + s·B*(A*·dropout(x))``; ``x``: (..., n), result: (..., m)."""
-        b1 = module.lora_B[active_adapter].weight  # B1: (m, r1)
-        a1 = module.lora_A[active_adapter].weight  # A1: (r1, n)
-        b2 = module.lora_B2[active_adapter].weight  # B2: (m, r2)
-        a2 = module.lora_A2[active_adapter].weight  # A2: (r2, n)
-        x = module.lora_dropout[active_adapter](x).to(a1.dtype)
-        return result + abba_delta_x(x, b1, a1, b2, a2, module.scaling[active_adapter])
+        layer = custom_layer(module, ABBALinear)
+        b1 = factor_weight(layer.lora_B, active_adapter)  # B1: (m, r1)
+        a1 = factor_weight(layer.lora_A, active_adapter)  # A1: (r1, n)
+        b2 = factor_weight(layer.lora_B2, active_adapter)  # B2: (m, r2)
+        a2 = factor_weight(layer.lora_A2, active_adapter)  # A2: (r2, n)
+        x = layer.lora_dropout[active_adapter](x).to(a1.dtype)
+        return result + abba_delta_x(x, b1, a1, b2, a2, layer.scaling[active_adapter])
 
 
 class ABBALinear(CustomLoraLinear):
@@ -108,6 +112,9 @@ class ABBALinear(CustomLoraLinear):
     ``W0ᵀ`` and merging transposes ``ΔW`` (``docs/algorithms.md §1``).
     """
 
+    lora_A2: nn.ModuleDict  # adapter -> A2: (r2, n), added by ABBAVariant.init
+    lora_B2: nn.ModuleDict  # adapter -> B2: (m, r2)
+
     @property
     def lora_variants(self) -> dict[tuple[str, ...], type[LoraVariant] | None]:
         """Only ABBA; any other variant flag (``use_dora``, ...) is rejected by PEFT."""
@@ -115,15 +122,15 @@ class ABBALinear(CustomLoraLinear):
 
     def get_delta_weight(self, adapter: str) -> torch.Tensor:
         """Dense ``s·(B1 A1) ⊙ (B2 A2)`` in the stored orientation, computed in fp32 (at least)."""
-        factors = (
-            self.lora_B[adapter].weight,
-            self.lora_A[adapter].weight,
-            self.lora_B2[adapter].weight,
-            self.lora_A2[adapter].weight,
+        b1, a1, b2, a2 = (
+            factor_weight(self.lora_B, adapter),
+            factor_weight(self.lora_A, adapter),
+            factor_weight(self.lora_B2, adapter),
+            factor_weight(self.lora_A2, adapter),
         )
-        dtype = factors[0].dtype
+        dtype = b1.dtype
         work = torch.float64 if dtype == torch.float64 else torch.float32
-        delta = dense_delta(*(f.to(work) for f in factors), self.scaling[adapter])  # ΔW: (m, n)
+        delta = dense_delta(b1.to(work), a1.to(work), b2.to(work), a2.to(work), self.scaling[adapter])  # ΔW: (m, n)
         return transpose(delta, self.fan_in_fan_out).to(dtype)
 
     def __repr__(self) -> str:
@@ -153,8 +160,10 @@ def configure_abba(
     if rank2 < 1:
         raise ValueError(f"ABBA rank r2 = {rank2} must be >= 1")
     s = float(config.lora_alpha if scale is None else scale)
-    config.lora_alpha = s * config.r
+    # PEFT annotates lora_alpha as int, but computes its scale as lora_alpha / r: s·r1 is rarely whole
+    config.lora_alpha = s * config.r  # type: ignore[assignment]  # see above
     config.init_lora_weights = False  # the variant installs docs/algorithms.md §10.2 itself
-    config._abba = ABBAOptions(rank2=rank2, svd=svd, seed=seed)
+    # ABBA's options ride on the PEFT config object (read back by _options); LoraConfig has no field for them
+    config._abba = ABBAOptions(rank2=rank2, svd=svd, seed=seed)  # type: ignore[attr-defined]  # see above
     config._register_custom_module(CUSTOM_MODULES)
     return config

@@ -29,6 +29,8 @@ def to_lora(model: Any) -> tuple[LoraConfig, dict[str, torch.Tensor]]:
     if not layers:
         raise ValueError("to_lora expects a LoRA-SB model (`adapter.name = lora-sb`)")
     config = copy.deepcopy(peft_model.peft_config["default"])
+    if not isinstance(config, LoraConfig):
+        raise TypeError(f"to_lora expects a LoRA-SB model, whose PEFT config is a LoraConfig; got {type(config).__name__}")
     config._custom_modules = None  # plain PEFT LoRA layers on load
     config.lora_alpha = config.r  # scale 1: B' carries s
     state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}

@@ -26,7 +26,9 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from adapters.peft_model import adapted_layers, unwrap
+from adapters.custom_lora import factor_weight
+from adapters.lora_sb.layer import LoraSBLinear
+from adapters.peft_model import ADAPTER, adapted_layers, unwrap
 
 
 class SBFactors(NamedTuple):
@@ -110,7 +112,7 @@ def estimate_gradients(
     """
     peft_model = unwrap(model)
     layers = adapted_layers(peft_model)
-    weights = {name: layer.get_base_layer().weight for name, layer in layers.items()}
+    weights = {name: layer.get_base_layer().get_parameter("weight") for name, layer in layers.items()}
     flags = {p: p.requires_grad for p in peft_model.parameters()}
     old_grads = {name: w.grad for name, w in weights.items()}
     was_training = peft_model.training
@@ -137,7 +139,10 @@ def estimate_gradients(
             raise ValueError("estimate_gradients saw no examples: `batches` is empty")
         out = {}
         for name, layer in layers.items():
-            grad = weights[name].grad.detach()
+            base_grad = weights[name].grad
+            if base_grad is None:
+                raise ValueError(f"estimate_gradients: the loss does not reach the base weight of {name}")
+            grad = base_grad.detach()
             grad = grad.T if getattr(layer, "fan_in_fan_out", False) else grad  # Conv1D stores (n, m)
             dtype = torch.float64 if grad.dtype == torch.float64 else torch.float32
             out[name] = grad.to(dtype).cpu().numpy().copy()  # G: (m, n)
@@ -231,9 +236,10 @@ def init_from_gradients(
 def _sb_weights(model: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``{module: (B, R, A)}`` parameters of every LoRA-SB module, sorted."""
     return {
-        name: (layer.lora_B["default"].weight, layer.lora_R["default"].weight, layer.lora_A["default"].weight)
+        name: (factor_weight(layer.lora_B, ADAPTER), factor_weight(layer.lora_R, ADAPTER),
+               factor_weight(layer.lora_A, ADAPTER))
         for name, layer in adapted_layers(model).items()
-        if "default" in getattr(layer, "lora_R", {})
+        if isinstance(layer, LoraSBLinear) and ADAPTER in getattr(layer, "lora_R", {})
     }
 
 

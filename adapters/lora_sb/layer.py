@@ -33,7 +33,7 @@ from peft.tuners.lora.variants import _register_frozen_peft_weight
 from peft.utils.other import transpose
 from torch import nn
 from transformers.pytorch_utils import Conv1D
-from adapters.custom_lora import CustomLoraLinear, DeltaWeightVariant
+from adapters.custom_lora import CustomLoraLinear, DeltaWeightVariant, custom_layer, factor_weight
 
 R_LAYER = "lora_R"
 FROZEN_LAYERS = ("lora_A", "lora_B")  # LoRA-SB freezes both factors (docs/algorithms.md §8.1)
@@ -45,29 +45,31 @@ class LoraSBVariant(DeltaWeightVariant):
     @staticmethod
     def init(module: LoraLayer, adapter_name: str, **kwargs: Any) -> None:
         """Add ``lora_R[adapter_name]`` (zero until factors are installed) and freeze ``A`` and ``B``."""
-        if not hasattr(module, R_LAYER):
-            module.lora_R = nn.ModuleDict({})
-            module.adapter_layer_names = (*module.adapter_layer_names, R_LAYER)
-        r = module.r[adapter_name]
-        weight_a = module.lora_A[adapter_name].weight
+        layer = custom_layer(module, LoraSBLinear)
+        if not hasattr(layer, R_LAYER):
+            layer.lora_R = nn.ModuleDict({})
+            layer.adapter_layer_names = (*layer.adapter_layer_names, R_LAYER)
+        r = layer.r[adapter_name]
+        weight_a = factor_weight(layer.lora_A, adapter_name)
         mapping = nn.Linear(r, r, bias=False, device=weight_a.device, dtype=weight_a.dtype)
         # R: (r, r). Zero keeps the uninitialised adapter inert (B = 0 too); LoRA-SB MUST install
         # R0 = Σ_r / s from its gradient initialisation (docs/algorithms.md §8.2; R = 0 is LoRA-XS, §8.1).
         nn.init.zeros_(mapping.weight)
-        module.lora_R[adapter_name] = mapping
+        layer.lora_R[adapter_name] = mapping
         for name in FROZEN_LAYERS:
-            _register_frozen_peft_weight(module, adapter_name, name)
+            _register_frozen_peft_weight(layer, adapter_name, name)
 
     @staticmethod
     def forward(
         module: LoraLayer, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs: Any
     ) -> torch.Tensor:
         """``result + s·B(R(A·dropout(x)))``; ``x``: (..., n), result: (..., m)."""
-        lora_a = module.lora_A[active_adapter]  # A: (r, n)
-        lora_r = module.lora_R[active_adapter]  # R: (r, r)
-        lora_b = module.lora_B[active_adapter]  # B: (m, r)
-        dropout = module.lora_dropout[active_adapter]
-        return result + lora_b(lora_r(lora_a(dropout(x)))) * module.scaling[active_adapter]
+        layer = custom_layer(module, LoraSBLinear)
+        lora_a = layer.lora_A[active_adapter]  # A: (r, n)
+        lora_r = layer.lora_R[active_adapter]  # R: (r, r)
+        lora_b = layer.lora_B[active_adapter]  # B: (m, r)
+        dropout = layer.lora_dropout[active_adapter]
+        return result + lora_b(lora_r(lora_a(dropout(x)))) * layer.scaling[active_adapter]
 
 
 class LoraSBLinear(CustomLoraLinear):
@@ -77,6 +79,8 @@ class LoraSBLinear(CustomLoraLinear):
     dispatcher does, so merging transposes ``B R A`` (``docs/algorithms.md §1``).
     """
 
+    lora_R: nn.ModuleDict  # adapter -> R: (r, r), added by LoraSBVariant.init
+
     @property
     def lora_variants(self) -> dict[tuple[str, ...], type[LoraVariant] | None]:
         """Only LoRA-SB; any other variant flag (``use_dora``, ...) is rejected by PEFT."""
@@ -84,9 +88,9 @@ class LoraSBLinear(CustomLoraLinear):
 
     def get_delta_weight(self, adapter: str) -> torch.Tensor:
         """``s·B R A`` in the stored orientation: ``(m, n)``, or ``(n, m)`` for ``fan_in_fan_out``."""
-        weight_b = self.lora_B[adapter].weight  # B: (m, r)
-        weight_r = self.lora_R[adapter].weight  # R: (r, r)
-        weight_a = self.lora_A[adapter].weight  # A: (r, n)
+        weight_b: torch.Tensor = factor_weight(self.lora_B, adapter)  # B: (m, r)
+        weight_r: torch.Tensor = factor_weight(self.lora_R, adapter)  # R: (r, r)
+        weight_a: torch.Tensor = factor_weight(self.lora_A, adapter)  # A: (r, n)
         dtype = weight_b.dtype
         if weight_b.device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
             weight_b, weight_r, weight_a = weight_b.float(), weight_r.float(), weight_a.float()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from adapters.lora import AdapterSpec, build_adapted_model
 from adapters.models import auto_target_modules, build_base_model
@@ -36,7 +37,8 @@ def _rows(args: argparse.Namespace) -> tuple[InstructionTuning, list[dict[str, A
     return task, task.build_datasets()["train"].to_list()
 
 
-def _batches(task: InstructionTuning, tokenizer: Any, rows: list[dict[str, Any]], args: argparse.Namespace, seed: int) -> list[dict[str, torch.Tensor]]:
+def _batches(task: InstructionTuning, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]],
+             args: argparse.Namespace, seed: int) -> list[dict[str, torch.Tensor]]:
     """The batches local_train draws with ``seed``, collated once (the plain loop's pre-tokenized data)."""
     idx = batch_indices(len(rows), steps=args.steps, batch_size=args.batch, seed=seed)
     return [task.collate(tokenizer, [rows[i] for i in batch]) for batch in idx]
@@ -47,13 +49,14 @@ def response_tokens(batches: list[dict[str, torch.Tensor]]) -> int:
     return int(sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches))
 
 
-def corolla_round(model: Any, task: InstructionTuning, tokenizer: Any, rows: list[dict[str, Any]], args: argparse.Namespace, seed: int) -> float:
+def corolla_round(model: torch.nn.Module, task: InstructionTuning, tokenizer: PreTrainedTokenizerBase,
+                  rows: list[dict[str, Any]], args: argparse.Namespace, seed: int) -> float:
     started = time.perf_counter()
     local_train(model, task, tokenizer, rows, steps=args.steps, batch_size=args.batch, lr=args.lr, weight_decay=0.0, seed=seed)
     return time.perf_counter() - started
 
 
-def plain_round(model: Any, batches: list[dict[str, torch.Tensor]], args: argparse.Namespace) -> float:
+def plain_round(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], args: argparse.Namespace) -> float:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     model.train()
     started = time.perf_counter()
