@@ -134,8 +134,10 @@ def _summary(folder: Path) -> list[dict[str, object]]:
 
 @pytest.mark.slow
 def test_clientapps_run_on_both_nodes_and_match_a_local_run(two_node_cluster: str, tmp_path: Path) -> None:
+    from simulations.cli import load_extensions
     from simulations.launch import find_app_dir, launch, resolve_config
 
+    load_extensions()  # the task plugins' sections, as `corolla run` registers them before validating
     app = find_app_dir()
     results = {}
     for name, address in (("cluster", two_node_cluster), ("local", None)):
