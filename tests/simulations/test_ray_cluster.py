@@ -65,13 +65,14 @@ def _ray(*args: str, env: dict[str, str]) -> None:
 
 def _kill_cluster(temp_dir: str, port: int) -> None:
     marks = (temp_dir, f":{port}")
+    spare = {os.getpid(), *(p.pid for p in psutil.Process().parents())}  # this test process and its callers
     victims = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmd = " ".join(proc.info["cmdline"] or [])
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if any(mark in cmd for mark in marks) and "pytest" not in cmd:
+        if any(mark in cmd for mark in marks) and proc.pid not in spare:
             victims.append(proc)
     for proc in victims:
         try:
