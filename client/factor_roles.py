@@ -49,6 +49,12 @@ PayloadSpec = Mapping[str, tuple[tuple[int, ...], np.dtype]]
 PERSONAL_PREFIX = "personal_"  # evaluate metric prefix of the personalised score (eval_personal_<metric>)
 
 
+def _version(value: object, key: str) -> int | None:
+    if value is not None and not isinstance(value, int):
+        raise ValueError(f"`{key}` is {value!r}, expected a version number")
+    return value
+
+
 class GlobalVersionMismatch(RuntimeError):
     """The server sent changes from a global version this node does not hold."""
 
@@ -74,8 +80,8 @@ class RoundFactors:
             context=context,
             local=decode_layers(config.get(LOCAL_LAYERS)),
             fixed=decode_layers(config.get(FIXED_LAYERS)),
-            version=None if version is None else int(version),  # type: ignore[arg-type]
-            from_version=None if start is None else int(start),  # type: ignore[arg-type]
+            version=_version(version, GLOBAL_VERSION),
+            from_version=_version(start, GLOBAL_FROM_VERSION),
         )
 
     @property
@@ -108,7 +114,7 @@ class RoundFactors:
 
     def _stored_global(self, spec: PayloadSpec) -> Payload:
         meta = self.context.state.config_records.get(STATE_GLOBAL_META)
-        held = int(meta[GLOBAL_VERSION]) if meta is not None else None  # type: ignore[arg-type]
+        held = _version(meta[GLOBAL_VERSION], GLOBAL_VERSION) if meta is not None else None
         if held != self.from_version or STATE_GLOBAL not in self.context.state.array_records:
             raise GlobalVersionMismatch(
                 f"the server sent the global adapter's changes since version {self.from_version}, but this "

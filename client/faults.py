@@ -26,9 +26,11 @@ def draw_fault(config: RunConfig, *, server_round: int, partition_id: int) -> Fa
     if not faults.enabled:
         return None
     u = float(np.random.default_rng([config.seed, server_round, partition_id, _STREAM]).random())
-    for name, fraction in (("fail", faults.fail_fraction), ("malformed", faults.malformed_fraction), ("slow", faults.slow_fraction)):
+    fractions: tuple[tuple[Fault, float], ...] = (
+        ("fail", faults.fail_fraction), ("malformed", faults.malformed_fraction), ("slow", faults.slow_fraction))
+    for name, fraction in fractions:
         if u < fraction:
-            return name  # type: ignore[return-value]
+            return name
         u -= fraction
     return None
 

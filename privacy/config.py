@@ -69,13 +69,14 @@ class DPConfig(PrivacyConfig):
         (needs ``torchcsprng``); off is fine for experiments.
     """
 
-    noise_multiplier: float | None = Field(  # type: ignore[assignment]
+    # the three optional values widen PrivacyConfig's floats (0 = unset there) to None = unset, on purpose
+    noise_multiplier: float | None = Field(  # type: ignore[assignment]  # see above
         None, ge=0, description="noise std / clip norm (σ); 0 in the run config means unset"
     )
-    target_epsilon: float | None = Field(  # type: ignore[assignment]
+    target_epsilon: float | None = Field(  # type: ignore[assignment]  # widened, as noise_multiplier
         None, gt=0, description="ε budget of the whole planned run; 0 in the run config means unset"
     )
-    delta: float | None = Field(  # type: ignore[assignment]
+    delta: float | None = Field(  # type: ignore[assignment]  # widened, as noise_multiplier
         None, gt=0, lt=1, description="δ per example; 0 (unset): min(1e-5, 1/(10 n)) for the client's n examples"
     )
 

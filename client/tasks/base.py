@@ -3,13 +3,13 @@
 A task owns its data (deterministic generation or loading), how examples become tensors, the
 per-example loss and its evaluation metrics. The platform owns everything else: the model and its
 adapter (``adapters``), partitioning across clients (``client.tasks.partition``), DP-SGD
-(``privacy``) and the federated loop. See ``shared/spec/plugins.md`` §0.
+(``privacy``) and the federated loop. See ``docs/tasks.md §1``.
 
 The loss is returned **per example** (shape ``(B,)``) so that the training loop can reduce it to a
 batch mean and Opacus can clip per sample without the task knowing about either.
 
 Optional hooks (defaults are no-ops) let a paper plugin reach further into the federated loop
-(spec §0: ``client_report``, ``ServerAnalysis.on_round``, ``transform_aggregate``):
+(``docs/tasks.md §2``):
 
 - :meth:`Task.configure` receives the whole validated run config (plugin sections included);
 - :meth:`Task.transform_update` may replace the payload a client sends (an intervention);

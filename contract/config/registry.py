@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError, create_model
 
@@ -123,11 +123,11 @@ def run_config_model() -> type[RunConfig]:
         if not names:
             assembled: type[RunConfig] = RunConfig
         else:
-            fields: dict[str, object] = {}
+            fields: dict[str, Any] = {}  # create_model's field definitions: (annotation, FieldInfo)
             for name in names:
                 info = _SECTIONS[name]
                 fields[info.field_name] = (info.model, Field(info.model(), description=info.summary))
-            assembled = create_model(  # type: ignore[call-overload]
+            assembled = create_model(
                 "RunConfig", __base__=RunConfig, __module__=RunConfig.__module__, **fields
             )
         _ASSEMBLED = (names, assembled)

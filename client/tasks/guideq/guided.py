@@ -1,5 +1,4 @@
-"""The guided-questioning evaluation (GUIDEQ, arXiv 2411.05991; spec §3a "Partial information" to
-"Multi-turn", metrics §3c).
+"""The guided-questioning evaluation (GUIDEQ, arXiv 2411.05991; ``docs/tasks.md §6``).
 
 Each text is split into a first half (what the user said) and a hidden second half (what the user
 knows). The classifier on the first half gives its top-3 labels; the questioner asks one question
@@ -77,7 +76,7 @@ def _ask_all(predict: Predict, partials: list[str], hiddens: list[str], label_na
 def guided_metrics(predict: Predict, texts: Sequence[str], labels: Labels, label_names: Sequence[str],
                    lexicon: Lexicon, questioner: Questioner, no_kw_questioner: Questioner, answerer: Answerer, *,
                    turns: int = 1) -> tuple[dict[str, float], list[Dialogue]]:
-    """The §3c metrics over ``texts`` and the guided dialogues (for inspection)."""
+    """The ``docs/tasks.md §6`` metrics over ``texts`` and the guided dialogues (for inspection)."""
     if turns < 1:
         raise ValueError(f"`guideq.turns` = {turns} must be >= 1")
     halves = [split_halves(t) for t in texts]

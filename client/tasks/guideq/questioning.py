@@ -1,4 +1,4 @@
-"""Questioners and answerers for guided questioning (GUIDEQ, arXiv 2411.05991; spec §3a, §3c).
+"""Questioners and answerers for guided questioning (GUIDEQ, arXiv 2411.05991; ``docs/tasks.md §6``).
 
 A questioner writes one information-seeking question from the partial text, the classifier's top
 candidate labels and the global keyword lexicon; an answerer answers it from the hidden second half
@@ -43,7 +43,7 @@ STOPWORDS = frozenset(
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _QUESTION = re.compile(r"QUESTION:\s*[\"“]([^\"”]+)[\"”]")
 
-# The three worked examples of the paper's prompt (spec §3a), paraphrased.
+# The three worked examples of the paper's prompt (arXiv 2411.05991), paraphrased.
 FEW_SHOT = (
     ("I have been sneezing all week and my eyes itch.", ("allergy", "diabetes", "cold"),
      "Do your symptoms get worse around pollen, dust or pets, or do you also have a fever and sore throat?"),

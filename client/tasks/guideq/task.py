@@ -1,6 +1,6 @@
 """``guideq``: LoRA sequence classification + occlusion keyword lexica + guided-question evaluation.
 
-The federated loop (spec plugins.md §3c):
+The federated loop (``docs/tasks.md §6``):
 
 1. clients train a LoRA classifier (PEFT SEQ_CLS; the head trains via ``modules_to_save``);
 2. :meth:`GuidedClassification.client_report`: after training, each client explains up to

@@ -23,7 +23,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from client.tasks._batching import attention_mask_for, logits_of, model_device, pad_sequences, pad_token_id, to_device
+from client.tasks._batching import (
+    attention_mask_for,
+    generate_ids,
+    logits_of,
+    model_device,
+    pad_sequences,
+    pad_token_id,
+    to_device,
+)
 from client.tasks.instruct.prompting import IGNORE_INDEX
 from client.tasks.instruct.scoring import Scored, score_generation
 
@@ -56,8 +64,8 @@ def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[list[int]
         chunk = list(prompts[start : start + batch_size])
         input_ids = pad_sequences(chunk, value=pad, side="left").to(device)  # (b, P)
         attention_mask = attention_mask_for(chunk, side="left").to(device)
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask,  # type: ignore[operator]
-                             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=eos)
+        out = generate_ids(model, input_ids=input_ids, attention_mask=attention_mask,
+                           max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=eos)
         texts += tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)  # (b, <= new)
     return texts
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from adapters.adapter_kind import AdapterKind
+from adapters.kind_registry import adapter_kind_of, get_adapter_kind
 from adapters.payload import frozen_state
 from client.tasks.arithmetic import ArithmeticWordProblems
 from client.tasks.base import AdapterUpdate, ClientReport, ReportMerge, Task, TaskMetrics
@@ -92,6 +94,10 @@ class SafetySubspaces(Task):
     def _frozen(model: torch.nn.Module) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in frozen_state(model).items()}
 
+    @staticmethod
+    def _kind(model: torch.nn.Module) -> AdapterKind:
+        return get_adapter_kind(adapter_kind_of(model))  # its factored update and projection
+
     def transform_update(self, model: torch.nn.Module, update: AdapterUpdate) -> dict[str, np.ndarray] | None:
         self._sent, self._refactor_loss = None, None
         if self.safety.project == "none":
@@ -100,13 +106,14 @@ class SafetySubspaces(Task):
         shapes = {m: w.shape for m, w in base_weights(model).items()}
         bases = {m: ref_basis(reference[module_key(m)], self.safety.project_rho, shapes[m]) for m in update.layout}
         self._sent, self._refactor_loss = projected_payload(update.layout, update.before, update.after,
-                                                            self._frozen(model), bases, self.safety.project)
+                                                            self._frozen(model), bases, self.safety.project,
+                                                            self._kind(model))
         return self._sent
 
     def client_report(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
                       update: AdapterUpdate) -> dict[str, Any] | None:
         sent = self._sent if self._sent is not None else update.after
-        factors = update_factors(update.layout, update.before, sent, self._frozen(model))
+        factors = update_factors(update.layout, update.before, sent, self._frozen(model), self._kind(model))
         report = analyse_update(factors, self.reference(model), rhos=self.rhos, etas=self.etas,
                                 report_rank=self.safety.report_rank)
         if self._refactor_loss is not None:

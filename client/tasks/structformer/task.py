@@ -1,10 +1,10 @@
 """``structformer``: federated structure-aware MLM pre-training on a Longformer-style model.
 
-StructFormer (arXiv 2411.16618; spec plugins.md §4c): documents are trees, flattened with global
+StructFormer (arXiv 2411.16618; ``docs/tasks.md §7``): documents are trees, flattened with global
 attention on heading/title tokens (``structformer.structure = false`` is the text-only ablation on
 the same data), masked whole-word, and trained with the MLM loss; LoRA adapts the local and global
 query/key/value projections (``adapters.models.DEFAULT_TARGETS["longformer"]``). Clients are document
-collections (IID shards: there is no label to skew by). Evaluation reports the §4c metrics
+collections (IID shards: there is no label to skew by). Evaluation reports the ``docs/tasks.md §7`` metrics
 (``client.tasks.structformer.metrics``).
 
 Data: ``structformer.docs-path`` = a folder of ``.md``/``.tex``/``.json`` documents (sorted by name,
@@ -122,7 +122,7 @@ class StructureMLM(Task):
 
     def evaluate(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
                  batch_size: int) -> TaskMetrics:
-        """§4c metrics with masks drawn from a fixed seed (the same for every round and model)."""
+        """The ``docs/tasks.md §7`` metrics with masks drawn from a fixed seed (the same for every round and model)."""
         device, field = model_device(model), receptive_field(model)
         rng = random.Random(f"structformer-eval:{self.seed}")
         loss_sum, tokens = 0.0, 0

@@ -1,6 +1,6 @@
 """Auxiliary models for TokenSwap: the run's frozen base, a named checkpoint, or a bigram LM.
 
-The auxiliary model must not have seen the clients' data (spec §2c). In federated fine-tuning the
+The auxiliary model must not have seen the clients' data (``docs/tasks.md §4``). In federated fine-tuning the
 natural choice is the public base checkpoint every client starts from: ``tokenswap.aux-model =
 "base"`` runs the global model with its adapter disabled (same tokenizer, KV cache; as large as the
 main model). Any other name is built like ``model.name`` (``tiny-llama``, ``smollm2-135m``, a local

@@ -1,4 +1,4 @@
-"""``TokenSwapProcessor``: a batched, padding-aware HF ``LogitsProcessor`` (spec §2a, §2c).
+"""``TokenSwapProcessor``: a batched, padding-aware HF ``LogitsProcessor`` (arXiv 2502.05159; ``docs/tasks.md §4``).
 
 At every decoding step it turns the main model's raw logits into probabilities, runs the auxiliary
 model on the same text, swaps the G probabilities (:func:`~client.tasks.tokenswap.swap.swap_distribution`)

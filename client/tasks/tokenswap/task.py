@@ -6,7 +6,7 @@ spread the copies over the clients). It needs a word- or subword-level model, e.
 Llama of :func:`~client.tasks.tokenswap.wordlm.save_word_model` via ``model.name = <folder>``; on a
 byte-level model G collapses to the space byte and TokenSwap is the identity (``words`` module).
 
-- :meth:`shard_metrics` (federated evaluation, each client on its **own training shard**, spec §2c):
+- :meth:`shard_metrics` (federated evaluation, each client on its **own training shard**, ``docs/tasks.md §4``):
   ``tokenswap.eval-pairs`` (prefix, suffix) pairs, canaries first; greedy extraction plain and with
   TokenSwap; ``mem_plain_<m>``, ``mem_swap_<m>`` for every memorisation metric, ``mem_reduction_x``.
 - :meth:`evaluate` (held-out text, central evaluation): ``loss``/``perplexity``/``token_accuracy`` of
