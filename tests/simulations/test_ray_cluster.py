@@ -133,7 +133,7 @@ def _summary(folder: Path) -> list[dict[str, object]]:
     return [{k: row.get(k) for k in keep} for row in rows]
 
 
-@pytest.mark.slow
+@pytest.mark.cluster  # not in CI yet: a real two-node Ray cluster, not yet seen passing here (issue 20)
 def test_clientapps_run_on_both_nodes_and_match_a_local_run(two_node_cluster: str, tmp_path: Path) -> None:
     from simulations.cli import load_extensions
     from simulations.launch import find_app_dir, launch, resolve_config
