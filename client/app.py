@@ -27,6 +27,7 @@ from client.training import PrivateRound, local_train
 from client.tasks.base import AdapterUpdate
 from client.worker import Worker, get_worker
 from privacy import BudgetExhausted, DPConfig
+from contract.extensions import load_installed_extensions
 from contract import (
     ADAPTER_KIND,
     ARRAYS,
@@ -48,6 +49,8 @@ from contract import (
     encode_json_record,
     parse_run_config,
 )
+
+load_installed_extensions()  # other packages' strategies, kinds and tasks (docs/extending.md §1)
 
 app = ClientApp()
 
@@ -199,7 +202,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 @app.train(GRADIENT_ESTIMATE.split(".")[1])
 def gradient_estimate(msg: Message, context: Context) -> Message:
-    """Fed-SB set-up (arXiv 2502.15436 §3.4): this node's summed raw gradient of every adapted base
+    """Fed-SB set-up (arXiv 2502.15436; ``docs/algorithms.md §9.2``): this node's summed raw gradient of every adapted base
     weight over up to ``init-examples`` of its own examples; the server sums them and takes the sign."""
     config, worker = _worker(msg, context)
     partition_id, num_partitions = _node_partition(context)

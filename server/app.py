@@ -26,6 +26,7 @@ from flwr.serverapp import Grid, ServerApp
 from adapters.base_delta import BaseWeights
 from adapters.frozen import frozen_factors
 from client.tasks.setup import TaskAndModel, build_task_and_model
+from contract.extensions import load_installed_extensions
 from contract import ADAPTER_KIND, RunConfig, parse_run_config
 from server.adapter_setup import resolve_run_adapter_kind, strategy_adapter_params
 from server.central_eval import CentralEvaluator
@@ -42,6 +43,8 @@ from server.split_check import check_split, federation_size
 from server.strategy_chain import StrategyChain, wrap_strategy
 from strategies import build_strategy
 from strategies.protocol import CorollaStrategy
+
+load_installed_extensions()  # other packages' strategies, kinds and tasks (docs/extending.md §1)
 
 app = ServerApp()
 
