@@ -64,6 +64,9 @@ def app_defaults(app_dir: Path) -> dict[str, Any]:
 def resolve_config(app_dir: Path, overrides: list[str]) -> tuple[RunConfig, dict[str, Any]]:
     """Validate defaults + overrides; returns the config and the overrides to pass on (output-dir
     made absolute against the current directory)."""
+    from simulations.cli import load_extensions
+
+    load_extensions()  # the sections of the task plugins and strategies, before validating against them
     flat_overrides = parse_config_args(overrides) if overrides else {}
     merged = {**app_defaults(app_dir), **flat_overrides}
     config = parse_run_config(merged)
