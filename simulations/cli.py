@@ -125,13 +125,14 @@ def _listing(command: str) -> int:
 
 
 def _comm(args: argparse.Namespace) -> int:
-    from simulations.comm import CommError, report
+    from simulations.comm import CommError, report, secagg_section
 
     try:
         text, payload = report(
             args.model, rank=args.rank, clients=args.clients, rounds=args.rounds, fedsb_rank=args.fedsb_rank,
             strategies=_names(args.strategies), targets=_names(args.targets),
             bytes_per_param=args.bytes_per_param, ffa_a_by_seed=not args.ffa_a_once,
+            secagg=secagg_section(args.secagg_bits, args.secagg_max_weight),
         )
     except CommError as exc:
         print(f"corolla comm: {exc}", file=sys.stderr)
@@ -283,6 +284,8 @@ def _comm_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--targets", default=",".join(ALL_7), help="comma-separated module names (default all 7)")
     cmd.add_argument("--bytes-per-param", type=int, default=4, help="4 for float32 (default), 2 for bf16")
     cmd.add_argument("--ffa-a-once", action="store_true", help="charge FFA's A as a one-time download")
+    cmd.add_argument("--secagg-bits", type=int, default=22, help="SecAgg's secagg.quantization-bits (default 22)")
+    cmd.add_argument("--secagg-max-weight", type=int, default=10000, help="SecAgg's secagg.max-weight (default 10000)")
     cmd.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
 
 

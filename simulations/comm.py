@@ -19,6 +19,11 @@ What the columns mean (all counts are parameters; bytes = parameters x ``bytes_p
 - ``run_total = rounds·round_total + K·one_time``.
 - ``download_vs_fedit``: ``download`` divided by FedIT's at ``--rank`` (the paper's 9.2x / 230x).
 
+``secagg`` (bytes, linear strategies only): what one client sends and receives in one round with
+``secagg.enabled = true`` (:mod:`simulations.comm_secagg`): the unchanged download plus the four
+SecAgg+ stages, whose masked vector replaces the upload (``ceil(m/8)`` bytes per entry for the ring
+``Z_{2^m}`` that ``K`` clients need; ``docs/communication.md §8``).
+
 Not counted: a trained head (none for causal LMs), Fed-SB's one-time gradient-estimation upload
 (``docs/communication.md §4``), the fresh adapter Corolla's FLoRA server draws each round, and message framing overhead.
 """
@@ -30,6 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from contract.secagg import SecAggConfig
+from simulations.comm_secagg import SecAggCost, secagg_cost
 from strategies import strategy_info, strategy_names
 from strategies.comm_cost import CommCost, CommInputs
 
@@ -333,6 +340,7 @@ def report(
     targets: Sequence[str] = ALL_7,
     bytes_per_param: int = 4,
     ffa_a_by_seed: bool = True,
+    secagg: SecAggConfig | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The printed report and its JSON payload for ``corolla comm``; raises :class:`CommError`."""
     if not model:
@@ -362,6 +370,11 @@ def report(
         "  all K clients' factors, K·r·Σ(m+n). one-time/client: Fed-SB's B and A (docs/communication.md §4), downloaded once.",
         "round total = K x (upload + download); run total = rounds x round total + K x one-time.",
     ]
+    try:
+        secure = secagg_costs(rows, clients, secagg or SecAggConfig(enabled=True))
+    except ValueError as exc:  # the ring would overflow: the message names the keys
+        raise CommError(f"--clients {clients} with SecAgg: {exc}") from exc
+    text += ["", format_secagg(rows, secure, clients, bytes_per_param)]
     sb = next((r for r in rows if r.strategy == "fedsb"), None)
     if sb is not None and len(rows) > 1:
         text.append(f"Fed-SB's download per client per round is smaller than: "
@@ -380,5 +393,60 @@ def report(
             "download_vs_fedit": "download / FedIT's download at --rank",
         },
         "strategies": [r.as_dict(bytes_per_param) for r in rows],
+        "secagg": {
+            name: None if cost is None else {
+                "modulus_bits": cost.modulus_bits, "group": cost.group, "vector_entries": cost.vector_entries,
+                "down_bytes": cost.down, "up_bytes": cost.up, "secagg_bytes": cost.total,
+                "with_secagg_bytes": next(r for r in rows if r.strategy == name).download * bytes_per_param + cost.total,
+            }
+            for name, cost in secure.items()
+        },
     }
     return "\n".join(text), payload
+
+
+def secagg_section(bits: int, max_weight: int) -> SecAggConfig:
+    """The ``secagg.*`` values the SecAgg block prices; raises :class:`CommError` naming the flag."""
+    from pydantic import ValidationError
+
+    try:
+        return SecAggConfig(enabled=True, quantization_bits=bits, max_weight=max_weight)
+    except ValidationError as exc:
+        flag = "--secagg-bits" if "quantization_bits" in str(exc) else "--secagg-max-weight"
+        raise CommError(f"{flag}: {exc.errors()[0]['msg']} (quantization bits 2..30, max weight >= 1)") from exc
+
+
+def secagg_costs(rows: Sequence[CommRow], clients: int, config: SecAggConfig) -> dict[str, SecAggCost | None]:
+    """Per strategy: SecAgg+'s bytes per client per round, or ``None`` where SecAgg is refused (a
+    strategy that is not linear, ``full``) or meaningless (one client: the sum is its update)."""
+    out: dict[str, SecAggCost | None] = {}
+    for row in rows:
+        linear = row.strategy in strategy_names() and strategy_info(row.strategy).linear
+        out[row.strategy] = secagg_cost(row.upload, clients, config) if linear and clients >= 2 else None
+    return out
+
+
+def format_secagg(rows: Sequence[CommRow], costs: dict[str, SecAggCost | None], clients: int, bytes_per_param: int) -> str:
+    """The SecAgg+ block: bytes per client per round by stage (down + up), the total with SecAgg
+    (download + stages; the masked vector replaces the upload) and its ratio to the plain round."""
+    head = ["strategy", "ring bits", "set-up", "share-keys", "collect", "unmask", "with SecAgg/client", "vs plain"]
+    body = []
+    for row in rows:
+        cost = costs[row.strategy]
+        if cost is None:
+            why = "one client" if clients < 2 and row.strategy != FULL else "refused: not linear"
+            body.append([row.strategy, "-", "-", "-", "-", "-", why, "-"])
+            continue
+        plain = (row.upload + row.download) * bytes_per_param
+        total = row.download * bytes_per_param + cost.total
+        body.append([row.strategy, str(cost.modulus_bits),
+                     *(f"{cost.stage(s):,}" for s in ("set-up", "share-keys", "collect", "unmask")),
+                     _bytes(total), f"{total / plain:.3g}x"])
+    widths = [max(len(c) for c in col) for col in zip(head, *body, strict=True)]
+    lines = [f"SecAgg+ bytes per client per round (secagg.enabled = true; {clients} clients, every one in each "
+             "share group, no dropouts; docs/communication.md §8)"]
+    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+              for cells in (head, *body)]
+    lines.append("collect: the shares relayed down and the masked vector (ceil(m/8) bytes per entry) up; "
+                 "the train download is unchanged")
+    return "\n".join(lines)

@@ -221,3 +221,45 @@ def _alive(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+SECAGG_TIMEOUT_S = 900  # one round is five messages per node, each a fresh ClientApp process (imports, model build)
+SECAGG_RUN: dict[str, Any] = {
+    "strategy.name": "fedsb",
+    "model.name": "tiny-llama",
+    "task.name": "arithmetic",
+    "num-server-rounds": 1,
+    "eval.max-examples": 32,
+    "adapter.rank": 4,
+    "min-train-nodes": NODES,
+    "secagg.enabled": True,
+    "run-name": "deploy-secagg",
+}
+
+
+def test_secagg_run_over_tls_with_authenticated_nodes(topology: Topology, tmp_path: Path) -> None:
+    """SecAgg+ through the deployment: every stage is a message to a ClientApp process its node's
+    SuperExec starts, so a node's round secrets live only in ``Context.state`` between stages."""
+    watchdog = threading.Timer(SECAGG_TIMEOUT_S, topology.stop)
+    watchdog.start()
+    try:
+        result = launch(find_app_dir(), {**SECAGG_RUN, "output-dir": str(tmp_path)}, num_supernodes=NODES,
+                        connection=CONNECTION, env=topology.cli_env(), echo=False)
+    finally:
+        watchdog.cancel()
+    assert result.run_id is not None, result.output[-3000:]
+    assert run_info(topology, result.run_id)["status"] == "finished:completed", result.output[-3000:]
+    folder = tmp_path / "deploy-secagg"
+    rounds = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert rounds[1]["clients"] == NODES and rounds[1]["dropped"] == 0
+    summary = json.loads((folder / "summary.json").read_text())
+    block = summary["secagg"]
+    assert block["rounds_dropped"] == 0 and block["masked"] == ["update (payload - global)", "num-examples", "train_loss"]
+    assert block["mean_error_bound"] == pytest.approx(2 / (2**22 - 1))
+    assert "partition-id" in block["not_sent"]
+    phases = {(r["phase"], r["direction"]) for r in _ledger(folder)}
+    for phase in ("secagg-setup", "secagg-share-keys", "secagg-collect", "secagg-unmask"):
+        assert {(phase, "down"), (phase, "up")} <= phases
+    assert ("train", "up") not in phases  # no plaintext update crossed the SuperLink
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()

@@ -17,6 +17,7 @@ from contract import parse_run_config
 from contract import secagg as wire
 from server.app import run
 from server.run_folder import read_rounds
+from simulations.comm_secagg import secagg_cost
 from tests.strategies.fake_grid import FakeGrid
 
 RUN = {
@@ -68,6 +69,11 @@ def test_secagg_run_matches_the_plain_run_within_the_bound(tmp_path: Path, strat
     for stage in wire.STAGES:
         assert phases[(wire.PHASES[stage], "up")] > 0 and phases[(wire.PHASES[stage], "down")] > 0
     assert ("train", "up") not in phases and phases[("train", "down")] == _phases(plain)[("train", "down")]
+    if strategy == "fedit":  # the payload is the whole adapter: `corolla comm`'s SecAgg bytes are exact
+        cost = secagg_cost(sum(int(v.size) for v in b.values()), 3)
+        for stage in wire.STAGES:
+            name = wire.STAGE_NAMES[stage]
+            assert (phases[(wire.PHASES[stage], "down")], phases[(wire.PHASES[stage], "up")]) == (3 * cost.down[name], 3 * cost.up[name])
     summary = json.loads((secure / "summary.json").read_text())
     assert summary["bytes_up"] == sum(v for (phase, d), v in phases.items() if d == "up")
     assert summary["secagg"]["masked"][1:] == ["num-examples", "train_loss"] and summary["secagg"]["rounds_dropped"] == 0
