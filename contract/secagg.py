@@ -98,18 +98,18 @@ class SecAggConfig(Section):
 
     enabled: bool = Field(False, description="run SecAgg+: the server learns only the clients' weighted sum")
     threshold: float = Field(
-        0.6, gt=0, description="shares needed to reconstruct a client's secrets: a fraction (0, 1] of its "
+        0.6, gt=0, le=1_000_000, description="shares needed to reconstruct a client's secrets: a fraction (0, 1] of its "
         "share group, or a count >= 2; fewer surviving clients drop the round"
     )
     num_shares: float = Field(
-        1.0, gt=0, description="each client's share group (SecAgg+ neighbourhood): a fraction (0, 1] of the "
+        1.0, gt=0, le=1_000_000, description="each client's share group (SecAgg+ neighbourhood): a fraction (0, 1] of the "
         "sampled clients, or a count >= 3; 1.0: every sampled client (SecAgg)"
     )
-    clip_range: float = Field(1.0, gt=0, description="each entry of a client's update (new - global) is "
+    clip_range: float = Field(1.0, gt=0, le=1e6, description="each entry of a client's update (new - global) is "
                               "clipped to [-c, c] before quantisation")
     quantization_bits: int = Field(22, ge=2, le=30, description="b: updates are quantised to 2^b - 1 levels; "
                                    "mean error < 2c / (2^b - 1) per entry")
-    max_weight: int = Field(10000, ge=1, description="largest client weight: num-examples above it are capped")
+    max_weight: int = Field(10000, ge=1, le=1_000_000_000, description="largest client weight: num-examples above it are capped")
 
     @field_validator("threshold", "num_shares")
     @classmethod

@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from contract.config import PrivacyConfig, kebab
+from contract.config import MAX_DELTA, PrivacyConfig, kebab
 
 PREFIX = "privacy."
 UNSET_WHEN_ZERO = ("noise-multiplier", "target-epsilon", "delta")  # run-config sentinel: 0 = unset
@@ -77,7 +77,7 @@ class DPConfig(PrivacyConfig):
         None, gt=0, description="ε budget of the whole planned run; 0 in the run config means unset"
     )
     delta: float | None = Field(  # type: ignore[assignment]  # widened, as noise_multiplier
-        None, gt=0, lt=1, description="δ per example; 0 (unset): min(1e-5, 1/(10 n)) for the client's n examples"
+        None, gt=0, lt=MAX_DELTA, description="δ per example; 0 (unset): min(1e-5, 1/(10 n)) for the client's n examples"
     )
 
     @classmethod

@@ -39,7 +39,7 @@ from server.recorder import RoundRecorder
 from server.run_folder import RunFolder
 from server.run_state import RunState, load_checkpoint
 from server.secagg import secagg_summary, secure_strategy
-from server.split_check import check_split, federation_size
+from server.split_check import check_delta, check_split, federation_size
 from server.strategy_chain import StrategyChain, wrap_strategy
 from strategies import build_strategy
 from strategies.protocol import CorollaStrategy
@@ -56,7 +56,9 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     adapter_kind = resolve_run_adapter_kind(config)  # `adapter.name = auto`: the strategy's first kind
     built = build_task_and_model(config, adapter_kind)
     privacy = privacy_statement(config, adapter_kind)  # logs what ε does not cover before anything runs
-    check_split(built, config, federation_size(grid, config))  # a split no client could draw fails here
+    num_nodes = federation_size(grid, config)
+    check_split(built, config, num_nodes)  # a split no client could draw fails here
+    check_delta(built, config, num_nodes)  # so does a δ that some client's shard would refuse
     state = (
         RunState.resumed(checkpoint, built, Path(config.resume_from)) if checkpoint is not None
         else RunState.fresh(config, built, grid, adapter_kind)

@@ -36,8 +36,10 @@ class RunFolder:
     def create(cls, config: RunConfig) -> RunFolder:
         """Make a fresh folder under ``output-dir`` and write ``config.json``."""
         root = Path(config.output_dir).expanduser().resolve()
-        name = config.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{config.strategy.name}-{config.model.name}"
-        name = name.replace("/", "_")
+        model = Path(config.model.name.rstrip("/")).name or "model"  # a model folder: its own name, not its path
+        # `run-name` is validated as one plain folder name (contract.config.run_config); the default is made one
+        name = config.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{config.strategy.name}-{model}"[:100]
+        name = name.replace("/", "_").replace("\\", "_")
         path = root / name
         suffix = 1
         while path.exists():

@@ -45,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    problem = _unknown_names(config)
+    problem = _unknown_names(config, local=args.connection is None)
     if problem:
         print(problem, file=sys.stderr)
         return 2
@@ -76,14 +76,22 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unknown_names(config: RunConfig) -> str:
-    """Registered names are only known at run time: check them here, before Flower starts."""
+def _unknown_names(config: RunConfig, *, local: bool = True) -> str:
+    """Registered names are only known at run time: check them here, before Flower starts.
+
+    ``local``: the ServerApp runs on this machine (a simulation, ``corolla config``), so a
+    ``model.name`` written as a path must be a model folder here.
+    """
+    from adapters.models import model_name_problem
     from client.tasks import task_names
     from server.adapter_setup import adapter_kind_problems
 
     problems = adapter_kind_problems(config)  # a registered strategy, and a registered adapter kind it takes
     if config.task.name not in task_names():
         problems.append(f"`task.name` = {config.task.name!r} is not registered; choose one of {', '.join(task_names())}")
+    model_problem = model_name_problem(config.model.name, local=local)
+    if model_problem:
+        problems.append(model_problem)
     return "\n".join(problems)
 
 

@@ -4,7 +4,8 @@
 
 * the run config (``[tool.flwr.app.config]`` plus overrides) is validated *before* anything
   starts, and every problem is reported together;
-* ``output-dir`` is made absolute (the ServerApp runs in the SuperLink's working directory);
+* ``output-dir`` and ``resume-from`` are made absolute (the ServerApp runs in the SuperLink's
+  working directory);
 * the managed SuperLink is Corolla's own (``$COROLLA_FLWR_HOME``, default ``~/.corolla/flwr``, on
   its own ports), started with runtime dependency installation off, so runs work offline and never
   reinstall torch (``simulations.flower_env``);
@@ -62,8 +63,9 @@ def app_defaults(app_dir: Path) -> dict[str, Any]:
 
 
 def resolve_config(app_dir: Path, overrides: list[str]) -> tuple[RunConfig, dict[str, Any]]:
-    """Validate defaults + overrides; returns the config and the overrides to pass on (output-dir
-    made absolute against the current directory)."""
+    """Validate defaults + overrides; returns the config and the overrides to pass on (``output-dir``
+    and a set ``resume-from`` made absolute against the current directory: the ServerApp runs in
+    another working directory)."""
     from simulations.cli import load_extensions
 
     load_extensions()  # the sections of the task plugins and strategies, before validating against them
@@ -71,6 +73,8 @@ def resolve_config(app_dir: Path, overrides: list[str]) -> tuple[RunConfig, dict
     merged = {**app_defaults(app_dir), **flat_overrides}
     config = parse_run_config(merged)
     flat_overrides["output-dir"] = str(Path(config.output_dir).expanduser().resolve())
+    if config.resume_from:
+        flat_overrides["resume-from"] = str(Path(config.resume_from).expanduser().resolve())
     return config, flat_overrides
 
 

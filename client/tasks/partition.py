@@ -157,6 +157,32 @@ def partition_dataset(
             raise
 
 
+def partition_sizes(
+    dataset: datasets.Dataset,
+    *,
+    partitioner: PartitionerName,
+    num_partitions: int,
+    alpha: float,
+    seed: int,
+    label_column: str | None,
+) -> list[int]:
+    """The number of rows of every client's partition, in partition order (the same draw as
+    :func:`partition_dataset`, from the same cached partitioner: each partition is an index view).
+
+    Raises
+    ------
+    ValueError
+        As :func:`partition_dataset`.
+    """
+    return [
+        partition_dataset(
+            dataset, partitioner=partitioner, num_partitions=num_partitions, partition_id=pid, alpha=alpha, seed=seed,
+            label_column=label_column,
+        ).num_rows
+        for pid in range(num_partitions)
+    ]
+
+
 def clear_partition_cache() -> None:
     """Drop all cached partitioners (tests; or to free memory after a run)."""
     with _LOCK:

@@ -9,7 +9,7 @@ Modules: ``section`` (the base and shared value parsers), ``core``, ``privacy`` 
 from .core import AdapterConfig, DataConfig, EvalConfig, ModelConfig, StrategyConfig, TaskConfig, TrainConfig
 from .faults import FaultsConfig
 from .parse import ConfigError, allowed_keys, default_run_config, describe_key, parse_run_config
-from .privacy import PrivacyConfig
+from .privacy import MAX_DELTA, PrivacyConfig
 from .registry import SectionInfo, core_section_names, register_section, registered_sections, run_config_model
 from .run_config import RunConfig
 from .section import Section, kebab, parse_fractions
@@ -20,6 +20,7 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "FaultsConfig",
+    "MAX_DELTA",
     "ModelConfig",
     "PrivacyConfig",
     "RunConfig",

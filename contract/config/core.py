@@ -63,7 +63,7 @@ class AdapterConfig(Section):
     rank2: int = Field(
         0, ge=0, le=4096, description="ABBA r2; 0: derived from `rank` (r2 = rank - r1)"
     )
-    alpha: float = Field(16.0, gt=0, description="LoRA alpha; scale s = alpha / r (ABBA: s = alpha)")
+    alpha: float = Field(16.0, gt=0, le=1e6, description="LoRA alpha; scale s = alpha / r (ABBA: s = alpha)")
     target_modules: str = Field(
         "auto",
         description="comma-separated module names, or `auto` for the model's attention projections",
@@ -75,7 +75,7 @@ class AdapterConfig(Section):
         "or `federated`: clients upload summed raw gradients once, the server sums them",
     )
     init_examples: int = Field(
-        64, ge=1, description="LoRA-SB: examples per gradient estimate (on the server, or per client)"
+        64, ge=1, le=1_000_000, description="LoRA-SB: examples per gradient estimate (on the server, or per client)"
     )
 
     @field_validator("target_modules")
@@ -95,22 +95,22 @@ class AdapterConfig(Section):
 class TrainConfig(Section):
     """``train.*``: the local optimisation each selected client runs per round."""
 
-    local_steps: int = Field(10, ge=1, description="optimizer steps per client per round")
+    local_steps: int = Field(10, ge=1, le=1_000_000, description="optimizer steps per client per round")
     lr: float = Field(0.02, gt=0, le=10, description="AdamW learning rate")
-    batch_size: int = Field(16, ge=1, description="examples per local step")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    batch_size: int = Field(16, ge=1, le=65_536, description="examples per local step")
+    weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW weight decay")
 
 
 class DataConfig(Section):
     """``data.*``: how the task's training pool is split across clients."""
 
     partitioner: Literal["iid", "dirichlet"] = Field("dirichlet", description="`iid` or `dirichlet`")
-    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration; smaller = more label skew")
+    alpha: float = Field(0.5, gt=0, le=1e6, description="Dirichlet concentration; smaller = more label skew")
 
 
 class EvalConfig(Section):
     """``eval.*``: central evaluation of the global model on the held-out test split."""
 
     central: bool = Field(True, description="evaluate the global model on the server every round")
-    batch_size: int = Field(64, ge=1, description="examples per evaluation batch")
-    max_examples: int = Field(0, ge=0, description="cap on test examples (0: all)")
+    batch_size: int = Field(64, ge=1, le=65_536, description="examples per evaluation batch")
+    max_examples: int = Field(0, ge=0, le=100_000_000, description="cap on test examples (0: all)")

@@ -20,7 +20,7 @@ class FaultsConfig(Section):
     fail_fraction: float = Field(0.0, ge=0, le=1, description="fraction of selected clients whose round raises")
     malformed_fraction: float = Field(0.0, ge=0, le=1, description="fraction that reply with a NaN in their update")
     slow_fraction: float = Field(0.0, ge=0, le=1, description="fraction that sleep `faults.slow-seconds` first")
-    slow_seconds: float = Field(0.0, ge=0, description="how long a slow client sleeps before training")
+    slow_seconds: float = Field(0.0, ge=0, le=86_400, description="how long a slow client sleeps before training")
 
     @model_validator(mode="after")
     def _fractions_fit(self) -> FaultsConfig:

@@ -102,7 +102,22 @@ def _describe(error: Mapping[str, Any], flat: Mapping[str, Any]) -> str:
     meaning = f" ({key}: {description})" if description else ""
     if not key:
         return f"{error['msg'].removeprefix('Value error, ')}."
-    return f"`{key}` = {value!r}: {error['msg'].removeprefix('Value error, ')}{meaning}. Fix it in [tool.flwr.app.config] or with --run-config '{key}=...'."
+    message = str(error["msg"]).removeprefix("Value error, ")
+    kind = str(error.get("type"))
+    if kind in _TYPE_HINTS:  # strict types: say what was received and how to write what is expected
+        message = f"{message} ({type(value).__name__} given; no conversion is made: {_TYPE_HINTS[kind].format(key=key)})"
+    elif kind == "finite_number":
+        message = f"{message} (inf and nan are never valid settings)"
+    return f"`{key}` = {value!r}: {message}{meaning}. Fix it in [tool.flwr.app.config] or with --run-config '{key}=...'."
+
+
+# Pydantic's strict-type error codes -> how the value is written in TOML (``--run-config`` is TOML).
+_TYPE_HINTS = {
+    "int_type": "write a whole number without quotes, e.g. {key}=8",
+    "float_type": "write a number without quotes, e.g. {key}=0.5",
+    "bool_type": "write true or false without quotes, e.g. {key}=true",
+    "string_type": 'write text in double quotes, e.g. {key}="text"',
+}
 
 
 def _field_for(key: str) -> FieldInfo | None:

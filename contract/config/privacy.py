@@ -14,6 +14,11 @@ from pydantic import Field, model_validator
 
 from .section import Section
 
+# The largest δ any run may set (docs/privacy.md §3): δ must be below 1/n for every client, so only a
+# client with fewer than 100 examples could use more, and "one example in a hundred may be released
+# outright" is no guarantee. Below this, the server checks 1/n against the split it draws at start.
+MAX_DELTA = 0.01
+
 
 class PrivacyConfig(Section):
     """``privacy.*``: client-side DP-SGD (Opacus) on the trainable adapter tensors.
@@ -23,12 +28,18 @@ class PrivacyConfig(Section):
     """
 
     enabled: bool = Field(False, description="train with DP-SGD (per-example clipping + Gaussian noise)")
-    noise_multiplier: float = Field(0.0, ge=0, description="noise std / clip norm; 0: calibrate to `target-epsilon`")
-    target_epsilon: float = Field(0.0, ge=0, description="ε budget of the whole run per client; 0: use `noise-multiplier`")
-    max_grad_norm: float = Field(1.0, gt=0, description="per-example clip norm C over all trainable tensors")
-    delta: float = Field(0.0, ge=0, lt=1, description="δ per example; 0: min(1e-5, 1/(10 n)) for a client's n examples")
+    noise_multiplier: float = Field(0.0, ge=0, le=1_000, description="noise std / clip norm; 0: calibrate to `target-epsilon`")
+    target_epsilon: float = Field(0.0, ge=0, le=1_000, description="ε budget of the whole run per client; 0: use `noise-multiplier`")
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6, description="per-example clip norm C over all trainable tensors")
+    delta: float = Field(
+        0.0, ge=0, lt=MAX_DELTA,
+        description="δ per example, below 0.01 and below 1/n for every client's n examples (docs/privacy.md §3); "
+        "0: min(1e-5, 1/(10 n))",
+    )
     accountant: Literal["rdp", "prv"] = Field("rdp", description="privacy accountant: `rdp` or `prv`")
-    poisson_sampling: bool = Field(True, description="Poisson-sampled batches, as the accountant assumes")
+    poisson_sampling: bool = Field(
+        True, description="Poisson-sampled batches, as the accountant assumes (false: ε is not a guarantee, docs/privacy.md §8)"
+    )
     secure_mode: bool = Field(False, description="cryptographically secure noise (needs torchcsprng)")
 
     @classmethod

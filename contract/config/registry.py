@@ -21,15 +21,18 @@ import threading
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import annotated_types
 from pydantic import Field, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
 from .run_config import RunConfig
-from .section import Section, kebab
+from .section import STRICT, Section, kebab
 
 SectionT = TypeVar("SectionT", bound=type[Section])
 
 _NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 _SCALARS = (bool, int, float, str)  # what a Flower run-config value can be
+_STRICT_OPTIONS = {option: STRICT[option] for option in ("strict", "allow_inf_nan", "extra")}  # type: ignore[literal-required]
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,9 @@ def register_section(name: str, model: SectionT, *, owner: str) -> SectionT:
     Raises
     ------
     TypeError
-        ``model`` is not a :class:`Section` subclass, a field has no default, no description or a
-        default Flower's run config cannot hold, or ``owner`` is empty.
+        ``model`` is not a :class:`Section` subclass, a field has no default, no description, a
+        number without an upper bound or a default Flower's run config cannot hold, the model
+        loosens :class:`Section`'s strictness, or ``owner`` is empty.
     ValueError
         ``name`` is not kebab-case, is a core section or top-level key, or is taken by another model
         (or ``model`` is already registered under another name).
@@ -162,6 +166,27 @@ def _check_model(name: str, model: object, owner: str) -> None:
             f"config section `{name}` ({_qualname(model)}, from {owner}): Flower run-config values are bool, int, "
             f"float or str; these keys are not: {', '.join(wrong)}"
         )
+
+    loosened = [f"{option}={model.model_config.get(option)!r}" for option, value in _STRICT_OPTIONS.items()
+                if model.model_config.get(option) != value]
+    if loosened:
+        raise TypeError(
+            f"config section `{name}` ({_qualname(model)}, from {owner}): a section is strict and finite like every "
+            f"other (docs/extending.md §5); drop the model_config override {', '.join(loosened)}"
+        )
+    unbounded = [kebab(field) for field, info in model.model_fields.items() if _numeric(info) and not _has_upper_bound(info)]
+    if unbounded:
+        raise TypeError(
+            f"config section `{name}` ({_qualname(model)}, from {owner}): every number needs an upper bound "
+            f"(docs/extending.md §5), e.g. Field(..., le=1_000_000); add one to {', '.join(unbounded)}"
+        )
+
+def _numeric(info: FieldInfo) -> bool:
+    return info.annotation in (int, float)  # bool is its own annotation; Literal and str are not numbers
+
+
+def _has_upper_bound(info: FieldInfo) -> bool:
+    return any(isinstance(rule, annotated_types.Le | annotated_types.Lt) for rule in info.metadata)
 
 
 def _check_name(name: object, owner: str) -> None:

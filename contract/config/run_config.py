@@ -18,9 +18,10 @@ resolved kind to clients under ``contract.ADAPTER_KIND``, so nothing here knows 
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .core import AdapterConfig, DataConfig, EvalConfig, ModelConfig, StrategyConfig, TaskConfig, TrainConfig
 from .faults import FaultsConfig
@@ -29,20 +30,39 @@ from .section import Section
 
 SectionT = TypeVar("SectionT", bound=Section)
 
+# Upper bounds of the top-level keys (README "Configuration"): far above any run Corolla can do, low
+# enough that a typo (an extra zero or three) fails at start instead of hours later.
+MAX_ROUNDS = 100_000
+MAX_NODES = 1_000_000
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and most samplers take 32-bit seeds
+MAX_ROUND_TIMEOUT_S = 7 * 24 * 3600.0
+RUN_NAME_MAX = 100
+# A run name is one plain folder name: no separator, no `.`/`..`, no NUL or control character, no
+# leading `-` (it would read as an option in a shell).
+_RUN_NAME = re.compile(r"[^\W_][\w.+=@,-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 class RunConfig(Section):
     """The whole run configuration (``[tool.flwr.app.config]``): top-level keys, core sections
     as typed attributes, registered sections through :meth:`section`."""
 
-    num_server_rounds: int = Field(3, ge=1, description="federated rounds")
+    num_server_rounds: int = Field(3, ge=1, le=MAX_ROUNDS, description="federated rounds")
     fraction_train: float = Field(1.0, gt=0, le=1, description="fraction of nodes trained per round")
     fraction_evaluate: float = Field(0.0, ge=0, le=1, description="fraction of nodes that evaluate locally")
-    min_train_nodes: int = Field(1, ge=1, description="wait for at least this many nodes to train")
-    seed: int = Field(42, ge=0, description="seed for data generation, partitioning and init")
+    min_train_nodes: int = Field(1, ge=1, le=MAX_NODES, description="wait for at least this many nodes to train")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="seed for data generation, partitioning and init (0 to 2^32 - 1)")
     output_dir: str = Field("runs", min_length=1, description="where run folders are written")
-    run_name: str = Field("", description="run folder name (empty: timestamp + strategy)")
+    run_name: str = Field(
+        "", max_length=RUN_NAME_MAX,
+        description="run folder name: letters, digits and `._+=@,-`, starting with a letter or digit, at most "
+        "100 characters (empty: timestamp + strategy)",
+    )
     resume_from: str = Field("", description="run folder of a killed run to continue from its last checkpoint (empty: new run)")
-    round_timeout: float = Field(0.0, ge=0, description="seconds the server waits for the replies of a round (0: Flower's default, 3600)")
+    round_timeout: float = Field(
+        0.0, ge=0, le=MAX_ROUND_TIMEOUT_S,
+        description="seconds the server waits for the replies of a round, at most 7 days (0: Flower's default, 3600)",
+    )
     strategy: StrategyConfig = StrategyConfig()
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
@@ -53,10 +73,25 @@ class RunConfig(Section):
     privacy: PrivacyConfig = PrivacyConfig()
     faults: FaultsConfig = FaultsConfig()
 
+    @field_validator("run_name")
+    @classmethod
+    def _plain_folder_name(cls, value: str) -> str:
+        if value and not _RUN_NAME.fullmatch(value):
+            raise ValueError(
+                "must be one plain folder name: letters, digits and `._+=@,-`, starting with a letter or digit "
+                "(no `/`, `..`, spaces or control characters), e.g. `fedsb-r16`"
+            )
+        return value
+
+    @field_validator("output_dir", "resume_from")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        if _CONTROL.search(value):
+            raise ValueError("a path may not hold NUL or control characters")
+        return value
+
     @model_validator(mode="after")
     def _check_cross_fields(self) -> RunConfig:
-        if self.run_name and any(c in self.run_name for c in "/\\"):
-            raise ValueError("`run-name` must be a plain folder name without `/`")
         if self.resume_from and self.privacy.enabled:
             raise ValueError(
                 "`resume-from` cannot continue a DP run: the clients' accountant state lives in their Flower contexts, "

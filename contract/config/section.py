@@ -15,15 +15,26 @@ def kebab(name: str) -> str:
     return name.replace("_", "-")
 
 
+# Strict: no value changes type on the way in. Flower hands the apps TOML-typed values (``bool``,
+# ``int``, ``float``, ``str``), so ``"8"`` is a string and stays one (an error for an int key), and
+# ``"yes"`` is never ``True``. The one widening kept is int -> float (``train.lr = 1``): TOML writes
+# a whole number without a point. inf and NaN are never a valid setting (docs/extending.md §5).
+STRICT = ConfigDict(
+    extra="forbid", frozen=True, alias_generator=kebab, populate_by_name=True, strict=True, allow_inf_nan=False
+)
+
+
 class Section(BaseModel):
-    """One group of run-config keys: frozen, unknown keys rejected, kebab-case aliases.
+    """One group of run-config keys: frozen, strict, finite, unknown keys rejected, kebab-case aliases.
 
     Every field needs a default (``pyproject.toml`` lists each key with it) and a ``description``
     (``corolla config`` prints it; error messages quote it). Values must be what Flower's run
-    config can hold: ``bool``, ``int``, ``float`` or ``str``.
+    config can hold: ``bool``, ``int``, ``float`` or ``str``, and arrive with the declared type:
+    no coercion between strings, numbers and booleans (an ``int`` is accepted for a ``float``), no
+    inf or NaN. :func:`~contract.config.register_section` refuses a section that loosens this.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=kebab, populate_by_name=True)
+    model_config = STRICT
 
 
 def parse_fractions(text: str) -> tuple[float, ...]:

@@ -154,3 +154,41 @@ def test_config_validation_checks_the_strategy_adapter_pairing(capsys: pytest.Ca
     err = capsys.readouterr().err
     assert "`strategy.name` = 'fedsb' needs `adapter.name` in ['lora-sb']" in err and 'adapter.name="lora-sb"' in err
     assert cli.main(["config", "-c", 'strategy.name="fedsb" adapter.name="auto"']) == 0
+
+
+def test_config_checks_strategy_task_and_model_names(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cli.main(["config", "-c", 'strategy.name="bogus"']) == 2
+    assert "unknown strategy 'bogus' in `strategy.name`" in capsys.readouterr().err
+    assert cli.main(["config", "-c", 'task.name="bogus"']) == 2
+    assert "`task.name` = 'bogus' is not registered" in capsys.readouterr().err
+    assert cli.main(["config", "-c", f'model.name="{tmp_path}/no-such-model"']) == 2
+    assert "is written as a path but there is no such folder" in capsys.readouterr().err
+    assert cli.main(["config", "-c", f'model.name="{tmp_path}"']) == 2  # a folder, but no model in it
+    assert "without config.json" in capsys.readouterr().err
+    assert cli.main(["config", "-c", 'model.name="not a/model/id"']) == 2
+    assert "not a built-in model" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text("{}")
+    for good in ("tiny-llama", "smollm2-135m", "HuggingFaceTB/SmolLM2-135M", str(tmp_path)):
+        assert cli.main(["config", "-c", f'model.name="{good}"']) == 0, capsys.readouterr().err
+
+
+def test_a_model_path_is_checked_only_where_the_server_app_runs() -> None:
+    from adapters.models import model_name_problem
+
+    assert model_name_problem("/srv/models/llama", local=True) is not None
+    assert model_name_problem("/srv/models/llama", local=False) is None  # a deployment's server has its own disk
+    assert model_name_problem("bad name!", local=False) is not None
+
+
+def test_config_refuses_a_delta_no_client_could_use(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["config", "-c", "privacy.enabled=true privacy.noise-multiplier=1.0 privacy.delta=0.5"]) == 2
+    assert "`privacy.delta` = 0.5: Input should be less than 0.01" in capsys.readouterr().err
+
+
+def test_resume_from_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = find_app_dir()
+    monkeypatch.chdir(tmp_path)
+    _, overrides = resolve_config(app, ['resume-from="runs/killed"'])
+    assert overrides["resume-from"] == str(tmp_path / "runs" / "killed")
+    _, overrides = resolve_config(app, [])
+    assert "resume-from" not in overrides  # unset stays unset: a fresh run

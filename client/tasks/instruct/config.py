@@ -39,16 +39,16 @@ class InstructConfig(Section):
         "template, `auto`: chat when the tokenizer has one",
     )
     system_prompt: str = Field("", description="a system message put before every prompt (empty: none)")
-    num_examples: int = Field(400, ge=2, description="reasoning-gym: examples generated per skill (train + test)")
-    max_rows: int = Field(0, ge=0, description="files and HF datasets: use at most this many rows per split (0: all)")
+    num_examples: int = Field(400, ge=2, le=10_000_000, description="reasoning-gym: examples generated per skill (train + test)")
+    max_rows: int = Field(0, ge=0, le=1_000_000_000, description="files and HF datasets: use at most this many rows per split (0: all)")
     test_fraction: float = Field(
         0.1, gt=0, lt=1, description="held-out share per source when the source has no `test` split of its own",
     )
     max_new_tokens: int = Field(32, ge=1, le=4096, description="generation budget per evaluated prompt")
     generate_examples: int = Field(
-        64, ge=0, description="test rows scored by greedy generation per evaluation (0: all; loss uses every row)",
+        64, ge=0, le=10_000_000, description="test rows scored by greedy generation per evaluation (0: all; loss uses every row)",
     )
-    samples: int = Field(4, ge=0, description="sample generations written to the run folder per round")
+    samples: int = Field(4, ge=0, le=10_000, description="sample generations written to the run folder per round")
 
     @field_validator("source")
     @classmethod

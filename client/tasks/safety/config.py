@@ -28,8 +28,8 @@ class SafetyConfig(Section):
         "none", description="intervention on each client update before it is sent (the paper's projections)"
     )
     project_rho: float = Field(0.25, gt=0, le=1, description="ρ of the subspace `safety.project` projects on")
-    report_rank: int = Field(8, ge=1, description="most basis columns per module a client sends for inter-client MSO")
-    max_reference_rank: int = Field(64, ge=1, description="singular directions kept from a dense reference delta")
+    report_rank: int = Field(8, ge=1, le=4096, description="most basis columns per module a client sends for inter-client MSO")
+    max_reference_rank: int = Field(64, ge=1, le=65_536, description="singular directions kept from a dense reference delta")
     activation: bool = Field(True, description="also report the activation-space MSO of two prompt sets at evaluation")
     prompts_a: str = Field("", description="text file, one prompt a line (empty: the task's own test prompts)")
     prompts_b: str = Field("", description="text file, one prompt a line (empty: built-in off-task prompts)")

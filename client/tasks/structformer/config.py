@@ -24,8 +24,8 @@ class StructFormerConfig(Section):
     never_mask_global: bool = Field(False, description="never mask heading/title words")
     docs_path: str = Field("", description="folder of .md/.tex/.json documents; empty: synthetic slot documents")
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of `docs-path` documents held out")
-    num_train: int = Field(512, ge=2, description="slot documents: training pool size")
-    num_test: int = Field(128, ge=1, description="slot documents: test split size")
+    num_train: int = Field(512, ge=2, le=10_000_000, description="slot documents: training pool size")
+    num_test: int = Field(128, ge=1, le=10_000_000, description="slot documents: test split size")
     body_length: int = Field(200, ge=35, le=4000, description="slot documents: filler words per body")
 
 

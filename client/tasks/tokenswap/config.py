@@ -26,14 +26,14 @@ class TokenSwapConfig(Section):
         "mass-preserving", description="swap rule on G: keep the main model's G mass (library) or replace and renormalise"
     )
     words: str = Field("", description="comma-separated grammar words G (empty: the built-in 110 function words)")
-    eval_pairs: int = Field(16, ge=1, description="(prefix, suffix) pairs each client extracts from its own shard")
-    prefix_tokens: int = Field(10, ge=1, description="prompt length of an extraction pair, in tokens")
-    suffix_tokens: int = Field(20, ge=1, description="greedy continuation length compared with the true suffix")
-    canaries: int = Field(20, ge=0, description="distinct planted canary sequences in the training pool")
-    controls: int = Field(4, ge=0, description="of those, canaries with no grammar word in the suffix (TokenSwap cannot touch them)")
-    canary_repeats: int = Field(10, ge=1, description="copies of each canary in the training pool")
-    num_background: int = Field(2000, ge=1, description="background sentences in the training pool")
-    num_test: int = Field(200, ge=1, description="held-out background sentences (plain and swapped perplexity)")
+    eval_pairs: int = Field(16, ge=1, le=100_000, description="(prefix, suffix) pairs each client extracts from its own shard")
+    prefix_tokens: int = Field(10, ge=1, le=8192, description="prompt length of an extraction pair, in tokens")
+    suffix_tokens: int = Field(20, ge=1, le=8192, description="greedy continuation length compared with the true suffix")
+    canaries: int = Field(20, ge=0, le=100_000, description="distinct planted canary sequences in the training pool")
+    controls: int = Field(4, ge=0, le=100_000, description="of those, canaries with no grammar word in the suffix (TokenSwap cannot touch them)")
+    canary_repeats: int = Field(10, ge=1, le=100_000, description="copies of each canary in the training pool")
+    num_background: int = Field(2000, ge=1, le=10_000_000, description="background sentences in the training pool")
+    num_test: int = Field(200, ge=1, le=10_000_000, description="held-out background sentences (plain and swapped perplexity)")
 
     @model_validator(mode="after")
     def _fits(self) -> TokenSwapConfig:

@@ -88,3 +88,93 @@ def test_the_contract_knows_no_strategy_and_no_adapter_kind() -> None:
     assert not hasattr(config, "adapter_kind")
     with pytest.raises(ConfigError, match="`adapter.name` = '': String should have at least 1 character"):
         parse_run_config({"adapter.name": ""})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("adapter.rank", "8", "valid integer (str given; no conversion is made: write a whole number without quotes"),
+        ("adapter.rank", 8.0, "valid integer (float given"),
+        ("adapter.rank", True, "valid integer (bool given"),
+        ("eval.central", "yes", "valid boolean (str given; no conversion is made: write true or false"),
+        ("eval.central", 1, "valid boolean (int given"),
+        ("train.lr", "0.1", "valid number (str given"),
+        ("model.name", 5, "valid string (int given"),
+        ("privacy.enabled", "true", "valid boolean"),
+        ("guideq.report", "false", "valid boolean"),  # a task plugin's section: the same strictness
+        ("secagg.quantization-bits", "22", "valid integer"),
+    ],
+)
+def test_no_coercion_between_strings_numbers_and_booleans(key: str, value: object, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_run_config({key: value})
+    assert f"`{key}` = {value!r}" in str(err.value) and expected in str(err.value)
+
+
+def test_a_whole_number_stays_accepted_where_a_float_is_declared() -> None:
+    # TOML (pyproject, --run-config) writes `train.lr = 1` as an int: Flower passes it as one
+    from flwr.common.config import parse_config_args
+
+    flat = parse_config_args(["train.lr=1 data.alpha=2 round-timeout=30"])
+    assert flat == {"train.lr": 1, "data.alpha": 2, "round-timeout": 30}
+    config = parse_run_config(flat)
+    assert (config.train.lr, config.data.alpha, config.round_timeout) == (1.0, 2.0, 30.0)
+    assert isinstance(config.train.lr, float)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["data.alpha", "train.weight-decay", "train.lr", "privacy.max-grad-norm", "privacy.target-epsilon",
+     "privacy.noise-multiplier", "round-timeout", "adapter.alpha", "faults.slow-seconds", "secagg.clip-range",
+     "structformer.mask-prob", "instruct.test-fraction"],
+)
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_inf_and_nan_are_refused_everywhere(key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match="finite number .inf and nan are never valid settings"):
+        parse_run_config({key: value})
+
+
+@pytest.mark.parametrize(
+    ("key", "too_big", "largest"),
+    [
+        ("num-server-rounds", 100_001, 100_000),
+        ("seed", 2**32, 2**32 - 1),
+        ("train.local-steps", 1_000_001, 1_000_000),
+        ("train.batch-size", 65_537, 65_536),
+        ("eval.batch-size", 65_537, 65_536),
+        ("min-train-nodes", 1_000_001, 1_000_000),
+        ("round-timeout", 7 * 24 * 3600 + 1, 7 * 24 * 3600),
+        ("privacy.target-epsilon", 1001, 1000),
+        ("train.weight-decay", 11, 10),
+        ("guideq.num-train", 10_000_001, 10_000_000),
+    ],
+)
+def test_numbers_have_upper_bounds(key: str, too_big: int, largest: int) -> None:
+    with pytest.raises(ConfigError, match="less than or equal to"):
+        parse_run_config({key: too_big})
+    assert parse_run_config({key: largest}).to_flat()[key] == largest
+
+
+@pytest.mark.parametrize(
+    "name", ["..", ".", "../up", "a/b", "a\\b", "a\x00b", "tab\tname", "bell\x07", "-rf", ".hidden", "two words", "x" * 101, "é/x"]
+)
+def test_a_run_name_that_is_not_one_plain_folder_name_is_refused_at_validation(name: str) -> None:
+    with pytest.raises(ConfigError, match="`run-name`"):
+        parse_run_config({"run-name": name})
+
+
+@pytest.mark.parametrize("name", ["fedsb-r16", "2026-01-01_run.v2", "x" * 100, "été", "a+b=c@d,e"])
+def test_plain_run_names_pass(name: str) -> None:
+    assert parse_run_config({"run-name": name}).run_name == name
+
+
+def test_paths_with_control_characters_are_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_run_config({"output-dir": "runs\x00", "resume-from": "runs/x\n"})
+    assert str(err.value).count("NUL or control characters") == 2
+
+
+def test_privacy_delta_is_below_one_hundredth() -> None:
+    with pytest.raises(ConfigError, match="`privacy.delta` = 0.5: Input should be less than 0.01"):
+        parse_run_config({"privacy.enabled": True, "privacy.noise-multiplier": 1.0, "privacy.delta": 0.5})
+    assert parse_run_config({"privacy.delta": 1e-6}).privacy.delta == 1e-6

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from contract import ConfigError, allowed_keys, parse_run_config
 from contract.config import (
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("scratch_registry")
 class EchoConfig(Section):
     """``echo-task.*``: a task section defined in this test module only."""
 
-    repeats: int = Field(2, ge=1, description="how often the echo task repeats a text")
+    repeats: int = Field(2, ge=1, le=100, description="how often the echo task repeats a text")
     voice: str = Field("low", description="`low` or `high`")
     loud: bool = Field(False, description="shout every repeat")
 
@@ -75,7 +75,7 @@ def test_a_name_taken_by_another_model_fails_naming_both() -> None:
     register_section("echo-task", EchoConfig, owner=__name__)
 
     class OtherEcho(Section):
-        repeats: int = Field(1, description="x")
+        repeats: int = Field(1, le=9, description="x")
 
     with pytest.raises(ValueError, match="config section `echo-task` is already registered by "
                        rf"{__name__} \({__name__}.EchoConfig\); tests.plugin must pick another name"):
@@ -138,6 +138,41 @@ def test_bad_models_fail_at_registration() -> None:
     with pytest.raises(TypeError, match="`owner` must name the registering extension"):
         register_section("echo-task", EchoConfig, owner="")
     assert {"plain", "no-default", "nested", "bad-default", "undocumented", "echo-task"}.isdisjoint(info.name for info in registered_sections())
+
+
+def test_a_section_that_loosens_strictness_or_leaves_a_number_unbounded_is_refused() -> None:
+    class Lax(Section):
+        model_config = ConfigDict(strict=False)
+        size: int = Field(1, le=9, description="x")
+
+    class NaNFriendly(Section):
+        model_config = ConfigDict(allow_inf_nan=True)
+        scale: float = Field(1.0, le=9, description="x")
+
+    class Unbounded(Section):
+        size: int = Field(1, ge=1, description="no upper bound")
+        scale: float = Field(1.0, gt=0, description="no upper bound either")
+        flag: bool = Field(True, description="a bool needs no bound")
+
+    with pytest.raises(TypeError, match="strict and finite like every other .* strict=False"):
+        register_section("lax", Lax, owner=__name__)
+    with pytest.raises(TypeError, match="allow_inf_nan=True"):
+        register_section("nan-friendly", NaNFriendly, owner=__name__)
+    with pytest.raises(TypeError, match=r"every number needs an upper bound .* add one to size, scale$"):
+        register_section("unbounded", Unbounded, owner=__name__)
+    assert {"lax", "nan-friendly", "unbounded"}.isdisjoint(info.name for info in registered_sections())
+
+
+def test_every_registered_section_is_strict_finite_and_bounded() -> None:
+    # the platform's own sections and every plugin's: a "8" is no 8, inf is refused, numbers have a ceiling
+    model = run_config_model()
+    sections = [info.annotation for info in model.model_fields.values() if isinstance(info.annotation, type) and issubclass(info.annotation, Section)]
+    assert len(sections) >= 9 + 6  # core + the task plugins, secagg
+    for section in [model, *sections]:
+        assert section.model_config["strict"] is True and section.model_config["allow_inf_nan"] is False, section
+        for name, info in section.model_fields.items():
+            if info.annotation in (int, float):
+                assert any(type(rule).__name__ in ("Le", "Lt") for rule in info.metadata), f"{section.__name__}.{name}"
 
 
 def test_core_sections_are_the_platforms() -> None:
