@@ -31,6 +31,7 @@ from contract import ADAPTER_KIND, RunConfig, parse_run_config
 from server.adapter_setup import resolve_run_adapter_kind, strategy_adapter_params
 from server.central_eval import CentralEvaluator
 from server.checkpoint import Checkpoint, rng_state
+from server.empty_round import check_round, is_empty
 from server.export import export_final
 from server.metering import DOWN, UP
 from server.privacy_statement import privacy_statement
@@ -95,6 +96,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
             "bytes_up": chain.meter.ledger.total(direction=UP),
             "dropped": sum(int(r.get("dropped", 0)) for r in recorder.rows),
             "timed_out": sum(int(r.get("timed_out", 0)) for r in recorder.rows),
+            "rounds_without_replies": sum(is_empty(r) for r in recorder.rows),
             **state.summary(),
             **secagg_summary(config, recorder.rows),
             **({"privacy": {**privacy, "epsilon": max((r["epsilon"] for r in recorder.rows if "epsilon" in r), default=None)}}
@@ -152,6 +154,8 @@ def _run_rounds(
 
     def record_and_checkpoint(server_round: int, arrays: ArrayRecord) -> Any:
         metrics = recorder(server_round, arrays)
+        # a round that aggregated nothing: fails the run if nothing has trained yet (docs/operations.md §2)
+        check_round(recorder.rows[-1], recorder.rows[:-1], chain.strategy.last_dropped if server_round > 0 else ())
         if server_round > 0:
             state_arrays, state_meta = chain.strategy.export_state()
             Checkpoint(

@@ -172,13 +172,13 @@ def _check_model(name: str, model: object, owner: str) -> None:
     if loosened:
         raise TypeError(
             f"config section `{name}` ({_qualname(model)}, from {owner}): a section is strict and finite like every "
-            f"other (docs/extending.md §5); drop the model_config override {', '.join(loosened)}"
+            f"other (docs/operations.md §1); drop the model_config override {', '.join(loosened)}"
         )
     unbounded = [kebab(field) for field, info in model.model_fields.items() if _numeric(info) and not _has_upper_bound(info)]
     if unbounded:
         raise TypeError(
             f"config section `{name}` ({_qualname(model)}, from {owner}): every number needs an upper bound "
-            f"(docs/extending.md §5), e.g. Field(..., le=1_000_000); add one to {', '.join(unbounded)}"
+            f"(docs/operations.md §1), e.g. Field(..., le=1_000_000); add one to {', '.join(unbounded)}"
         )
 
 def _numeric(info: FieldInfo) -> bool:

@@ -18,7 +18,7 @@ def kebab(name: str) -> str:
 # Strict: no value changes type on the way in. Flower hands the apps TOML-typed values (``bool``,
 # ``int``, ``float``, ``str``), so ``"8"`` is a string and stays one (an error for an int key), and
 # ``"yes"`` is never ``True``. The one widening kept is int -> float (``train.lr = 1``): TOML writes
-# a whole number without a point. inf and NaN are never a valid setting (docs/extending.md §5).
+# a whole number without a point. inf and NaN are never a valid setting (docs/operations.md §1).
 STRICT = ConfigDict(
     extra="forbid", frozen=True, alias_generator=kebab, populate_by_name=True, strict=True, allow_inf_nan=False
 )
