@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 from flwr.serverapp import Grid
 
-from adapters.frozen import load_frozen_factors
+from adapters.frozen import frozen_factors, load_frozen_factors
 from adapters.payload import extract
 from client.tasks.setup import TaskAndModel
 from contract import RunConfig
 from server.adapter_setup import initialise_adapter
-from server.checkpoint import Checkpoint, check_compatible
+from server.checkpoint import Checkpoint, CheckpointError, check_compatible, check_rounds_left
 from server.metering import ByteLedger
 from server.run_folder import RunFolder
 from strategies.protocol import CorollaStrategy, StrategyState
@@ -68,7 +68,15 @@ class RunState:
 
     @classmethod
     def resumed(cls, checkpoint: Checkpoint, built: TaskAndModel, folder: Path) -> RunState:
-        """After the checkpoint's round, in ``folder``: its frozen factors installed in ``built.model``."""
+        """After the checkpoint's round, in ``folder``: its frozen factors installed in ``built.model``.
+
+        Raises
+        ------
+        server.checkpoint.CheckpointError
+            The checkpoint's global or frozen arrays do not fit the model this config builds.
+        """
+        check_fits(checkpoint.global_arrays, extract(built.model), what="global adapter (`global/*`)")
+        check_fits(checkpoint.frozen, frozen_factors(built.model), what="frozen factors (`frozen/*`)")
         load_frozen_factors(built.model, checkpoint.frozen)
         return cls(
             round_offset=checkpoint.server_round,
@@ -82,9 +90,21 @@ class RunState:
         )
 
     def restore(self, strategy: CorollaStrategy) -> None:
-        """Give ``strategy`` the state it exported at the checkpoint (a fresh strategy keeps its own)."""
+        """Give ``strategy`` the state it exported at the checkpoint (a fresh strategy keeps its own).
+
+        Raises
+        ------
+        server.checkpoint.CheckpointError
+            The strategy cannot read its saved state (``strategy/*``, the ``strategy`` metadata).
+        """
         if self.strategy_state is not None:
-            strategy.restore_state(self.strategy_state.arrays, self.strategy_state.meta)
+            try:
+                strategy.restore_state(self.strategy_state.arrays, self.strategy_state.meta)
+            except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+                raise CheckpointError(
+                    f"the checkpoint's strategy state (`strategy/*` and its metadata) cannot be restored into "
+                    f"{type(strategy).__name__} ({type(exc).__name__}: {exc}); the checkpoint was damaged or edited"
+                ) from exc
 
     def open_folder(self, config: RunConfig) -> RunFolder:
         """The run folder: the checkpoint's, cut back to its rows, or a new one under ``output-dir``."""
@@ -109,5 +129,28 @@ def load_checkpoint(config: RunConfig) -> Checkpoint | None:
         return None
     checkpoint = Checkpoint.load(Path(config.resume_from).expanduser())
     check_compatible(checkpoint.config, config.to_flat())
+    check_rounds_left(checkpoint.server_round, config.num_server_rounds)
     return checkpoint
+
+
+def check_fits(saved: dict[str, np.ndarray], expected: dict[str, np.ndarray], *, what: str) -> None:
+    """Refuse saved arrays whose keys, shapes or dtypes differ from what this run's model has.
+
+    Raises
+    ------
+    server.checkpoint.CheckpointError
+        Naming the missing and unexpected keys and the first mismatched arrays.
+    """
+    missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    wrong = [
+        f"`{key}` is {saved[key].dtype}{tuple(saved[key].shape)}, the model has {value.dtype}{tuple(value.shape)}"
+        for key, value in expected.items() if key in saved
+        and (tuple(saved[key].shape) != tuple(value.shape) or saved[key].dtype != value.dtype)
+    ]
+    if missing or extra or wrong:
+        parts = ([f"missing {missing[:5]}"] if missing else []) + ([f"unexpected {extra[:5]}"] if extra else []) + wrong[:5]
+        raise CheckpointError(
+            f"the checkpoint's {what} do not fit the model this config builds: {'; '.join(parts)}. The checkpoint was "
+            "damaged, edited, or written with another model or adapter"
+        )
 

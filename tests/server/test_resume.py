@@ -133,7 +133,7 @@ def test_a_checkpoint_round_trips_flower_s_64_bit_node_ids(tmp_path: Path) -> No
     node = 2**64 - 12345  # real Flower node ids are random uint64, beyond int64
     ckpt = Checkpoint(server_round=1, config={"seed": 1}, global_arrays={"a": np.ones((2, 2), np.float32)}, frozen={},
                       strategy_arrays={}, strategy_meta={}, rng_state=__import__("random").getstate(),
-                      ledger=[LedgerRow(1, node, "up", "train", 123), LedgerRow(1, 7, "down", "setup", 9)], rows=[{"round": 0}])
+                      ledger=[LedgerRow(1, node, "up", "train", 123), LedgerRow(1, 7, "down", "setup", 9)], rows=[{"round": 0}, {"round": 1}])
     ckpt.save(tmp_path)
     again = Checkpoint.load(tmp_path)
     assert again.ledger == ckpt.ledger and again.rng_state == ckpt.rng_state and again.rows == ckpt.rows

@@ -73,3 +73,54 @@ def test_a_fresh_config_has_no_checkpoint_and_a_resumed_one_must_match(tmp_path:
     assert load_checkpoint(parse_run_config(VALUES)) is None
     with pytest.raises(CheckpointError, match="has no checkpoint.safetensors"):
         load_checkpoint(parse_run_config({**VALUES, "resume-from": str(tmp_path)}))
+
+
+def _checkpoint(built: TaskAndModel, *, server_round: int = 2, **changes: object) -> Checkpoint:
+    fields: dict[str, object] = {
+        "server_round": server_round, "config": parse_run_config(VALUES).to_flat(), "global_arrays": extract(built.model),
+        "frozen": frozen_factors(built.model), "strategy_arrays": {}, "strategy_meta": {},
+        "rng_state": random.Random(1).getstate(), "ledger": [], "rows": [{"round": 0}],
+    }
+    return Checkpoint(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def test_arrays_that_do_not_fit_the_model_fail_at_resume_not_at_export(built: TaskAndModel, tmp_path: Path) -> None:
+    payload = extract(built.model)
+    key = next(iter(payload))
+    cases = {
+        "missing": ({k: v for k, v in payload.items() if k != key}, f"missing ['{key}']"),
+        "unexpected": ({**payload, "extra.weight": np.ones(2, np.float32)}, "unexpected ['extra.weight']"),
+        "shape": ({**payload, key: np.ones((1, 1), np.float32)}, f"`{key}` is float32(1, 1), the model has float32"),
+        "dtype": ({**payload, key: payload[key].astype(np.float64)}, f"`{key}` is float64"),
+    }
+    for arrays, expected in cases.values():
+        with pytest.raises(CheckpointError, match="global adapter .* do not fit the model this config builds") as err:
+            RunState.resumed(_checkpoint(built, global_arrays=arrays), built, tmp_path)
+        assert expected in str(err.value)
+    frozen = frozen_factors(built.model)
+    assert frozen  # FFA: A is frozen
+    bad = {k: np.ones((3, 3), np.float32) for k in frozen}
+    with pytest.raises(CheckpointError, match="frozen factors .* do not fit"):
+        RunState.resumed(_checkpoint(built, frozen=bad), built, tmp_path)
+    RunState.resumed(_checkpoint(built), built, tmp_path)  # the arrays this model has: fine
+
+
+def test_a_strategy_state_that_cannot_be_restored_is_a_checkpoint_error(built: TaskAndModel, tmp_path: Path) -> None:
+    from strategies.fedex import FedExLoRA
+    from strategies.layout import LoraPair
+
+    state = RunState.resumed(_checkpoint(built, strategy_meta={"log": {"not": "a log"}}), built, tmp_path)
+    with pytest.raises(CheckpointError, match="strategy state .* cannot be restored into FedExLoRA"):
+        state.restore(FedExLoRA(layout={"m": LoraPair("m.A", "m.B", 1.0)}))
+
+
+def test_num_server_rounds_below_the_checkpoint_round_is_refused(built: TaskAndModel, tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    _checkpoint(built, server_round=3, rows=[{"round": 0}, {"round": 3}]).save(folder)
+    for rounds in (2, 3):
+        config = parse_run_config({**VALUES, "resume-from": str(folder), "num-server-rounds": rounds})
+        with pytest.raises(CheckpointError, match=f"`num-server-rounds` = {rounds} leaves nothing to run"):
+            load_checkpoint(config)
+    config = parse_run_config({**VALUES, "resume-from": str(folder), "num-server-rounds": 5})
+    assert load_checkpoint(config).server_round == 3  # type: ignore[union-attr]
