@@ -56,7 +56,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     checkpoint = load_checkpoint(config)  # a run that cannot resume fails before anything is built
     adapter_kind = resolve_run_adapter_kind(config)  # `adapter.name = auto`: the strategy's first kind
     built = build_task_and_model(config, adapter_kind)
-    privacy = privacy_statement(config, adapter_kind)  # logs what ε does not cover before anything runs
+    privacy = privacy_statement(config, adapter_kind, type(built.task))  # logs what ε does not cover before anything runs
     num_nodes = federation_size(grid, config)
     check_split(built, config, num_nodes)  # a split no client could draw fails here
     check_delta(built, config, num_nodes)  # so does a δ that some client's shard would refuse

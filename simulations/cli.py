@@ -92,6 +92,15 @@ def _unknown_names(config: RunConfig, *, local: bool = True) -> str:
     model_problem = model_name_problem(config.model.name, local=local)
     if model_problem:
         problems.append(model_problem)
+    if not problems and config.privacy.enabled:  # a combination DP cannot describe (docs/privacy.md §8)
+        from client.tasks import get_task_class
+        from server.adapter_setup import resolve_run_adapter_kind
+        from server.privacy_statement import not_covered
+
+        try:
+            not_covered(config, resolve_run_adapter_kind(config), get_task_class(config.task.name))
+        except ConfigError as exc:
+            problems.append(str(exc))
     return "\n".join(problems)
 
 

@@ -33,6 +33,11 @@ FEDERATED_INIT_GAP = (
     "uploaded once without clipping or noise: the reported ε covers the DP-SGD training of R only, not "
     "that one-time upload. Set adapter.init = \"server\" for a guarantee that covers all client data."
 )
+SERVER_INIT_GAP = (
+    "LoRA-SB's frozen B and A come from a gradient estimate on `adapter.init-examples` rows of the task's training "
+    "pool on the server (adapter.init = server), without noise; in a simulation the client shards are cut from that "
+    "same pool, so those rows can be client examples (a deployment server with its own calibration data touches none)"
+)
 
 
 def _f64(value: np.ndarray) -> np.ndarray:
@@ -73,8 +78,9 @@ class LoraSB(AdapterKind):
             total.examples, total.nodes)
 
     def privacy_gaps(self, config: RunConfig) -> tuple[str, ...]:
-        """The federated set-up's one-time raw-gradient upload is outside DP-SGD."""
-        return (FEDERATED_INIT_GAP,) if config.adapter.init == "federated" else ()
+        """The set-up's gradient estimate is outside DP-SGD: the clients' one-time raw-gradient upload
+        (federated), or the server's sample of the training pool (server; docs/privacy.md §8)."""
+        return (FEDERATED_INIT_GAP,) if config.adapter.init == "federated" else (SERVER_INIT_GAP,)
 
     def export_adapter(self, model: PeftModel, directory: Path) -> None:
         """The equivalent plain LoRA adapter, ``B' = s·B R`` (no Corolla code needed to load it)."""

@@ -18,7 +18,8 @@ Optional hooks (defaults are no-ops) let a paper plugin reach further into the f
   what it returns as ``broadcast`` travels down with the next round's messages and is handed to
   :meth:`Task.apply_broadcast` on every client and on the server's own task (central evaluation);
 - :meth:`Task.shard_metrics` measures the global model on the client's own *training* shard during
-  federated evaluation (memorisation of private data).
+  federated evaluation (memorisation of private data);
+- :meth:`Task.privacy_gaps` says which of those send client data outside DP-SGD (``docs/privacy.md §8``).
 """
 
 from __future__ import annotations
@@ -132,6 +133,18 @@ class Task(ABC):
         construction, before any data or model is touched). Override to read a plugin section;
         call ``super().configure(config)``."""
         self.config = config
+
+    @classmethod
+    def privacy_gaps(cls, config: RunConfig) -> tuple[str, ...]:
+        """What this task sends from a client's training data outside DP-SGD under ``config``, one
+        sentence each (``summary.json``'s ``privacy.not_covered``; ``docs/privacy.md §8``).
+
+        A task that overrides :meth:`client_report` or :meth:`shard_metrics` must override this too:
+        otherwise its report is listed as not covered, unexamined. What is computed only from the sent
+        (DP-noised) update is post-processing and covered. Raise :class:`contract.ConfigError` to refuse
+        a combination that DP-SGD cannot describe. Default: nothing.
+        """
+        return ()
 
     def train_pool(self, datasets: DatasetDict, num_partitions: int) -> Dataset:
         """The rows ``num_partitions`` clients partition: the fixed ``train`` split by default; a task

@@ -10,7 +10,10 @@ import pytest
 from client.app import app as client_app
 from privacy import save_history
 from server.app import run
-from server.privacy_statement import privacy_statement
+from adapters.lora_sb import FEDERATED_INIT_GAP
+from adapters.lora_sb.kind import SERVER_INIT_GAP
+from client.tasks.arithmetic import ArithmeticWordProblems
+from server.privacy_statement import REPLY_METRICS_GAP, privacy_statement
 from server.run_folder import read_rounds
 from contract import parse_run_config
 from tests.server.conftest import TINY_RUN
@@ -73,8 +76,8 @@ def test_a_fedsb_run_with_federated_init_states_what_epsilon_does_not_cover(tmp_
               "output-dir": str(tmp_path)}
     folder = run(FakeGrid(client_app, 2, run_config=values), parse_run_config(values))
     summary = json.loads((folder.path / "summary.json").read_text())["privacy"]
-    assert summary["not_covered"] and "adapter.init" in summary["not_covered"][0]
+    assert summary["not_covered"] == [REPLY_METRICS_GAP, FEDERATED_INIT_GAP]
     assert summary["epsilon"] > 0
-    server_init = privacy_statement(parse_run_config({**DP_RUN, "strategy.name": "fedsb"}), "lora-sb")
-    assert server_init is not None and server_init["not_covered"] == []
-    assert privacy_statement(parse_run_config(TINY_RUN), "lora") is None
+    server_init = privacy_statement(parse_run_config({**DP_RUN, "strategy.name": "fedsb"}), "lora-sb", ArithmeticWordProblems)
+    assert server_init is not None and server_init["not_covered"] == [REPLY_METRICS_GAP, SERVER_INIT_GAP]
+    assert privacy_statement(parse_run_config(TINY_RUN), "lora", ArithmeticWordProblems) is None

@@ -192,3 +192,10 @@ def test_resume_from_is_made_absolute(tmp_path: Path, monkeypatch: pytest.Monkey
     assert overrides["resume-from"] == str(tmp_path / "runs" / "killed")
     _, overrides = resolve_config(app, [])
     assert "resume-from" not in overrides  # unset stays unset: a fresh run
+
+
+def test_config_refuses_a_combination_dp_cannot_describe(capsys: pytest.CaptureFixture[str]) -> None:
+    dp = "privacy.enabled=true privacy.noise-multiplier=1.0"
+    assert cli.main(["config", "-c", f'{dp} task.name="guideq" model.name="tiny-llama"']) == 2
+    assert "`guideq.report` = true with `privacy.enabled` = true" in capsys.readouterr().err
+    assert cli.main(["config", "-c", f'{dp} task.name="guideq" model.name="tiny-llama" guideq.report=false']) == 0

@@ -48,7 +48,7 @@ from client.tasks.guideq.questioning import (
 )
 from client.tasks.guideq.config import GuideqConfig
 from client.tasks.registry import register_task
-from contract import RunConfig
+from contract import ConfigError, RunConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -146,6 +146,19 @@ class GuidedClassification(Task):
         return predict
 
     # --- hooks: explanations up, lexicon down ------------------------------------------------------
+
+    @classmethod
+    def privacy_gaps(cls, config: RunConfig) -> tuple[str, ...]:
+        """The lexicon report quotes training texts verbatim: refused with DP (docs/privacy.md §8)."""
+        if config.section(GuideqConfig).report and config.privacy.enabled:
+            raise ConfigError(
+                "invalid Corolla run config:\n  - `guideq.report` = true with `privacy.enabled` = true: each client's "
+                "keyword lexicon is made of word n-grams copied from its training texts, sent outside DP-SGD and "
+                "broadcast to every client, so ε would describe nothing; set `guideq.report = false` to train GUIDEQ "
+                "with DP (docs/privacy.md §8)"
+            )
+        return ()
+
 
     def client_report(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
                       update: AdapterUpdate) -> dict[str, Any] | None:

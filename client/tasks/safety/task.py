@@ -110,6 +110,13 @@ class SafetySubspaces(Task):
                                                             self._kind(model))
         return self._sent
 
+    @classmethod
+    def privacy_gaps(cls, config: RunConfig) -> tuple[str, ...]:
+        """Nothing: the report (subspace overlaps and up to ``safety.report-rank`` basis columns per module)
+        is computed from the sent update and the reference alone, never from training rows, so with DP it
+        is post-processing of the noised update (docs/privacy.md §8)."""
+        return ()
+
     def client_report(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
                       update: AdapterUpdate) -> dict[str, Any] | None:
         sent = self._sent if self._sent is not None else update.after

@@ -179,6 +179,16 @@ class Memorization(Task):
                 break
         return pairs
 
+    @classmethod
+    def privacy_gaps(cls, config: RunConfig) -> tuple[str, ...]:
+        """Federated evaluation measures extraction on each client's own training shard (docs/privacy.md §8)."""
+        if config.fraction_evaluate <= 0:
+            return ()
+        return (
+            "memorization: in federated evaluation (`fraction-evaluate` > 0) each client runs the extraction probe on "
+            "its own training shard and reports the extraction rates, computed from its training rows without noise",
+        )
+
     def shard_metrics(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], *,
                       batch_size: int) -> dict[str, float]:
         """Extraction from this client's own shard, plain and with TokenSwap (module docstring)."""
