@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make the secrets of a Corolla deployment: a CA, TLS certificates, SuperNode keys, a SuperExec secret.
+# Make the secrets of a Corolla deployment: a CA, TLS certificates, SuperNode keys, SuperExec secrets.
 #
 #   docker/make-certs.sh [-n NODES] [-o DIR] [-H NAME_OR_IP]... [-u UID] [-f]
 #
@@ -19,7 +19,11 @@
 #                                         SAN DNS:supernode-<i>, DNS:localhost, IP:127.0.0.1
 #   keys/supernode-<i>, .pub              SuperNode i's authentication key: ECDSA P-384, OpenSSH format
 #                                         (register the .pub with `flwr supernode register`)
-#   keys/superexec-secret                 shared secret of the SuperExecs and the Runtime APIs
+#   keys/superexec-secret-superlink       the SuperLink's Runtime API secret: only the ServerApp's SuperExec
+#                                         (on the server machine) holds it
+#   keys/superexec-secret-<i>             SuperNode i's Runtime API secret: only that node and its own
+#                                         ClientApp SuperExec hold it, so a client machine holds no other
+#                                         machine's secret
 #
 # A kept SuperLink certificate keeps its names: add -H names with -f. Needs openssl and ssh-keygen.
 set -euo pipefail
@@ -111,17 +115,23 @@ for ((i = 1; i <= nodes; i++)); do
   fi
 done
 
-if exists "$keys/superexec-secret"; then
-  echo "keeping $keys/superexec-secret"
-else
-  openssl rand -hex 32 | tr -d '\n' >"$keys/superexec-secret"
-  echo "made $keys/superexec-secret"
-fi
+secret() {  # one Runtime API's SuperExec secret: 32 random bytes, hex
+  if exists "$keys/superexec-secret-$1"; then
+    echo "keeping $keys/superexec-secret-$1"
+  else
+    openssl rand -hex 32 | tr -d '\n' >"$keys/superexec-secret-$1"
+    echo "made $keys/superexec-secret-$1"
+  fi
+}
+secret superlink
+for ((i = 1; i <= nodes; i++)); do
+  secret "$i"
+done
 
 # the private files the containers mount (not ca.key: it stays with whoever signs certificates)
-private=("$certs/superlink.key" "$keys/superexec-secret")
+private=("$certs/superlink.key" "$keys/superexec-secret-superlink")
 for ((i = 1; i <= nodes; i++)); do
-  private+=("$certs/supernode-$i.key" "$keys/supernode-$i")
+  private+=("$certs/supernode-$i.key" "$keys/supernode-$i" "$keys/superexec-secret-$i")
 done
 if [[ -n "$owner" ]]; then
   chown "$owner:$owner" "${private[@]}"

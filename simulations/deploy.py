@@ -3,7 +3,8 @@
 This is ``docker/compose.yml`` without Docker, on one machine (loopback by default), with the same
 security: TLS everywhere (the SuperLink's Fleet/Control/Runtime port and each SuperNode's Runtime
 API), SuperNode authentication (each node's ECDSA P-384 key registered with
-``flwr supernode register``), and a shared SuperExec secret on every Runtime API. Certificates and
+``flwr supernode register``), and on every Runtime API a SuperExec secret of its own (the
+SuperLink's and each SuperNode's, shared only with that API's SuperExec). Certificates and
 keys come from ``docker/make-certs.sh``, the same script the Docker deployment uses.
 
     python -m simulations.deploy up --nodes 2 --dir /tmp/corolla-deploy   # start, register, wait online
@@ -156,7 +157,8 @@ class Topology:
             port = free_port(self.host)
             self.node_ports.append(port)
             self.start_supernode(i, port=port)
-            self.start_superexec(f"superexec-clientapp-{i}", f"{self.host}:{port}", ca=self.certs / "ca.crt")
+            self.start_superexec(f"superexec-clientapp-{i}", f"{self.host}:{port}", ca=self.certs / "ca.crt",
+                                 runtime_api=str(i))
         self.wait_nodes_online(self.nodes, timeout=timeout)
 
     def spawn(self, name: str, cmd: list[str], *, home: Path | None = None) -> Component:
@@ -176,8 +178,12 @@ class Topology:
         self.components.append(component)
         return component
 
-    def _secret_flags(self) -> list[str]:
-        return ["--superexec-auth-secret-file", str(self.keys / "superexec-secret")] if self.superexec_auth else []
+    def _secret_flags(self, runtime_api: str) -> list[str]:
+        """The SuperExec secret of one Runtime API (``superlink`` or a node's number): each is shared
+        only by that API and its own SuperExec (docker/README.md "Threat model")."""
+        if not self.superexec_auth:
+            return []
+        return ["--superexec-auth-secret-file", str(self.keys / f"superexec-secret-{runtime_api}")]
 
     def superlink_command(self) -> list[str]:
         """``flower-superlink``: TLS, SuperNode auth, process isolation, no runtime installs."""
@@ -192,7 +198,7 @@ class Topology:
             "--disable-runtime-dependency-installation",
             "--host", self.host,
             "--port", str(self.superlink_port),
-            *self._secret_flags(),
+            *self._secret_flags("superlink"),
         ]
 
     def start_superlink(self, *, timeout: float = 60.0) -> Component:
@@ -200,17 +206,20 @@ class Topology:
         wait_for_log(component, RUNNING_LOG, timeout=timeout)
         return component
 
-    def superexec_command(self, runtime_address: str, *, ca: Path | None = None) -> list[str]:
-        """``flower-superexec`` against a Runtime API (the SuperLink's or a SuperNode's), over TLS."""
+    def superexec_command(self, runtime_address: str, *, ca: Path | None = None, runtime_api: str = "superlink") -> list[str]:
+        """``flower-superexec`` against a Runtime API (``runtime_api``: ``superlink`` or a node's number), over TLS."""
         return [
             flower_binary("flower-superexec"),
             "--runtime-api-address", runtime_address,
             "--root-certificates", str(ca or self.certs / "ca.crt"),
-            *self._secret_flags(),
+            *self._secret_flags(runtime_api),
         ]
 
-    def start_superexec(self, name: str, runtime_address: str, *, ca: Path | None = None) -> Component:
-        return self.spawn(name, self.superexec_command(runtime_address, ca=ca), home=self.root / "homes" / name)
+    def start_superexec(
+        self, name: str, runtime_address: str, *, ca: Path | None = None, runtime_api: str = "superlink"
+    ) -> Component:
+        return self.spawn(name, self.superexec_command(runtime_address, ca=ca, runtime_api=runtime_api),
+                          home=self.root / "homes" / name)
 
     def supernode_command(
         self, i: int, *, port: int, key: Path | None = None, ca: Path | None = None, max_wait_time: float | None = None
@@ -228,7 +237,7 @@ class Topology:
             "--ssl-certfile", str(self.certs / f"supernode-{i}.crt"),
             "--ssl-keyfile", str(self.certs / f"supernode-{i}.key"),
             "--node-config", f"partition-id={i - 1} num-partitions={self.nodes}",
-            *self._secret_flags(),
+            *self._secret_flags(str(i)),
         ]
         if max_wait_time is not None:
             cmd += ["--max-wait-time", str(max_wait_time)]

@@ -34,7 +34,7 @@ MAKE_CERTS = DOCKER / "make-certs.sh"
 TOP_LEVEL = {"name", "services", "secrets", "volumes", "networks", "configs"}
 SERVICE_KEYS = {
     "image", "build", "command", "entrypoint", "ports", "volumes", "secrets", "depends_on", "restart",
-    "environment", "deploy", "networks", "healthcheck", "user",
+    "environment", "deploy", "networks", "healthcheck", "user", "profiles",
 }
 BUILD_KEYS = {"context", "dockerfile", "args"}
 RESTART = {"no", "always", "on-failure", "unless-stopped"}
@@ -61,9 +61,9 @@ def services(path: Path = COMPOSE) -> dict[str, dict[str, Any]]:
 
 
 def flags(service: dict[str, Any]) -> dict[str, str | None]:
-    """``--flag=value`` / ``--flag`` items of a service's command, as a dict."""
+    """``--flag=value`` / ``--flag`` items of a service's command, as a dict (a service without one: none)."""
     out: dict[str, str | None] = {}
-    command = service["command"]
+    command = service.get("command", [])
     assert isinstance(command, list) and all(isinstance(c, str) for c in command)
     for item in command:
         assert item.startswith("--"), f"write flags as --flag=value, one item each: {item!r}"
@@ -95,7 +95,7 @@ def test_compose_files_follow_the_compose_schema_subset(path: Path) -> None:
         if "restart" in svc:
             assert svc["restart"] in RESTART
         for port in svc.get("ports", []):
-            assert re.fullmatch(r"(\$\{\w+:-\d+\}|\d+):\d+", port), port
+            assert re.fullmatch(r"(127\.0\.0\.1|\$\{\w+:-[\d.]+\}):(\$\{\w+:-\d+\}|\d+):\d+", port), port
         for dep in svc.get("depends_on", []):
             assert dep in services(), f"{name} depends on unknown service {dep}"
     for name, secret in data.get("secrets", {}).items():
@@ -146,6 +146,8 @@ def test_bind_mounts_are_ignored_by_git() -> None:
     for name, svc in services().items():
         for volume in svc.get("volumes", []):
             source = volume.split(":")[0]
+            if source.startswith(".") and volume.endswith(":ro") and (DOCKER / source).is_file():
+                continue  # a read-only config file from the repository (the Fleet gateway's nginx.conf)
             if source.startswith("."):
                 path = (DOCKER / source).resolve().relative_to(ROOT)
                 check = subprocess.run(["git", "check-ignore", "-q", f"{path}/x"], cwd=ROOT)
@@ -167,6 +169,8 @@ def test_image_tags_are_pinned_to_the_flwr_version() -> None:
             assert "$" not in svc["image"] and tag, f"{name}: pin a literal tag"
             if image.startswith("flwr/"):
                 assert tag == version, f"{name}: {svc['image']}"
+            elif name == "fleet-gateway":
+                assert image == "nginx" and re.fullmatch(r"\d+\.\d+(\.\d+)?-alpine", tag), svc["image"]
             else:
                 assert image == "corolla-superexec" and tag in (f"{version}-cpu", f"{version}-cuda"), svc["image"]
     froms = [line.split()[1] for line in DOCKERFILE.read_text().splitlines() if line.startswith("FROM ")]
@@ -228,7 +232,8 @@ def test_every_runtime_api_has_one_superexec_with_tls_and_the_secret() -> None:
     for name, svc in executors.items():
         f = flags(svc)
         assert f["--root-certificates"] == "/run/secrets/ca.crt"
-        assert f["--superexec-auth-secret-file"] == "/run/secrets/superexec-secret"
+        api = "superlink" if name == "superexec-serverapp" else name.rsplit("-", 1)[1]
+        assert f["--superexec-auth-secret-file"] == f"/run/secrets/superexec-secret-{api}"  # its Runtime API's own
         assert "build" in svc, f"{name} runs Corolla's image"
 
 
@@ -247,6 +252,61 @@ def test_compose_flags_match_the_tested_process_topology(tmp_path: Path) -> None
         assert compose_flags == local_flags, name
 
 
+# -- exposure and secrets per component (docker/README.md §7) ----------------------------------------
+def test_the_superlink_port_is_published_on_loopback_only() -> None:
+    (superlink,) = by_role("superlink").values()
+    assert superlink["ports"] == ["127.0.0.1:${COROLLA_SUPERLINK_PORT:-9092}:9092"]
+    for name, svc in services().items():
+        for port in svc.get("ports", []):
+            if not port.startswith("127.0.0.1:"):  # reachable from other machines: the Fleet gateway only
+                assert name == "fleet-gateway" and svc["profiles"] == ["remote-nodes"], (name, port)
+                assert port.endswith(":9095")
+
+
+def test_the_fleet_gateway_forwards_the_fleet_api_and_refuses_the_rest() -> None:
+    conf = (DOCKER / "fleet-gateway.conf").read_text()
+    gateway = services()["fleet-gateway"]
+    assert "./fleet-gateway.conf:/etc/nginx/nginx.conf:ro" in gateway["volumes"]
+    locations = dict(re.findall(r"location (\S+) \{(.*?)\}", conf, re.S))
+    assert set(locations) == {"/v1/fleet/", "/"}
+    assert "proxy_pass https://superlink:9092;" in locations["/v1/fleet/"] and "proxy_ssl_verify on;" in locations["/v1/fleet/"]
+    assert locations["/"].strip() == "return 403;"
+    assert "listen 9095 ssl;" in conf and "/run/secrets/superlink.crt" in conf
+    assert set(gateway["secrets"]) == {"ca.crt", "superlink.crt", "superlink.key"}  # no SuperExec secret, no node key
+
+
+def test_a_supernode_calls_only_fleet_api_paths() -> None:
+    """What the gateway relies on: Flower's SuperNode client uses /v1/fleet/* and nothing else."""
+    import flwr.supernode.fleet_http_client as client
+
+    paths = re.findall(r'path="(/[^"]*)"', Path(client.__file__).read_text())
+    assert len(paths) >= 10 and all(p.startswith("/v1/fleet/") for p in paths), paths
+
+
+def test_each_runtime_api_secret_is_held_by_that_api_and_its_own_superexec_only() -> None:
+    holders: dict[str, set[str]] = {}
+    for name, svc in services().items():
+        for secret in svc.get("secrets", []):
+            if secret.startswith("superexec-secret"):
+                holders.setdefault(secret, set()).add(name)
+    nodes = sorted(int(n.rsplit("-", 1)[1]) for n in by_role(r"supernode-\d+"))
+    assert holders == {
+        "superexec-secret-superlink": {"superlink", "superexec-serverapp"},
+        **{f"superexec-secret-{i}": {f"supernode-{i}", f"superexec-clientapp-{i}"} for i in nodes},
+    }
+    # what a client machine runs (supernode-i, superexec-clientapp-i) mounts nothing of the server's or another node's
+    for i in nodes:
+        mounted = set(services()[f"supernode-{i}"]["secrets"]) | set(services()[f"superexec-clientapp-{i}"]["secrets"])
+        assert mounted == {"ca.crt", f"supernode-{i}.crt", f"supernode-{i}.key", f"supernode-{i}.auth", f"superexec-secret-{i}"}
+
+
+def test_make_certs_writes_a_different_secret_per_runtime_api(tmp_path: Path) -> None:
+    make_certs(tmp_path, 2)
+    secrets = {name: (tmp_path / "keys" / f"superexec-secret-{name}").read_text() for name in ("superlink", "1", "2")}
+    assert len(set(secrets.values())) == 3 and all(re.fullmatch(r"[0-9a-f]{64}", v) for v in secrets.values())
+    assert not (tmp_path / "keys" / "superexec-secret").exists()  # no one secret shared by every machine
+
+
 # -- no secrets in the repository ----------------------------------------------------------------
 def test_no_keys_or_certificates_in_the_repository() -> None:
     listed = subprocess.run(
@@ -259,7 +319,7 @@ def test_no_keys_or_certificates_in_the_repository() -> None:
         assert not (rel.startswith("docker/") and re.search(r"(^|/)(certs|keys|state)/", rel)), rel
         if path.is_file() and path.stat().st_size < 1_000_000:
             assert not PRIVATE_KEY.search(path.read_text(errors="ignore")), f"{rel}: contains a private key"
-    for generated in ("docker/certs/ca.key", "docker/keys/supernode-1", "docker/keys/superexec-secret", "docker/state/x"):
+    for generated in ("docker/certs/ca.key", "docker/keys/supernode-1", "docker/keys/superexec-secret-1", "docker/state/x"):
         assert subprocess.run(["git", "check-ignore", "-q", generated], cwd=ROOT).returncode == 0, generated
 
 

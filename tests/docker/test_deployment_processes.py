@@ -2,8 +2,8 @@
 
 One SuperLink (TLS, SuperNode authentication, ``--isolation process``, no runtime installs) with
 its ServerApp SuperExec; two SuperNodes, each with its own registered ECDSA P-384 key, its own
-partition (node config) and its own SuperExec over a TLS Runtime API; every Runtime API behind the
-shared SuperExec secret. Certificates and keys come from ``docker/make-certs.sh``, the script the
+partition (node config) and its own SuperExec over a TLS Runtime API; every Runtime API behind a
+SuperExec secret of its own. Certificates and keys come from ``docker/make-certs.sh``, the script the
 Docker deployment uses. Then ``flwr run . corolla-deploy`` with tiny-llama for 2 rounds.
 
 Traffic: Flower's ``network-traffic`` counts what crosses the SuperLink's Fleet API
