@@ -102,6 +102,20 @@ def test_a_failed_run_is_reported_as_failed_not_by_flwr_exit_code(flower_env: di
     assert not folder.exists()
 
 
+def test_a_run_whose_first_round_aggregates_nothing_fails_and_corolla_run_would_exit_non_zero(
+    flower_env: dict[str, str], tmp_path: Path
+) -> None:
+    # every client raises in every round: the ServerApp stops at round 1 (docs/operations.md §2), Flower
+    # marks the run failed, and LaunchResult.ok (what `corolla run` turns into its exit code) is False
+    result, folder = _run(flower_env, tmp_path, 2, [
+        'strategy.name="fedit" model.name="tiny-llama" task.name="arithmetic" num-server-rounds=3 '
+        'train.local-steps=2 adapter.rank=4 eval.max-examples=16 faults.fail-fraction=1.0'
+    ])
+    assert not result.ok and result.run_id is not None and "failed" in result.status, result.output[-3000:]
+    assert [(r["round"], r["clients"], r["dropped"]) for r in read_rounds(folder / "rounds.jsonl")] == [(0, 0, 0), (1, 0, 2)]
+    assert not (folder / "summary.json").exists()
+
+
 def test_faults_and_a_resume_through_the_ray_engine(flower_env: dict[str, str], tmp_path: Path) -> None:
     # failing clients raise inside the ClientApp (Flower turns that into an error reply), malformed ones
     # send a NaN; slow clients and round-timeout are left to the in-process tests: a sleeping client holds
