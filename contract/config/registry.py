@@ -32,7 +32,9 @@ SectionT = TypeVar("SectionT", bound=type[Section])
 
 _NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 _SCALARS = (bool, int, float, str)  # what a Flower run-config value can be
-_STRICT_OPTIONS = {option: STRICT[option] for option in ("strict", "allow_inf_nan", "extra")}  # type: ignore[literal-required]
+_STRICT_OPTIONS: dict[str, object] = {  # what no section may loosen
+    "strict": STRICT.get("strict"), "allow_inf_nan": STRICT.get("allow_inf_nan"), "extra": STRICT.get("extra"),
+}
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,6 @@ def _check_model(name: str, model: object, owner: str) -> None:
             f"config section `{name}` ({_qualname(model)}, from {owner}): Flower run-config values are bool, int, "
             f"float or str; these keys are not: {', '.join(wrong)}"
         )
-
     loosened = [f"{option}={model.model_config.get(option)!r}" for option, value in _STRICT_OPTIONS.items()
                 if model.model_config.get(option) != value]
     if loosened:
@@ -180,6 +181,7 @@ def _check_model(name: str, model: object, owner: str) -> None:
             f"config section `{name}` ({_qualname(model)}, from {owner}): every number needs an upper bound "
             f"(docs/operations.md §1), e.g. Field(..., le=1_000_000); add one to {', '.join(unbounded)}"
         )
+
 
 def _numeric(info: FieldInfo) -> bool:
     return info.annotation in (int, float)  # bool is its own annotation; Literal and str are not numbers
