@@ -30,7 +30,7 @@ from .section import Section
 
 SectionT = TypeVar("SectionT", bound=Section)
 
-# Upper bounds of the top-level keys (README "Configuration"): far above any run Corolla can do, low
+# Upper bounds of the top-level keys (docs/operations.md §1): far above any run Corolla can do, low
 # enough that a typo (an extra zero or three) fails at start instead of hours later.
 MAX_ROUNDS = 100_000
 MAX_NODES = 1_000_000
