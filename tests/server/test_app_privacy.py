@@ -81,3 +81,13 @@ def test_a_fedsb_run_with_federated_init_states_what_epsilon_does_not_cover(tmp_
     server_init = privacy_statement(parse_run_config({**DP_RUN, "strategy.name": "fedsb"}), "lora-sb", ArithmeticWordProblems)
     assert server_init is not None and server_init["not_covered"] == [REPLY_METRICS_GAP, SERVER_INIT_GAP]
     assert privacy_statement(parse_run_config(TINY_RUN), "lora", ArithmeticWordProblems) is None
+
+
+def test_a_delta_the_largest_shard_would_refuse_fails_before_any_message(tmp_path: Path) -> None:
+    from server.split_check import SplitError
+
+    values = {**DP_RUN, "privacy.delta": 0.009, "output-dir": str(tmp_path)}  # valid config, but 1/n < δ for n > 111
+    grid = FakeGrid(client_app, 2, run_config=values)
+    with pytest.raises(SplitError, match=r"`privacy.delta` = 0.009 is not below 1/n = .* for the largest client shard"):
+        run(grid, parse_run_config(values))
+    assert grid.log == [] and not any(tmp_path.iterdir())  # no client asked, no run folder
