@@ -22,6 +22,8 @@ from client.base_sync import sync_base
 from client.factor_roles import RoundFactors
 from client.faults import InjectedFailure, draw_fault, malform
 from client.frozen_sync import CONFIRMED, sync_frozen
+from client.node_state import NodeStateMissing, state_missing_reply
+from client.privacy_history import HistoryMissing, check_history, history_path, persist_history, restore_history
 from client.secagg import register_secagg
 from client.training import PrivateRound, local_train
 from client.tasks.base import AdapterUpdate
@@ -35,12 +37,14 @@ from contract import (
     BROADCAST,
     CONFIG,
     EPSILON,
+    EPSILON_SPENT,
     GRADIENT_ESTIMATE,
     INIT_EXAMPLES,
     METRICS,
     NUM_EXAMPLES,
     PARTITION_ID,
     PRIVACY_BUDGET_EXHAUSTED,
+    PRIVACY_HISTORY_MISSING,
     REPORT,
     SERVER_ROUND,
     TRAIN_LOSS,
@@ -98,6 +102,20 @@ def _private_round(config: RunConfig, context: Context) -> PrivateRound | None:
     return PrivateRound(config=dp, planned_rounds=config.num_server_rounds, state=context.state)
 
 
+def _restore_privacy(msg: Message, context: Context, private: PrivateRound, *, partition_id: int, num_examples: int) -> None:
+    """Bring back this node's accountant history after a restart (``client.privacy_history``) and
+    refuse (:class:`HistoryMissing`) if it is below the ε the server saw this node report."""
+    mechanism = private.config.accountant
+    restore_history(context, partition_id=partition_id, mechanism=mechanism)
+    expected = msg.content.config_records[CONFIG].get(EPSILON_SPENT, 0.0)
+    if isinstance(expected, bool) or not isinstance(expected, int | float) or not expected >= 0:
+        raise ValueError(f"the server's train instruction has `{EPSILON_SPENT}` = {expected!r}, not an ε >= 0")
+    check_history(
+        context, expected=float(expected), mechanism=mechanism, delta=private.config.delta_for(num_examples),
+        path=history_path(context, partition_id),
+    )
+
+
 def _load_global(worker: Worker, content: RecordDict, factors: RoundFactors, *, personal: bool = True) -> dict:
     """Install the global payload (and any plugin broadcast) in the worker's model; return it.
 
@@ -123,11 +141,21 @@ def train(msg: Message, context: Context) -> Message:
         raise InjectedFailure(f"faults.fail-fraction: partition {partition_id} fails round {server_round}")
     if fault == "slow":
         time.sleep(config.faults.slow_seconds)
-    pending = sync_base(worker.base, msg.content, context)
-    frozen = sync_frozen(worker, msg.content, context)
+    try:
+        pending = sync_base(worker.base, msg.content, context)
+        frozen = sync_frozen(worker, msg.content, context)
+    except NodeStateMissing as exc:
+        return state_missing_reply(msg, exc)
     factors = RoundFactors.of(msg.content, context)
     received = _load_global(worker, msg.content, factors)
     rows = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
+    private = _private_round(config, context)
+    if private is not None:
+        try:
+            _restore_privacy(msg, context, private, partition_id=partition_id, num_examples=len(rows))
+        except HistoryMissing as exc:
+            log(WARNING, "partition %d, round %d: %s", partition_id, server_round, exc)
+            return Message(error=Error(code=PRIVACY_HISTORY_MISSING, reason=str(exc)), reply_to=msg)
     try:
         with factors.training(worker.model):  # the round's fixed layers (RoLoRA, FedSVD) do not train
             stats = local_train(
@@ -140,12 +168,14 @@ def train(msg: Message, context: Context) -> Message:
                 lr=config.train.lr,
                 weight_decay=config.train.weight_decay,
                 seed=_client_seed(config.seed, server_round, partition_id),
-                private=_private_round(config, context),
+                private=private,
             )
     except BudgetExhausted as exc:
         log(WARNING, "partition %d, round %d: %s", partition_id, server_round, exc)
         # no base commit: the server drops this reply, so it still believes the previous version
         return Message(error=Error(code=PRIVACY_BUDGET_EXHAUSTED, reason=str(exc)), reply_to=msg)
+    if private is not None:  # on disk before the reply leaves: a restart cannot forget this round's ε
+        persist_history(context, partition_id=partition_id, mechanism=private.config.accountant)
     update = AdapterUpdate(before=received, after=extract(worker.model), layout=worker.layout)
     payload = worker.task.transform_update(worker.model, update)
     payload = update.after if payload is None else payload
@@ -175,8 +205,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the global adapter on this node's share of the task's test split."""
     config, worker = _worker(msg, context)
     partition_id, num_partitions = _node_partition(context)
-    pending = sync_base(worker.base, msg.content, context)
-    frozen = sync_frozen(worker, msg.content, context)
+    try:
+        pending = sync_base(worker.base, msg.content, context)
+        frozen = sync_frozen(worker, msg.content, context)
+    except NodeStateMissing as exc:
+        return state_missing_reply(msg, exc)
     factors = RoundFactors.of(msg.content, context)
     received = _load_global(worker, msg.content, factors, personal=False)
     rows = worker.test_rows(partition_id=partition_id, num_partitions=num_partitions, seed=config.seed)

@@ -5,8 +5,8 @@ module; ``contract.base_delta``, identical bit for bit on every node) and ``v`` 
 Flower ``Context.state``, which persists across messages in simulation and deployment alike (a
 deployed node runs every message in a fresh process). Each message that carries a base delta
 moves the node from ``base-from-version`` to ``base-version``; a node whose stored version does
-not match is refused with a clear error (its reply is dropped and counted by the server), never
-silently trained on a wrong base. Messages without a delta leave the pristine base ``W0``.
+not match is refused (:class:`BaseVersionMismatch`, a ``NODE_STATE_MISSING`` reply), never silently
+trained on a wrong base; the server then resends the cumulative delta from version 0 in the same round. Messages without a delta leave the pristine base ``W0``.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
 
 from adapters.base_delta import BaseWeights
+from client.node_state import NodeStateMissing
 from contract import BASE_DELTA, BASE_FROM_VERSION, BASE_SPLITS, BASE_VERSION, CONFIG, advance_base
 
 STATE_DELTA = "corolla.base-delta"
 STATE_META = "corolla.base-meta"
 
 
-class BaseVersionMismatch(RuntimeError):
-    """The server's delta starts from a base version this node does not hold."""
+class BaseVersionMismatch(NodeStateMissing):
+    """The server's delta starts from a base version this node does not hold (e.g. after a restart,
+    or a reply the server never received); the server resends the delta from version 0."""
 
 
 def _version(record: ConfigRecord, key: str) -> int:

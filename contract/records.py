@@ -16,6 +16,7 @@ counters are summed. Unknown metrics default to the weighted mean, like Flower's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Literal, cast
 
@@ -41,9 +42,18 @@ ADAPTER_KIND = "adapter-kind"
 (``adapter.name``, or the strategy's first kind when ``auto``); in every train and evaluate config
 record, and clients build their model with exactly this kind (they never import strategies)."""
 # Strategy- or lead-owned train-config keys go here, so clients never spell them by hand.
+EPSILON_SPENT = "privacy-epsilon-spent"
+"""In every train instruction of a DP run: the ε this node last reported to the server (0.0 if it never
+did). A node whose accountant history is below it refuses to train (``PRIVACY_HISTORY_MISSING``):
+the history was lost, and training on would restart ε (``docs/privacy.md §10``). Always a float, so
+the server can set each node's value after metering without changing a byte count."""
 
 # --- Error codes of client replies (``Message(error=Error(code, reason))``) -------------------------
 PRIVACY_BUDGET_EXHAUSTED = 4030  # DP client refuses to train: the round would exceed its ε budget
+NODE_STATE_MISSING = 4031  # the node lacks the frozen factors or base version the message assumes: resend them
+PRIVACY_HISTORY_MISSING = 4032  # DP client refuses to train: its accountant history is missing or older than the server's
+NOT_TRAINED = frozenset({PRIVACY_BUDGET_EXHAUSTED, NODE_STATE_MISSING, PRIVACY_HISTORY_MISSING})
+"""Error codes a client sends before any DP-SGD step: the round spent no ε on that node."""
 
 # --- MetricRecord keys (client -> server, and aggregated server metrics) --------------------------
 NUM_EXAMPLES = "num-examples"
@@ -95,6 +105,8 @@ def _metric_records(record: RecordDict | MetricRecord) -> list[MetricRecord]:
 
 
 def _reduce(values: list[float], weights: list[float], how: Reduction) -> float:
+    if how in ("max", "min") and any(math.isnan(v) for v in values):
+        return math.nan  # unknown, whatever the order: Python's max(nan, 3) is nan but max(3, nan) is 3
     if how == "max":
         return max(values)
     if how == "min":

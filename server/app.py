@@ -27,9 +27,11 @@ from adapters.base_delta import BaseWeights
 from adapters.frozen import frozen_factors
 from client.tasks.setup import TaskAndModel, build_task_and_model
 from contract.extensions import load_installed_extensions
-from contract import ADAPTER_KIND, RunConfig, parse_run_config
+from contract import ADAPTER_KIND, EPSILON_SPENT, RunConfig, parse_run_config
 from server.adapter_setup import resolve_run_adapter_kind, strategy_adapter_params
 from server.central_eval import CentralEvaluator
+from server.epsilon_bound import EpsilonBound
+from server.epsilon_ledger import EpsilonLedger
 from server.checkpoint import Checkpoint, rng_state
 from server.empty_round import check_round, is_empty
 from server.export import export_final
@@ -68,9 +70,13 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     state.restore(strategy)
     strategy = secure_strategy(strategy, config, task=built.task, ledger=state.ledger)  # secagg.*: only sums reach it
     folder = state.open_folder(config)  # only once everything above resolved: a bad name leaves nothing
+    epsilon = (  # docs/privacy.md §9: every node's ε, reported or bounded by the server
+        EpsilonLedger(EpsilonBound(config, built, num_nodes), num_partitions=num_nodes, nodes=state.epsilon_nodes)
+        if config.privacy.enabled else None
+    )
     chain = wrap_strategy(
         strategy, task=built.task, folder=folder.path, ledger=state.ledger, round_offset=state.round_offset,
-        broadcast=state.broadcast,
+        broadcast=state.broadcast, epsilon=epsilon,
     )
     base = BaseWeights(built.model)
     recorder = RoundRecorder(
@@ -99,8 +105,8 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
             "rounds_without_replies": sum(is_empty(r) for r in recorder.rows),
             **state.summary(),
             **secagg_summary(config, recorder.rows),
-            **({"privacy": {**privacy, "epsilon": max((r["epsilon"] for r in recorder.rows if "epsilon" in r), default=None)}}
-               if privacy else {}),
+            **({"privacy": {**privacy, "epsilon": epsilon.epsilon(), "nodes": epsilon.table()}}
+               if privacy and epsilon is not None else {}),
             "wall_s": round(time.perf_counter() - started, 2),
         }
     )
@@ -163,6 +169,7 @@ def _run_rounds(
                 global_arrays={key: array.numpy() for key, array in arrays.items()}, frozen=frozen,
                 strategy_arrays=state_arrays, strategy_meta=state_meta, rng_state=rng_state(),
                 ledger=list(chain.meter.ledger.rows), rows=recorder.rows, broadcast=chain.relay.broadcast,
+                epsilon_ledger=chain.driver.epsilon.state() if chain.driver.epsilon is not None else None,
             ).save(folder.path)
         return metrics
 
@@ -173,12 +180,15 @@ def _run_rounds(
         return f"{chain.meter.ledger.total() / 1e6:.2f} MB so far{latest}"
 
     initial = ArrayRecord({key: Array(value) for key, value in state.start_arrays.items()})
+    train_config = ConfigRecord({ADAPTER_KIND: adapter_kind})
+    if config.privacy.enabled:
+        train_config[EPSILON_SPENT] = 0.0  # each node's value is set by the ε ledger (server.epsilon_ledger)
     random.setstate(state.rng_state)  # Flower samples nodes with the global `random`
     result = chain.driver.start(
         grid=ProgressGrid(grid, num_rounds=config.num_server_rounds, status=status),
         initial_arrays=initial,
         num_rounds=config.num_server_rounds - state.round_offset,
-        train_config=ConfigRecord({ADAPTER_KIND: adapter_kind}),
+        train_config=train_config,
         evaluate_config=ConfigRecord({ADAPTER_KIND: adapter_kind}),
         evaluate_fn=chain.driver.evaluate_fn(record_and_checkpoint),
         timeout=config.round_timeout or 3600,

@@ -10,8 +10,8 @@
   bytes; Flower's node ids are random unsigned 64-bit integers),
 
 and, in the safetensors metadata (plain strings, JSON; never pickle), the round, the config, the
-strategy's metadata, Python's ``random`` state (Flower samples nodes with it), the plugin broadcast
-and the ``rounds.jsonl`` rows. The file is written to a temporary name, fsynced, then renamed over
+strategy's metadata, Python's ``random`` state (Flower samples nodes with it), the plugin broadcast,
+the ``rounds.jsonl`` rows and, in a DP run, the per-node ε ledger (``server.epsilon_ledger``). The file is written to a temporary name, fsynced, then renamed over
 the previous checkpoint (``os.replace`` is atomic on POSIX), so a kill at any moment leaves either the
 old or the new checkpoint, never half of one.
 
@@ -37,6 +37,7 @@ from safetensors.numpy import load_file, save_file
 from contract.config.run_config import MAX_ROUNDS
 from contract.secagg import PHASES as SECAGG_PHASES
 from contract.secagg import STAGES as SECAGG_STAGES
+from server.epsilon_ledger import EpsilonLedger
 from server.metering import LedgerRow
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -62,6 +63,7 @@ class Checkpoint:
     ledger: list[LedgerRow]
     rows: list[dict[str, Any]]
     broadcast: dict[str, Any] | None = None
+    epsilon_ledger: dict[str, Any] | None = None  # EpsilonLedger.state() of a DP run
 
     def save(self, folder: Path) -> Path:
         """Write atomically to ``folder / checkpoint.safetensors``; return the path."""
@@ -80,6 +82,7 @@ class Checkpoint:
             "rng": json.dumps([version, list(internal), gauss]),
             "rows": json.dumps(self.rows),
             "broadcast": json.dumps(self.broadcast),
+            "epsilon-ledger": json.dumps(self.epsilon_ledger),
         }
         path = folder / CHECKPOINT_NAME
         tmp = folder / f".{CHECKPOINT_NAME}.tmp"
@@ -150,6 +153,7 @@ def read_fields(metadata: Mapping[str, str], tensors: dict[str, np.ndarray], *, 
         "rng_state": check("rng", lambda: _rng(_json(metadata["rng"]))),
         "rows": check("rows", lambda: _rows(_json(metadata["rows"]), server_round or MAX_ROUNDS)),
         "broadcast": check("broadcast", lambda: _optional_dict(_json(metadata["broadcast"]))),
+        "epsilon_ledger": check("epsilon-ledger", lambda: _epsilon_ledger(metadata.get("epsilon-ledger", "null"))),
         "ledger": check("ledger", lambda: _ledger(tensors.pop("ledger"), server_round or MAX_ROUNDS)),
     }
     groups: dict[str, dict[str, np.ndarray]] = {prefix: {} for prefix in _PREFIXES}
@@ -194,6 +198,14 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def _optional_dict(value: Any) -> dict[str, Any] | None:
     return None if value is None else _dict(value)
+
+
+def _epsilon_ledger(text: str) -> dict[str, Any] | None:
+    """The per-node ε ledger (absent in checkpoints of runs without DP), each entry checked."""
+    state = _optional_dict(_json(text))
+    if state is not None:
+        EpsilonLedger.nodes_from_state(state)  # ValueError naming the bad node
+    return state
 
 
 def _scalar_dict(value: Any) -> dict[str, Any]:

@@ -84,7 +84,8 @@ class Metered(StrategyWrapper[PluginRelay]):
         self.train_metrics: dict[int, MetricRecord] = {}
         self.evaluate_metrics: dict[int, MetricRecord] = {}
 
-    def _meter(self, messages: Iterable[Message], *, server_round: int, direction: str, phase: str) -> list[Message]:
+    def meter(self, messages: Iterable[Message], *, server_round: int, direction: str, phase: str) -> list[Message]:
+        """Enter ``messages`` in the ledger (also for the round driver's resends); returns them as a list."""
         messages = list(messages)
         for msg in messages:
             node = msg.metadata.dst_node_id if direction == DOWN else msg.metadata.src_node_id
@@ -100,14 +101,14 @@ class Metered(StrategyWrapper[PluginRelay]):
     ) -> Iterable[Message]:
         """Delegate, then meter what goes down."""
         out = self.inner.configure_train(server_round, arrays, config, grid)
-        return self._meter(out, server_round=server_round, direction=DOWN, phase="train")
+        return self.meter(out, server_round=server_round, direction=DOWN, phase="train")
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Meter what came up (every reply, valid or not), then delegate."""
         replies = [r for r in replies]
-        self._meter([r for r in replies if r.has_content()], server_round=server_round, direction=UP, phase="train")
+        self.meter([r for r in replies if r.has_content()], server_round=server_round, direction=UP, phase="train")
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         if metrics is not None:
             self.train_metrics[server_round] = metrics
@@ -118,12 +119,12 @@ class Metered(StrategyWrapper[PluginRelay]):
     ) -> Iterable[Message]:
         """Delegate, then meter what goes down."""
         out = self.inner.configure_evaluate(server_round, arrays, config, grid)
-        return self._meter(out, server_round=server_round, direction=DOWN, phase="evaluate")
+        return self.meter(out, server_round=server_round, direction=DOWN, phase="evaluate")
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Meter what came up, then delegate."""
         replies = [r for r in replies]
-        self._meter([r for r in replies if r.has_content()], server_round=server_round, direction=UP, phase="evaluate")
+        self.meter([r for r in replies if r.has_content()], server_round=server_round, direction=UP, phase="evaluate")
         metrics = self.inner.aggregate_evaluate(server_round, replies)
         if metrics is not None:
             self.evaluate_metrics[server_round] = metrics

@@ -86,6 +86,7 @@ class RoundRecorder:
         row["bytes_down_total"] = ledger.total(direction=DOWN)
         row["bytes_up_total"] = ledger.total(direction=UP)
         train.pop(PARTITION_ID, None)  # an identifier for ordering replies, not a metric
+        train.pop(EPSILON, None)  # the max over this round's replies only: the server's ε ledger replaces it
         row.update({k: v for k, v in train.items() if k != NUM_EXAMPLES})
         row.update({f"fed_{k}": v for k, v in fed_eval.items() if k != NUM_EXAMPLES})
         row.update(self.chain.relay.round_metrics.get(server_round, {}))  # task-plugin metrics
@@ -98,6 +99,10 @@ class RoundRecorder:
                 path = self.folder.path / "samples" / f"round-{server_round:03d}.jsonl"
                 path.parent.mkdir(exist_ok=True)
                 path.write_text("".join(json.dumps(sample, sort_keys=True) + "\n" for sample in metrics.samples))
+        ledger_eps = self.chain.driver.epsilon
+        if ledger_eps is not None:  # docs/privacy.md §9: every node's ε, reported or bounded; set last
+            row[EPSILON] = ledger_eps.epsilon()
+            row["epsilon_bounded_nodes"] = ledger_eps.bounded_nodes()
         now = time.perf_counter()
         row["wall_s"] = round(now - self._last, 3)
         self._last = now

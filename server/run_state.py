@@ -25,6 +25,7 @@ from client.tasks.setup import TaskAndModel
 from contract import RunConfig
 from server.adapter_setup import initialise_adapter
 from server.checkpoint import Checkpoint, CheckpointError, check_compatible, check_rounds_left
+from server.epsilon_ledger import EpsilonLedger, NodeEpsilon
 from server.metering import ByteLedger
 from server.run_folder import RunFolder
 from strategies.protocol import CorollaStrategy, StrategyState
@@ -49,6 +50,7 @@ class RunState:
     broadcast: dict[str, Any] | None = None
     strategy_state: StrategyState | None = None
     folder: Path | None = None
+    epsilon_nodes: dict[int, NodeEpsilon] | None = None  # the per-node ε ledger at the checkpoint (DP runs)
 
     @classmethod
     def fresh(cls, config: RunConfig, built: TaskAndModel, grid: Grid, adapter_kind: str) -> RunState:
@@ -78,6 +80,7 @@ class RunState:
         check_fits(checkpoint.global_arrays, extract(built.model), what="global adapter (`global/*`)")
         check_fits(checkpoint.frozen, frozen_factors(built.model), what="frozen factors (`frozen/*`)")
         load_frozen_factors(built.model, checkpoint.frozen)
+        epsilon_nodes = EpsilonLedger.nodes_from_state(checkpoint.epsilon_ledger or {})  # checked when read
         return cls(
             round_offset=checkpoint.server_round,
             start_arrays=checkpoint.global_arrays,
@@ -87,6 +90,7 @@ class RunState:
             broadcast=checkpoint.broadcast,
             strategy_state=StrategyState(checkpoint.strategy_arrays, checkpoint.strategy_meta),
             folder=folder,
+            epsilon_nodes=epsilon_nodes,
         )
 
     def restore(self, strategy: CorollaStrategy) -> None:

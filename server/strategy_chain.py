@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from client.tasks.base import Task
+from server.epsilon_ledger import EpsilonLedger
 from server.metering import ByteLedger, Metered
 from server.plugin_relay import PluginRelay
 from server.round_driver import RoundDriver
@@ -38,10 +39,14 @@ def wrap_strategy(
     ledger: ByteLedger,
     round_offset: int,
     broadcast: dict[str, Any] | None,
+    epsilon: EpsilonLedger | None = None,
 ) -> StrategyChain:
     """Wrap ``strategy`` for a run: plugin relay (starting from ``broadcast``), byte meter (into
-    ``ledger``), round driver (rounds shifted by ``round_offset``)."""
+    ``ledger``), round driver (rounds shifted by ``round_offset``; resends through the strategy's
+    ``resync``; books ε in ``epsilon`` for a DP run)."""
     relay = PluginRelay(strategy, task, folder, broadcast=broadcast)
     meter = Metered(relay, ledger)
-    driver = RoundDriver(meter, offset=round_offset)
+    driver = RoundDriver(
+        meter, offset=round_offset, resync=strategy.resync, epsilon=epsilon, dropped=lambda: strategy.last_dropped
+    )
     return StrategyChain(driver=driver, meter=meter, relay=relay, strategy=strategy)

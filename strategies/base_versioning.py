@@ -86,6 +86,22 @@ class BaseVersioning:
             messages.append(Message(content=content, message_type=message_type, dst_node_id=node_id))
         return messages
 
+    def resync(self, message: Message) -> Message:
+        """``message`` rebuilt with the whole cumulative delta from version 0, for a node that reported it
+        does not hold the version the message starts from (a restart empties its ``Context.state``)."""
+        node_id = message.metadata.dst_node_id
+        self.node_version[node_id] = 0
+        base_keys = (BASE_VERSION, BASE_FROM_VERSION, BASE_SPLITS)
+        config = ConfigRecord({k: v for k, v in message.content.config_records[CONFIG].items() if k not in base_keys})
+        rebuilt = self.messages(
+            RecordDict({ARRAYS: message.content.array_records[ARRAYS], CONFIG: config}), [node_id],
+            message.metadata.message_type,
+        )[0]
+        for name, record in message.content.items():  # other layers' records (plugin broadcast, frozen factors)
+            if name not in (ARRAYS, CONFIG, BASE_DELTA):
+                rebuilt.content[name] = record
+        return rebuilt
+
     def note_replies(self, replies: Iterable[Message]) -> list[Message]:
         """Remember the base version each reply reports; returns the replies as a list.
 

@@ -109,6 +109,10 @@ class FedExLoRA(FedIT):
         """One message per node, each with the base delta from the version that node holds."""
         return self.versions.messages(record, node_ids, message_type)
 
+    def resync(self, message: Message) -> Message:
+        """Resend the cumulative base delta from version 0 to a node that lost its base (a restart)."""
+        return self.versions.resync(message)
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:

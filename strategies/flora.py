@@ -112,6 +112,10 @@ class FLoRA(FedIT):
         """One message per node, each with the merged updates it has not applied yet."""
         return self.versions.messages(record, node_ids, message_type)
 
+    def resync(self, message: Message) -> Message:
+        """Resend the cumulative base delta from version 0 to a node that lost its base (a restart)."""
+        return self.versions.resync(message)
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:

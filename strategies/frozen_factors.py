@@ -4,8 +4,9 @@ The payload of these adapter kinds holds only the trainable tensors (FFA: B; LoR
 weighted mean of those is the exact aggregate because every client holds the same frozen factors
 (``docs/algorithms.md §7``, ``§9.1``). :class:`FrozenFactorsDistribution` sends the factors once per
 node (``docs/algorithms.md §9.3``): every message carries their hash; a node that has not yet
-confirmed them also gets the factors themselves, and confirms in its reply, after which it is never
-sent them again.
+confirmed them also gets the factors themselves, and confirms in its reply, after which it is not
+sent them again unless it reports that it lost them (``NODE_STATE_MISSING``, e.g. after a SuperNode
+restart; :meth:`FrozenFactorsDistribution.resync`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ class FrozenFactorsDistribution:
             out.append(Message(content=content, message_type=message_type, dst_node_id=node_id))
         return out
 
+    def resync(self, message: Message) -> Message:
+        """``message`` plus the factors, for a node that reported it holds none; it is unconfirmed again."""
+        node_id = message.metadata.dst_node_id
+        self.confirmed.discard(node_id)
+        content = RecordDict(dict(message.content.items()))
+        content[FROZEN_FACTORS] = self.record
+        return Message(content=content, message_type=message.metadata.message_type, dst_node_id=node_id)
+
     def note_replies(self, replies: Iterable[Message]) -> list[Message]:
         """Nodes whose reply confirms the current hash hold the factors from now on; returns the replies."""
         replies = list(replies)
@@ -75,6 +84,10 @@ class FrozenFactorsStrategy(FedIT):
 
     def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
         return self.frozen.messages(record, node_ids, message_type)
+
+    def resync(self, message: Message) -> Message:
+        """Resend the frozen factors to a node that lost them (a restarted SuperNode)."""
+        return self.frozen.resync(message)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -11,7 +11,9 @@ aggregates train and evaluate rounds) that also
   stores arrays with safetensors and the metadata as JSON, never pickle);
 - optionally, if it changes the frozen base weights (FedEx-LoRA, FLoRA), returns the cumulative
   base delta every node now holds (:meth:`~CorollaStrategy.base_deltas`; default ``None``: the base
-  is the pretrained one).
+  is the pretrained one);
+- optionally, if it gives nodes state they keep across rounds (frozen factors, a base version),
+  rebuilds a message for a node that lost it (:meth:`~CorollaStrategy.resync`; default ``None``).
 
 :func:`protocol_problems` checks a class against this list; ``@register_strategy`` calls it at
 import and refuses a class that lacks a required member, naming it.
@@ -25,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from flwr.app import Message
 from flwr.serverapp.strategy import Strategy
 
 
@@ -77,6 +80,16 @@ class CorollaStrategy(Strategy):
 
         ``None`` (the default) for strategies that never change the base; an empty dict before a
         base-changing strategy's first fold.
+        """
+        return None
+
+    def resync(self, message: Message) -> Message | None:
+        """``message``, as sent this round, rebuilt for a node that replied ``NODE_STATE_MISSING``.
+
+        The node holds none of the state this strategy gave it in earlier rounds (a restarted
+        SuperNode: ``docs/privacy.md §10``); the returned message carries all of it, and the strategy
+        from now on treats the node as holding only what this message gives it. The round driver
+        resends it in the same round. ``None`` (the default): nothing to resend.
         """
         return None
 

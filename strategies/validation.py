@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 
-from contract.records import NUM_EXAMPLES
+from contract.records import EPSILON, NUM_EXAMPLES
 
 Expected = dict[str, tuple[tuple[int, ...], np.dtype]]
 """Array key -> (shape, dtype) a reply must reproduce."""
@@ -54,7 +54,20 @@ def check_metrics(content: RecordDict, weighted_by_key: str = NUM_EXAMPLES) -> i
         raise MalformedReply(f"`{weighted_by_key}` must be an integer, got {value!r}")
     if value <= 0:
         raise MalformedReply(f"`{weighted_by_key}` must be positive, got {value!r}")
+    check_epsilon(metrics.get(EPSILON))
     return int(value)
+
+
+def check_epsilon(value: object) -> None:
+    """A reported ``epsilon`` must be one finite number ``>= 0`` (``docs/privacy.md §7``): a NaN, an
+    infinity, a negative value or a list cannot be a privacy loss, and the reply is dropped (the
+    server then bounds that node's ε itself, ``docs/privacy.md §9``). ``None``: not reported."""
+    if value is None:
+        return
+    if isinstance(value, list) or isinstance(value, bool) or not isinstance(value, int | float):
+        raise MalformedReply(f"`{EPSILON}` must be a finite number >= 0, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise MalformedReply(f"`{EPSILON}` must be a finite number >= 0, got {value!r}")
 
 
 def check_reply(

@@ -11,6 +11,7 @@ reply, as Flower's runtime does.
 from __future__ import annotations
 
 import copy
+import tempfile
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -50,6 +51,10 @@ class FakeGrid(Grid):
         Copied into every node's ``context.run_config``.
     run_id : int (default: 1)
     first_node_id : int (default: 100)
+    state_dir : str | None (default: None)
+        Every node's ``state-dir`` node-config key (where a DP node keeps its accountant history,
+        ``client.privacy_history``); ``None``: a fresh temporary folder per grid, so runs never
+        see each other's histories (they all have run id 1).
 
     Attributes
     ----------
@@ -68,16 +73,18 @@ class FakeGrid(Grid):
         *,
         run_id: int = 1,
         first_node_id: int = 100,
+        state_dir: str | None = None,
     ) -> None:
         set_task_identity(run_id=run_id)
         self.handler = handler
         self.run_id = run_id
         self.node_ids = [first_node_id + i for i in range(num_nodes)]
+        self.state_dir = state_dir or tempfile.mkdtemp(prefix="corolla-node-state-")
         self.contexts = {
             node_id: Context(
                 run_id=run_id,
                 node_id=node_id,
-                node_config={"partition-id": i, "num-partitions": num_nodes},
+                node_config={"partition-id": i, "num-partitions": num_nodes, "state-dir": self.state_dir},
                 state=RecordDict(),
                 run_config=dict(run_config or {}),
             )
