@@ -5,7 +5,7 @@ FLoRA node is sent only the base delta from the version it last reported. Both l
 ``Context.state``, which a SuperNode restart empties (Flower 1.42 keeps it in memory). Such a node
 raises :class:`NodeStateMissing` before it trains and replies with error code
 ``NODE_STATE_MISSING``; the server's round driver asks the strategy for a message carrying the
-whole state and resends it within the same round (``docs/privacy.md §10``, ``docs/algorithms.md
+whole state and resends it within the same round (``docs/privacy.md §11``, ``docs/algorithms.md
 §9.3``), so the run goes on as if the node had never restarted.
 """
 

@@ -2,7 +2,7 @@
 
 Flower 1.42 keeps ``Context.state`` in the SuperNode's memory only: a restarted node starts with an
 empty context, and an accountant restored from it would start again at ε = 0 and could spend the
-whole budget a second time (``docs/privacy.md §10``). So after every successful DP round the node
+whole budget a second time (``docs/privacy.md §11``). So after every successful DP round the node
 also writes its history (``privacy.accounting``'s ``(σ, q, steps)`` entries, a few plain numbers)
 as JSON to
 

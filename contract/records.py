@@ -45,7 +45,7 @@ record, and clients build their model with exactly this kind (they never import 
 EPSILON_SPENT = "privacy-epsilon-spent"
 """In every train instruction of a DP run: the ε this node last reported to the server (0.0 if it never
 did). A node whose accountant history is below it refuses to train (``PRIVACY_HISTORY_MISSING``):
-the history was lost, and training on would restart ε (``docs/privacy.md §10``). Always a float, so
+the history was lost, and training on would restart ε (``docs/privacy.md §11``). Always a float, so
 the server can set each node's value after metering without changing a byte count."""
 
 # --- Error codes of client replies (``Message(error=Error(code, reason))``) -------------------------

@@ -70,7 +70,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     state.restore(strategy)
     strategy = secure_strategy(strategy, config, task=built.task, ledger=state.ledger)  # secagg.*: only sums reach it
     folder = state.open_folder(config)  # only once everything above resolved: a bad name leaves nothing
-    epsilon = (  # docs/privacy.md §9: every node's ε, reported or bounded by the server
+    epsilon = (  # docs/privacy.md §10: every node's ε, reported or bounded by the server
         EpsilonLedger(EpsilonBound(config, built, num_nodes), num_partitions=num_nodes, nodes=state.epsilon_nodes)
         if config.privacy.enabled else None
     )

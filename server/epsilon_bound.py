@@ -7,7 +7,7 @@ by the same deterministic search over the same planned steps); and ``train.local
 A client's history after ``k`` rounds is ``k`` entries ``(σ, q, steps)``, merged to one, so the
 server's ε is the client's, bit for bit (``privacy.engine.privatize`` and ``privacy.accounting``
 are the very functions the client uses). A node that cannot have taken more than ``k`` rounds has
-spent at most this ε (``docs/privacy.md §9``).
+spent at most this ε (``docs/privacy.md §10``).
 """
 
 from __future__ import annotations

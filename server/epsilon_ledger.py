@@ -14,7 +14,7 @@ A node with ``unreported > 0`` is **charged** ``max(reported, ε_bound)``, where
 of ``rounds`` full rounds computed by the server with the clients' own accountant
 (:class:`server.epsilon_bound.EpsilonBound`): the node's history cannot hold more steps than that.
 Otherwise its ε is what it reported (its history then covers every round it trained in). The round
-row's ``epsilon`` is the max over all nodes so far (``docs/privacy.md §9``): monotone in the rounds,
+row's ``epsilon`` is the max over all nodes so far (``docs/privacy.md §10``): monotone in the rounds,
 and independent of which clients were sampled last.
 
 The ledger also tells the driver what to send each node (``EPSILON_SPENT``: its ``reported``), by

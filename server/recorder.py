@@ -100,7 +100,7 @@ class RoundRecorder:
                 path.parent.mkdir(exist_ok=True)
                 path.write_text("".join(json.dumps(sample, sort_keys=True) + "\n" for sample in metrics.samples))
         ledger_eps = self.chain.driver.epsilon
-        if ledger_eps is not None:  # docs/privacy.md §9: every node's ε, reported or bounded; set last
+        if ledger_eps is not None:  # docs/privacy.md §10: every node's ε, reported or bounded; set last
             row[EPSILON] = ledger_eps.epsilon()
             row["epsilon_bounded_nodes"] = ledger_eps.bounded_nodes()
         now = time.perf_counter()

@@ -10,7 +10,7 @@
   ``round-timeout`` are counted per round in :attr:`timed_out`.
 - **Lost node state.** A node that replies ``NODE_STATE_MISSING`` (a restarted SuperNode without
   its frozen factors or base version) is sent the strategy's :meth:`resync` of its message once, in
-  the same round, and that reply replaces the error (``docs/privacy.md §10``). The resend is metered;
+  the same round, and that reply replaces the error (``docs/privacy.md §11``). The resend is metered;
   it may lengthen the round by up to one more ``round-timeout``.
 - **ε.** In a DP run the :class:`~server.epsilon_ledger.EpsilonLedger` learns which nodes were
   instructed and what they replied, and every train message carries the ε its node last reported.

@@ -87,7 +87,7 @@ class CorollaStrategy(Strategy):
         """``message``, as sent this round, rebuilt for a node that replied ``NODE_STATE_MISSING``.
 
         The node holds none of the state this strategy gave it in earlier rounds (a restarted
-        SuperNode: ``docs/privacy.md §10``); the returned message carries all of it, and the strategy
+        SuperNode: ``docs/privacy.md §11``); the returned message carries all of it, and the strategy
         from now on treats the node as holding only what this message gives it. The round driver
         resends it in the same round. ``None`` (the default): nothing to resend.
         """

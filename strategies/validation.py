@@ -61,7 +61,7 @@ def check_metrics(content: RecordDict, weighted_by_key: str = NUM_EXAMPLES) -> i
 def check_epsilon(value: object) -> None:
     """A reported ``epsilon`` must be one finite number ``>= 0`` (``docs/privacy.md §7``): a NaN, an
     infinity, a negative value or a list cannot be a privacy loss, and the reply is dropped (the
-    server then bounds that node's ε itself, ``docs/privacy.md §9``). ``None``: not reported."""
+    server then bounds that node's ε itself, ``docs/privacy.md §10``). ``None``: not reported."""
     if value is None:
         return
     if isinstance(value, list) or isinstance(value, bool) or not isinstance(value, int | float):

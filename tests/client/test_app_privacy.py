@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
+
 import numpy as np
 import pytest
-from flwr.app import Context, RecordDict
+from flwr.app import Context, Message, RecordDict
 
 import client.worker as worker_module
 from client.app import app as client_app
+from client.privacy_history import history_path
 from privacy import STATE_KEY
-from contract import PRIVACY_BUDGET_EXHAUSTED, ConfigError, parse_run_config
+from contract import EPSILON_SPENT, PRIVACY_BUDGET_EXHAUSTED, PRIVACY_HISTORY_MISSING, ConfigError, parse_run_config
 from tests.client.test_app import RUN, initial_arrays, reply_arrays, train_message
 
 DP = {**RUN, "privacy.enabled": True, "privacy.noise-multiplier": 1.0, "num-server-rounds": 3}
@@ -19,7 +23,8 @@ def dp_context(run_config: dict, partition_id: int = 0, state: RecordDict | None
     return Context(
         run_id=1,
         node_id=100 + partition_id,
-        node_config={"partition-id": partition_id, "num-partitions": 4},
+        # a fresh state-dir each time: a history on disk from another test would be restored (client.privacy_history)
+        node_config={"partition-id": partition_id, "num-partitions": 4, "state-dir": tempfile.mkdtemp()},
         state=state if state is not None else RecordDict(),
         run_config=dict(run_config),
     )
@@ -79,3 +84,48 @@ def test_privacy_settings_are_checked_at_start_with_the_key_and_the_fix() -> Non
     with pytest.raises(ConfigError, match="privacy.accountant"):
         parse_run_config({"privacy.accountant": "gdp"})
     assert parse_run_config({"privacy.enabled": True, "privacy.target-epsilon": 8.0}).privacy.enabled
+
+
+def _spent(msg: Message, epsilon: float) -> Message:
+    """``msg`` with the server's record of this node's ε (``EPSILON_SPENT``), as the ledger stamps it."""
+    msg.content["config"][EPSILON_SPENT] = epsilon
+    return msg
+
+
+def test_after_a_restart_the_history_comes_back_from_the_nodes_disk_and_epsilon_goes_on() -> None:
+    arrays = initial_arrays()
+    plain = dp_context(DP)
+    eps_plain = [client_app(train_message(arrays, 100, r), plain).content["metrics"]["epsilon"] for r in (1, 2)]
+    node = dp_context(DP)
+    first = client_app(_spent(train_message(arrays, 100, 1), 0.0), node)
+    path = history_path(node, 0)
+    assert json.loads(path.read_text())["format"] == "corolla.privacy-history/1"  # JSON, never pickle
+    restarted = Context(run_id=1, node_id=100, node_config=dict(node.node_config), state=RecordDict(),
+                        run_config=dict(DP))  # a SuperNode restart: Context.state is empty
+    second = client_app(_spent(train_message(arrays, 100, 2), first.content["metrics"]["epsilon"]), restarted)
+    assert [first.content["metrics"]["epsilon"], second.content["metrics"]["epsilon"]] == eps_plain
+
+
+def test_a_node_without_the_history_the_server_expects_refuses_to_train() -> None:
+    arrays = initial_arrays()
+    lost = dp_context(DP)  # empty state, empty state-dir
+    refused = client_app(_spent(train_message(arrays, 100, 2), 0.5), lost)
+    assert refused.has_error() and refused.error.code == PRIVACY_HISTORY_MISSING
+    assert "ε = 0.5" in refused.error.reason and str(history_path(lost, 0)) in refused.error.reason
+    assert STATE_KEY not in lost.state
+    # an older history than what the server saw (a stale backup) is refused too
+    node = dp_context(DP)
+    eps = client_app(_spent(train_message(arrays, 100, 1), 0.0), node).content["metrics"]["epsilon"]
+    stale = client_app(_spent(train_message(arrays, 100, 2), eps * 1.5), node)
+    assert stale.has_error() and stale.error.code == PRIVACY_HISTORY_MISSING
+
+
+def test_a_damaged_history_file_is_named_in_the_error() -> None:
+    arrays = initial_arrays()
+    node = dp_context(DP)
+    path = history_path(node, 0)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"format": "corolla.privacy-history/1", "mechanism": "rdp", "steps": [1]}')
+    with pytest.raises(ValueError, match="cannot be read") as caught:  # Flower turns it into an error reply
+        client_app(_spent(train_message(arrays, 100, 1), 0.0), node)
+    assert str(path) in str(caught.value)

@@ -1,4 +1,4 @@
-"""The server's per-node ε ledger: reported, refused, dropped and timed-out nodes (docs/privacy.md §9)."""
+"""The server's per-node ε ledger: reported, refused, dropped and timed-out nodes (docs/privacy.md §10)."""
 
 from __future__ import annotations
 
