@@ -68,12 +68,14 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     )
     strategy = _build_strategy(config, built)
     state.restore(strategy)
-    strategy = secure_strategy(strategy, config, task=built.task, ledger=state.ledger)  # secagg.*: only sums reach it
-    folder = state.open_folder(config)  # only once everything above resolved: a bad name leaves nothing
     epsilon = (  # docs/privacy.md §10: every node's ε, reported or bounded by the server
         EpsilonLedger(EpsilonBound(config, built, num_nodes), num_partitions=num_nodes, nodes=state.epsilon_nodes)
         if config.privacy.enabled else None
     )
+    strategy = secure_strategy(  # secagg.*: only sums reach it
+        strategy, config, task=built.task, ledger=state.ledger, epsilon=epsilon
+    )
+    folder = state.open_folder(config)  # only once everything above resolved: a bad name leaves nothing
     chain = wrap_strategy(
         strategy, task=built.task, folder=folder.path, ledger=state.ledger, round_offset=state.round_offset,
         broadcast=state.broadcast, epsilon=epsilon,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from contract import NUM_EXAMPLES, PARTITION_ID, RunConfig
 from contract.secagg import MASKED_METRICS, PUBLIC_METRICS, SecAggConfig
+from server.epsilon_ledger import EpsilonLedger
 from server.metering import ByteLedger
 from server.secagg.driver import SecAggDriver
 from server.secagg.strategy import ROUND_DROPPED, SecAggStrategy
@@ -44,14 +45,17 @@ def check_secagg(config: RunConfig, task: Task) -> None:
             )
 
 
-def secure_strategy(strategy: CorollaStrategy, config: RunConfig, *, task: Task, ledger: ByteLedger) -> CorollaStrategy:
-    """``strategy`` itself, or (``secagg.enabled``) wrapped so it aggregates only SecAgg+ sums."""
+def secure_strategy(
+    strategy: CorollaStrategy, config: RunConfig, *, task: Task, ledger: ByteLedger, epsilon: EpsilonLedger | None = None
+) -> CorollaStrategy:
+    """``strategy`` itself, or (``secagg.enabled``) wrapped so it aggregates only SecAgg+ sums (and books
+    ε in a DP run's ``epsilon`` ledger)."""
     check_secagg(config, task)
     section = config.section(SecAggConfig)
     if not section.enabled:
         return strategy
     driver = SecAggDriver(section, ledger, weighted=config.strategy.weighted, timeout=config.round_timeout or 3600.0)
-    return SecAggStrategy(strategy, driver)
+    return SecAggStrategy(strategy, driver, epsilon=epsilon)
 
 
 def secagg_summary(config: RunConfig, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from flwr.serverapp import Grid
 from contract import ARRAYS, CLIENTS, DEV_REL_MEAN, DEV_REL_PREFIX, DROPPED, METRICS, NUM_EXAMPLES, TRAIN_LOSS
 from server.secagg.driver import SecAggDriver
 from server.secagg.outcome import RoundDropped, SecAggOutcome, SecAggSum
+from server.epsilon_ledger import EpsilonLedger
 from strategies.protocol import CorollaStrategy, DroppedReply, StrategyState
 
 ROUND_DROPPED = "secagg_round_dropped"  # train metric: 1 when SecAgg could not decode the round
@@ -42,9 +43,10 @@ REJECTED_SHARES = "secagg_rejected_shares"  # train metric: unmask-stage shares 
 class SecAggStrategy(CorollaStrategy):
     """Wrap a linear strategy so that it aggregates only SecAgg+ sums (module docstring)."""
 
-    def __init__(self, inner: CorollaStrategy, driver: SecAggDriver) -> None:
+    def __init__(self, inner: CorollaStrategy, driver: SecAggDriver, *, epsilon: EpsilonLedger | None = None) -> None:
         self.inner = inner
         self.driver = driver
+        self.epsilon = epsilon  # a DP run's ε ledger: the round driver never sees SecAgg's messages
         self._pending: dict[int, tuple[ArrayRecord, dict[int, Message], SecAggOutcome]] = {}
         self._dropped: list[DroppedReply] = []
 
@@ -52,6 +54,9 @@ class SecAggStrategy(CorollaStrategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """Run the SecAgg+ round for the strategy's train messages; Flower's loop sends nothing."""
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        if self.epsilon is not None:  # docs/privacy.md §10, §11: each node's reported ε; who may spend ε
+            messages = self.epsilon.stamp(messages)
+            self.epsilon.instructed(m.metadata.dst_node_id for m in messages)
         if messages:
             outcome = self.driver.run_round(grid, server_round, messages)
             if isinstance(outcome, RoundDropped) and len(messages) < 2:
@@ -71,8 +76,11 @@ class SecAggStrategy(CorollaStrategy):
         if isinstance(outcome, RoundDropped):
             log(WARNING, "aggregate_train: %s; the global arrays stay unchanged", outcome)
             return None, MetricRecord({CLIENTS: 0, DROPPED: len(self._dropped), ROUND_DROPPED: 1})
-        arrays, metrics = self.inner.aggregate_train(server_round, receipts(outcome, sent, messages))
+        survivors = receipts(outcome, sent, messages)
+        arrays, metrics = self.inner.aggregate_train(server_round, survivors)
         self._dropped += list(self.inner.last_dropped)
+        if self.epsilon is not None:  # ε travels in plaintext (PUBLIC_METRICS); nodes dropped at any stage stay charged
+            self.epsilon.settle(survivors, dropped={d.node_id for d in self.inner.last_dropped})
         if metrics is not None:
             for name in [n for n in metrics if n.startswith(DEV_REL_PREFIX) or n == DEV_REL_MEAN]:
                 del metrics[name]

@@ -93,3 +93,12 @@ def test_fedex_with_secagg_is_refused_before_anything_runs(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="not a weighted sum"):
         _run(tmp_path, "refused", **{"strategy.name": "fedex", "secagg.enabled": True})
     assert not (tmp_path / "refused").exists()
+
+
+def test_with_dp_the_epsilon_ledger_books_the_plaintext_epsilon_of_every_survivor(tmp_path: Path) -> None:
+    folder = _run(tmp_path, "dp", **{"strategy.name": "fedit", "secagg.enabled": True, "privacy.enabled": True,
+                                      "privacy.noise-multiplier": 0.8, "train.local-steps": 2})
+    rows = read_rounds(folder / "rounds.jsonl")
+    nodes = json.loads((folder / "summary.json").read_text())["privacy"]["nodes"]
+    assert len(nodes) == 3 and all(n["reported"] > 0 and n["rounds"] == 1 and n["unreported"] == 0 for n in nodes)
+    assert rows[1]["epsilon"] == max(n["reported"] for n in nodes) and rows[1]["epsilon_bounded_nodes"] == 0
