@@ -236,7 +236,8 @@ class Topology:
             "--ssl-ca-certfile", str(self.certs / "ca.crt"),
             "--ssl-certfile", str(self.certs / f"supernode-{i}.crt"),
             "--ssl-keyfile", str(self.certs / f"supernode-{i}.key"),
-            "--node-config", f"partition-id={i - 1} num-partitions={self.nodes}",
+            # state-dir: where the node's ClientApps keep its DP accountant history (docs/privacy.md §11)
+            "--node-config", f"partition-id={i - 1} num-partitions={self.nodes} state-dir={self.root / 'node-state' / str(i)}",
             *self._secret_flags(str(i)),
         ]
         if max_wait_time is not None:

@@ -8,9 +8,11 @@ off the wire (``num-examples``) and the documented rules (``docs/privacy.md §1,
 Tolerances, and why:
 
 - RDP (``privacy.accountant = rdp``): Opacus and dp-accounting compute the same Rényi divergence at
-  integer orders (they agree to 1e-15 there) but differ at fractional orders, where dp-accounting 0.6
-  uses a looser bound (its series "fails to converge" and it falls back): so Corolla's ε is at most
-  dp-accounting's over the same orders, and at most 1% below it (measured: 0.01% to 0.4%).
+  integer orders (they agree to 1e-15 there) but not at every fractional order, where dp-accounting
+  0.6 falls back to a looser bound when its series does not converge: over the same orders Corolla's ε
+  is therefore at most dp-accounting's. Here (q about 1/150 and 1/76, σ = 0.8) the two agree to
+  7e-8 relative (measured), so the test asks for 1e-6; at large q (0.25, 40 steps) the fractional
+  orders alone make them differ by up to 0.4%.
 - PLD (``privacy.accountant = prv``): Opacus's PRV accountant (Gopi et al. 2021) and dp-accounting's
   privacy-loss-distribution accountant both approximate the same tight ε numerically; Opacus asks
   for an ε error of 0.01, dp-accounting discretises at 1e-4. Corolla's ε must be within 0.02 of the
@@ -111,13 +113,13 @@ def test_every_clients_epsilon_matches_dp_accounting(honest: tuple) -> None:
             reference, pld = _reference(accountant, int(metrics[NUM_EXAMPLES]), r)
             reported = metrics[EPSILON]
             if accountant == "rdp":
-                assert reference * 0.99 <= reported <= reference * (1 + 1e-12)
+                assert reference * (1 - 1e-6) <= reported <= reference * (1 + 1e-12)
                 assert reported >= pld  # RDP's conversion is an upper bound on the tight ε
             else:
                 assert pld - 1e-3 <= reported <= pld + 0.02
             references.append(reference)
         ratio = rows[r][EPSILON] / max(references)
-        assert (0.99 <= ratio <= 1 + 1e-12) if accountant == "rdp" else (abs(rows[r][EPSILON] - max(references)) <= 0.02)
+        assert (1 - 1e-6 <= ratio <= 1 + 1e-12) if accountant == "rdp" else (abs(rows[r][EPSILON] - max(references)) <= 0.02)
 
 
 def test_a_client_reporting_nan_epsilon_is_dropped_and_its_epsilon_still_counts(honest: tuple, tmp_path: Path) -> None:
