@@ -24,6 +24,7 @@ def _valid(folder: Path) -> Path:
         ledger=[LedgerRow(1, 2**64 - 1, "up", "train", 10), LedgerRow(2, 7, "down", "setup", 9)],
         rows=[{"round": 0, "clients": 0}, {"round": 1, "clients": 3}, {"round": 2, "clients": 3, "fed_x": [1.0, 2.0]}],
         broadcast={"lexicon": ["a"]},
+        epsilon_ledger={"7": {"reported": 1.5, "rounds": 2, "unreported": 1, "partition": 0}},
     ).save(folder)
     return folder / CHECKPOINT_NAME
 
@@ -47,6 +48,7 @@ def test_a_valid_checkpoint_round_trips(tmp_path: Path) -> None:
     assert ckpt.server_round == 2 and ckpt.rows[2]["fed_x"] == [1.0, 2.0] and ckpt.broadcast == {"lexicon": ["a"]}
     assert ckpt.ledger[0].node == 2**64 - 1 and ckpt.rng_state == random.Random(4).getstate()
     assert set(ckpt.global_arrays) == {"a"} and set(ckpt.frozen) == {"f"} and set(ckpt.strategy_arrays) == {"log/x"}
+    assert ckpt.epsilon_ledger == {"7": {"reported": 1.5, "rounds": 2, "unreported": 1, "partition": 0}}
 
 
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -75,6 +77,13 @@ METADATA_CASES = [
     ("rows", '[{"round": 1, "clients": 2.5}]', "`rows`: row 0: clients must be non-negative"),
     ("broadcast", "[1]", "`broadcast`: expected a JSON object, got list"),
     ("broadcast", None, "`broadcast` is missing"),
+    ("epsilon-ledger", "[1]", "`epsilon-ledger`: expected a JSON object, got list"),
+    ("epsilon-ledger", '{"7": {"reported": NaN, "rounds": 1, "unreported": 0, "partition": null}}',
+     "`epsilon-ledger`: ε ledger entry for node '7' is malformed"),
+    ("epsilon-ledger", '{"7": {"reported": 1.0, "rounds": 1, "unreported": 2, "partition": null}}',
+     "`epsilon-ledger`: ε ledger entry for node '7' is malformed"),
+    ("epsilon-ledger", '{"x": {"reported": 1.0, "rounds": 1, "unreported": 0, "partition": null}}',
+     "`epsilon-ledger`:"),
 ]
 
 
@@ -139,5 +148,5 @@ def test_the_checkpoint_holds_no_pickle(tmp_path: Path) -> None:
     path = _valid(tmp_path)
     header_len = int.from_bytes(path.read_bytes()[:8], "little")
     header = json.loads(path.read_bytes()[8 : 8 + header_len])  # safetensors: a JSON header, then raw tensor bytes
-    assert set(header["__metadata__"]) == {"round", "config", "strategy", "rng", "rows", "broadcast"}
+    assert set(header["__metadata__"]) == {"round", "config", "strategy", "rng", "rows", "broadcast", "epsilon-ledger"}
     assert all(isinstance(v, str) for v in header["__metadata__"].values())
