@@ -47,6 +47,8 @@ def wrap_strategy(
     relay = PluginRelay(strategy, task, folder, broadcast=broadcast)
     meter = Metered(relay, ledger)
     driver = RoundDriver(
-        meter, offset=round_offset, resync=strategy.resync, epsilon=epsilon, dropped=lambda: strategy.last_dropped
+        meter, offset=round_offset, epsilon=epsilon, dropped=lambda: strategy.last_dropped,
+        # a registered strategy need not subclass CorollaStrategy (strategies.protocol); then nothing is resent
+        resync=strategy.resync if isinstance(strategy, CorollaStrategy) else None,
     )
     return StrategyChain(driver=driver, meter=meter, relay=relay, strategy=strategy)
