@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from dataclasses import dataclass, field
+from logging import INFO
 from typing import Any
+
+from flwr.common.logger import log
 
 from adapters.base_delta import BaseWeights
 from adapters.payload import layout
@@ -64,6 +69,16 @@ class Worker:
 _CACHE: dict[str, Worker] = {}
 
 
+@dataclass
+class BuildCounter:
+    """How many times this process built a base model and task data (a warm node worker: once per run)."""
+
+    count: int = 0
+
+
+BUILDS = BuildCounter()
+
+
 # Run-config fields that never change what a worker builds (the model, adapter, task and its data);
 # every other field, plugin sections included, is part of the worker's identity.
 _NOT_WORKER_STATE = frozenset(
@@ -87,7 +102,11 @@ def get_worker(config: RunConfig, adapter_kind: str) -> Worker:
     worker = _CACHE.get(key)
     if worker is None:
         _CACHE.clear()  # a new run in the same process: free the previous base model first
+        started = time.perf_counter()
         built = build_task_and_model(config, adapter_kind)
+        BUILDS.count += 1
+        log(INFO, "client worker (pid %d): built %s with %s adapters and the %s data in %.2f s (build %d of this process)",
+            os.getpid(), config.model.name, adapter_kind, config.task.name, time.perf_counter() - started, BUILDS.count)
         worker = Worker(
             key=key,
             task=built.task,

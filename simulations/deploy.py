@@ -12,6 +12,10 @@ keys come from ``docker/make-certs.sh``, the same script the Docker deployment u
     flwr run . corolla-deploy --stream --run-config "output-dir='$PWD/runs'"
     python -m simulations.deploy down --dir /tmp/corolla-deploy           # stop every process
 
+``up --warm-workers`` also starts each node's warm worker (``python -m client.node_worker``, holding
+the base model and task data across messages; ``docs/scaling.md §3``) before its SuperNode, and gives
+the SuperNode ``worker-socket`` in its node config.
+
 From Python::
 
     with Topology(Path("/tmp/x"), nodes=2) as topo:
@@ -40,8 +44,10 @@ from typing import Any
 from simulations.flower_env import flower_binary, flower_env
 
 CONNECTION = "corolla-deploy"
-MAKE_CERTS = Path(__file__).resolve().parent.parent / "docker" / "make-certs.sh"
+CODE_ROOT = Path(__file__).resolve().parent.parent  # the checkout: the node workers import Corolla from here
+MAKE_CERTS = CODE_ROOT / "docker" / "make-certs.sh"
 RUNNING_LOG = re.compile(r"Uvicorn running on https://")
+WORKER_LISTENING_LOG = re.compile(r"node worker \d+ listening on ")
 
 
 class DeploymentError(RuntimeError):
@@ -98,7 +104,9 @@ class Topology:
     """SuperLink + ``nodes`` SuperNodes + one SuperExec each, under ``root``.
 
     ``root`` holds ``certs/``, ``keys/`` (from make-certs.sh), ``logs/<component>.log``, a Flower
-    home per component (``homes/``) and the CLI's own ``cli-home/config.toml``. ``stop()`` (also on
+    home per component (``homes/``) and the CLI's own ``cli-home/config.toml``; with
+    ``warm_workers``, ``workers/node-<i>.sock`` and ``workers/node-<i>.json`` (the worker's status:
+    requests served, connections refused, model builds). ``stop()`` (also on
     leaving the ``with`` block) ends every process this object started, with its children.
     """
 
@@ -106,6 +114,7 @@ class Topology:
     nodes: int = 2
     host: str = "127.0.0.1"
     superexec_auth: bool = True
+    warm_workers: bool = False
     env: dict[str, str] = field(default_factory=lambda: flower_env(managed=False))
     components: list[Component] = field(default_factory=list)
     superlink_port: int = 0
@@ -153,6 +162,8 @@ class Topology:
         self.start_superlink(timeout=timeout)
         self.start_superexec("superexec-serverapp", self.address)
         for i in range(1, self.nodes + 1):
+            if self.warm_workers:
+                self.start_node_worker(i, timeout=timeout)
             self.register(self.keys / f"supernode-{i}.pub")
             port = free_port(self.host)
             self.node_ports.append(port)
@@ -161,7 +172,7 @@ class Topology:
                                  runtime_api=str(i))
         self.wait_nodes_online(self.nodes, timeout=timeout)
 
-    def spawn(self, name: str, cmd: list[str], *, home: Path | None = None) -> Component:
+    def spawn(self, name: str, cmd: list[str], *, home: Path | None = None, cwd: Path | None = None) -> Component:
         """Start ``cmd`` in its own session (so ``stop`` can end its children too), logging to a file."""
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -172,7 +183,7 @@ class Topology:
             env["FLWR_HOME"] = str(home)
         with log.open("wb") as handle:
             proc = subprocess.Popen(
-                cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=self.root, start_new_session=True
+                cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=cwd or self.root, start_new_session=True
             )
         component = Component(name, proc, log)
         self.components.append(component)
@@ -221,6 +232,38 @@ class Topology:
         return self.spawn(name, self.superexec_command(runtime_address, ca=ca, runtime_api=runtime_api),
                           home=self.root / "homes" / name)
 
+    def worker_socket(self, i: int) -> Path:
+        """Node ``i``'s worker socket (short: Unix socket paths are limited to 107 bytes)."""
+        return self.root / "workers" / f"node-{i}.sock"
+
+    def worker_status(self, i: int) -> dict[str, Any]:
+        """Node ``i``'s worker status file: pid, requests, refused, model_builds."""
+        return dict(json.loads((self.root / "workers" / f"node-{i}.json").read_text()))
+
+    def node_worker_command(self, i: int) -> list[str]:
+        """``python -m client.node_worker`` for node ``i``."""
+        return [sys.executable, "-m", "client.node_worker", "--socket", str(self.worker_socket(i)),
+                "--status-file", str(self.root / "workers" / f"node-{i}.json")]
+
+    def start_node_worker(self, i: int, *, timeout: float = 60.0) -> Component:
+        """Start node ``i``'s warm worker (from the checkout) and wait until it listens."""
+        component = self.spawn(f"node-worker-{i}", self.node_worker_command(i), cwd=CODE_ROOT)
+        wait_for_log(component, WORKER_LISTENING_LOG, timeout=max(timeout, 300.0))  # imports torch: slow on a busy box
+        return component
+
+    def stop_node_workers(self) -> None:
+        """Stop every node worker (their ClientApps fall back to in-process work)."""
+        workers = [c for c in self.components if c.name.startswith("node-worker-")]
+        for comp in workers:
+            _signal_group(comp.proc, signal.SIGTERM)
+        for comp in workers:
+            try:
+                comp.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _signal_group(comp.proc, signal.SIGKILL)
+                comp.proc.wait(timeout=5)
+            self.components.remove(comp)
+
     def supernode_command(
         self, i: int, *, port: int, key: Path | None = None, ca: Path | None = None, max_wait_time: float | None = None
     ) -> list[str]:
@@ -236,13 +279,18 @@ class Topology:
             "--ssl-ca-certfile", str(self.certs / "ca.crt"),
             "--ssl-certfile", str(self.certs / f"supernode-{i}.crt"),
             "--ssl-keyfile", str(self.certs / f"supernode-{i}.key"),
-            # state-dir: where the node's ClientApps keep its DP accountant history (docs/privacy.md §11)
-            "--node-config", f"partition-id={i - 1} num-partitions={self.nodes} state-dir={self.root / 'node-state' / str(i)}",
+            "--node-config", self.node_config(i),
             *self._secret_flags(str(i)),
         ]
         if max_wait_time is not None:
             cmd += ["--max-wait-time", str(max_wait_time)]
         return cmd
+
+    def node_config(self, i: int) -> str:
+        """Node ``i``'s ``--node-config``: its partition, its state folder, and its worker's socket with warm workers."""
+        # state-dir: where the node's ClientApps (or its worker) keep its DP accountant history (docs/privacy.md §11)
+        config = f"partition-id={i - 1} num-partitions={self.nodes} state-dir={self.root / 'node-state' / str(i)}"
+        return f'{config} worker-socket="{self.worker_socket(i)}"' if self.warm_workers else config
 
     def start_supernode(self, i: int, *, port: int, name: str | None = None, **kwargs: Any) -> Component:
         return self.spawn(name or f"supernode-{i}", self.supernode_command(i, port=port, **kwargs),
@@ -331,7 +379,7 @@ PIDFILE = "pids.json"
 
 def _up(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
-    topo = Topology(root, nodes=args.nodes, host=args.host)
+    topo = Topology(root, nodes=args.nodes, host=args.host, warm_workers=args.warm_workers)
     topo.superlink_port = args.port
     try:
         topo.start()
@@ -370,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=9092, help="SuperLink port (default 9092; 0 = any free port)")
+    up.add_argument("--warm-workers", action="store_true", help="start a warm node worker beside each SuperNode "
+                    "(python -m client.node_worker; docs/scaling.md §3)")
     up.set_defaults(func=_up)
     down = sub.add_parser("down", help="stop the processes `up` started")
     down.add_argument("--dir", required=True)

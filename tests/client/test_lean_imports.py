@@ -31,3 +31,12 @@ def test_opacus_loads_when_a_dp_accountant_is_made() -> None:
     # the lazy import still happens where DP needs it (the probe above would pass vacuously otherwise)
     loaded = _modules_after("import client.app\nfrom privacy.accounting import make_accountant\nmake_accountant('rdp')")
     assert loaded["opacus"] is True
+
+
+def test_the_thin_clientapp_imports_no_torch_until_it_works_in_process() -> None:
+    # a ClientApp process whose node has a warm worker only forwards (docs/scaling.md §3)
+    probe = ("import sys, json\nimport client.entry\n"
+             "print(json.dumps({m: m in sys.modules for m in ('torch', 'transformers', 'client.app')}))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"torch": False, "transformers": False, "client.app": False}

@@ -184,7 +184,7 @@ def test_gpu_variant_builds_cuda_and_reserves_gpus() -> None:
         assert svc["image"].endswith("-cuda")
         (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
         assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
-    assert set(services(COMPOSE_GPU)) == set(by_role(r"superexec-.*"))
+    assert set(services(COMPOSE_GPU)) == set(by_role(r"superexec-.*|node-worker-\d+"))
     assert set(services(COMPOSE)["superexec-serverapp"]["build"]["args"]) >= {"DEVICE"}
     assert re.search(r"^ARG DEVICE=cpu$", DOCKERFILE.read_text(), re.M)
 
@@ -237,6 +237,33 @@ def test_every_runtime_api_has_one_superexec_with_tls_and_the_secret() -> None:
         assert "build" in svc, f"{name} runs Corolla's image"
 
 
+def test_every_node_has_a_warm_worker_on_a_volume_only_its_clientapps_share() -> None:
+    nodes = by_role(r"supernode-\d+")
+    workers = by_role(r"node-worker-\d+")
+    assert len(workers) == len(nodes)
+    for name, node in nodes.items():
+        i = name.rsplit("-", 1)[1]
+        config = dict(pair.split("=", 1) for pair in (flags(node)["--node-config"] or "").split())
+        worker, clientapps = services()[f"node-worker-{i}"], services()[f"superexec-clientapp-{i}"]
+        assert worker["entrypoint"] == ["python", "-m", "client.node_worker"] and "build" in worker
+        assert flags(worker)["--socket"] == config["worker-socket"]
+        volume = f"node-{i}-worker:{Path(config['worker-socket']).parent}"
+        assert volume in worker["volumes"] and volume in clientapps["volumes"]
+        state = [v for v in clientapps["volumes"] if v != volume]  # the node's state folder: the worker runs the handlers
+        assert set(state) <= set(worker["volumes"])
+        others = [svc for n, svc in services().items() if n not in (f"node-worker-{i}", f"superexec-clientapp-{i}")]
+        assert not any(v.startswith(f"node-{i}-worker:") for svc in others for v in svc.get("volumes", []))
+        assert f"node-worker-{i}" in clientapps["depends_on"]
+    assert set(load(COMPOSE)["volumes"]) >= {f"node-{n.rsplit('-', 1)[1]}-worker" for n in nodes}
+
+
+def test_the_image_holds_every_package_corolla_installs() -> None:
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    copied = {shlex.split(line)[-1].removeprefix("./") for line in DOCKERFILE.read_text().splitlines()
+              if line.startswith("COPY") and not line.rstrip().endswith("./")}
+    assert set(packages) <= copied, f"the Dockerfile does not copy {set(packages) - copied}"
+
+
 def test_compose_flags_match_the_tested_process_topology(tmp_path: Path) -> None:
     """The deployment test runs these exact flags as processes; only addresses and files differ."""
     topo = Topology(tmp_path, nodes=2)
@@ -245,9 +272,10 @@ def test_compose_flags_match_the_tested_process_topology(tmp_path: Path) -> None
         "superexec-serverapp": topo.superexec_command("127.0.0.1:1"),
         "supernode-1": topo.supernode_command(1, port=1),
         "superexec-clientapp-1": topo.superexec_command("127.0.0.1:2"),
+        "node-worker-1": topo.node_worker_command(1)[2:],  # python -m client.node_worker: the compose entrypoint
     }
     for name, cmd in local.items():
-        local_flags = {c for c in cmd[1:] if c.startswith("--")}
+        local_flags = {c for c in cmd[1:] if c.startswith("--")} - {"--status-file"}  # the test's bookkeeping
         compose_flags = set(flags(services()[name])) - {"--database"}  # compose persists SuperLink state
         assert compose_flags == local_flags, name
 
