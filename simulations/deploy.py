@@ -289,7 +289,8 @@ class Topology:
     def node_config(self, i: int) -> str:
         """Node ``i``'s ``--node-config``: its partition, its state folder, and its worker's socket with warm workers."""
         # state-dir: where the node's ClientApps (or its worker) keep its DP accountant history (docs/privacy.md §11)
-        config = f"partition-id={i - 1} num-partitions={self.nodes} state-dir={self.root / 'node-state' / str(i)}"
+        # (a path must be quoted: Flower parses node config as TOML values, and an unquoted path is none)
+        config = f'partition-id={i - 1} num-partitions={self.nodes} state-dir="{self.root / "node-state" / str(i)}"'
         return f'{config} worker-socket="{self.worker_socket(i)}"' if self.warm_workers else config
 
     def start_supernode(self, i: int, *, port: int, name: str | None = None, **kwargs: Any) -> Component:

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from flwr.common.config import parse_config_args
+
 from simulations.deploy import Topology, make_certs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -244,6 +246,8 @@ def test_every_node_has_a_warm_worker_on_a_volume_only_its_clientapps_share() ->
     for name, node in nodes.items():
         i = name.rsplit("-", 1)[1]
         config = dict(pair.split("=", 1) for pair in (flags(node)["--node-config"] or "").split())
+        assert parse_config_args([flags(node)["--node-config"] or ""])  # what flower-supernode does with it
+        config = {key: value.strip('"') for key, value in config.items()}
         worker, clientapps = services()[f"node-worker-{i}"], services()[f"superexec-clientapp-{i}"]
         assert worker["entrypoint"] == ["python", "-m", "client.node_worker"] and "build" in worker
         assert flags(worker)["--socket"] == config["worker-socket"]
