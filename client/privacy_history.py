@@ -8,7 +8,7 @@ as JSON to
 
     ``<state-dir>/run-<run id>/partition-<partition-id>.json``
 
-where ``state-dir`` is a node-config key (``--node-config 'state-dir=/var/lib/corolla'``; default
+where ``state-dir`` is a node-config key (``--node-config 'state-dir="/var/lib/corolla"'``, a TOML string; default
 ``.corolla-node-state`` under the working directory of the process that runs the ClientApp). Before
 a DP round a node whose context holds no history reads it back from there.
 

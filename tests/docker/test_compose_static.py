@@ -395,3 +395,17 @@ def _admitted_by_dockerignore(source: str, dockerignore: Path) -> bool:
         elif line.startswith("!") and line[1:].rstrip("/") == source:
             admitted = True
     return admitted
+
+
+def test_node_configs_parse_as_flower_parses_them_and_keep_node_state_on_a_volume(tmp_path: Path) -> None:
+    """Flower reads --node-config as TOML: an unquoted path fails only when the SuperNode starts."""
+    from flwr.common.config import parse_config_args  # noqa: PLC0415
+
+    for name, svc in by_role(r"supernode-\d+").items():
+        config = parse_config_args([flags(svc)["--node-config"] or ""])
+        assert config["state-dir"] == "/app/node-state", name
+        executor = services()[f"superexec-clientapp-{name.rsplit('-', 1)[1]}"]
+        assert any(v.endswith(":/app/node-state") for v in executor.get("volumes", [])), name
+    topo = Topology(tmp_path, nodes=2)
+    cmd = topo.supernode_command(1, port=1)
+    assert parse_config_args([cmd[cmd.index("--node-config") + 1]])["state-dir"] == str(tmp_path / "node-state" / "1")
