@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from adapters.kind_registry import get_adapter_kind
 from adapters.models import BaseModel, ModelKind, TargetScope, auto_target_modules, build_base_model
+from adapters.precision import BasePrecision, train_in_float32
 
 # PEFT has no masked-LM task type: None wraps the bare model (the MLM head stays frozen)
 _TASK_TYPES = {"sequence-classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "masked-lm": None}
@@ -103,7 +104,8 @@ def wrap_with_lora(base: BaseModel, spec: AdapterSpec, *, kind: ModelKind, init_
 
     The adapter's random initialisation (LoRA A, the head) is drawn from ``init_seed`` inside a
     forked RNG: the same seed gives the same initial payload in any process, and the caller's global
-    RNG is left as it was.
+    RNG is left as it was. ``base.model`` is already on its device and in its dtype
+    (``adapters.precision``); the adapter and head are made float32 whatever that dtype is.
     """
     config = lora_config(spec, kind=kind, model_type=base.model_type)
     try:
@@ -115,6 +117,7 @@ def wrap_with_lora(base: BaseModel, spec: AdapterSpec, *, kind: ModelKind, init_
                 if name in ("classifier", "score") and callable(reset):
                     reset()
             model = get_peft_model(base.model, config)
+            train_in_float32(model)
             get_adapter_kind(spec.method).finalize(model)
     except ValueError as exc:
         if "Target modules" in str(exc):
@@ -134,7 +137,9 @@ def build_adapted_model(
     kind: ModelKind,
     num_labels: int | None,
     init_seed: int,
+    precision: BasePrecision | None = None,
 ) -> tuple[PeftModel, PreTrainedTokenizerBase]:
-    """Base model ``model_name`` wrapped with ``spec.method``'s adapter; returns ``(peft_model, tokenizer)``."""
-    base = build_base_model(model_name, kind=kind, num_labels=num_labels)
+    """Base model ``model_name`` (placed and cast per ``precision``, then) wrapped with ``spec.method``'s
+    adapter; returns ``(peft_model, tokenizer)``."""
+    base = build_base_model(model_name, kind=kind, num_labels=num_labels, precision=precision)
     return wrap_with_lora(base, spec, kind=kind, init_seed=init_seed), base.tokenizer

@@ -12,6 +12,10 @@ tiny-longformer config-built Longformer MLM (tiny_longformer)   structure-aware 
 =============== ================================================ ==================================
 
 Any other name is passed to ``from_pretrained`` as a local path or HF id (the user's own weights).
+
+Every base is built in float32 on the CPU (or loaded in its dtype), then cast and placed on its
+device by :mod:`adapters.precision` (a quantized one is loaded quantized, onto its device) before
+anything wraps it (``docs/precision.md §1``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from adapters import smollm2, tiny_llama, tiny_longformer
+from adapters.precision import BasePrecision, bnb_config, place, quantization_problem, resolve_device
 
 # Loading reports ("classifier.weight MISSING": the task head is new by design) and progress bars
 # would drown the per-round table; errors still show.
@@ -130,8 +135,11 @@ def model_name_problem(name: str, *, local: bool = True) -> str | None:
     return None
 
 
-def build_base_model(name: str, *, kind: ModelKind, num_labels: int | None = None) -> BaseModel:
-    """Build the base model ``name`` with the head that ``kind`` needs, in eval mode, frozen.
+def build_base_model(
+    name: str, *, kind: ModelKind, num_labels: int | None = None, precision: BasePrecision | None = None
+) -> BaseModel:
+    """Build the base model ``name`` with the head that ``kind`` needs, in eval mode, frozen, cast to
+    ``precision.dtype`` (or quantized) and placed on ``precision.device`` (default: float32 on the CPU).
 
     Parameters
     ----------
@@ -141,23 +149,61 @@ def build_base_model(name: str, *, kind: ModelKind, num_labels: int | None = Non
         The head the task needs.
     num_labels : int, optional
         Classes, for ``sequence-classification``.
+    precision : BasePrecision, optional
+        ``model.device``/``dtype``/``quantization``.
+
+    Raises
+    ------
+    adapters.precision.DeviceUnavailable
+        The device does not exist here.
+    RuntimeError
+        A quantized base that bitsandbytes cannot run here (the reason from
+        :func:`~adapters.precision.quantization_problem`).
     """
     if kind == "sequence-classification" and not num_labels:
         raise ValueError("a sequence-classification task must give num_labels >= 2")
+    precision = precision or BasePrecision()
+    device = resolve_device(precision.device)
+    quantized = precision.quantization != "none"
+    if quantized:
+        problem = quantization_problem(precision.quantization, device)
+        if problem:
+            raise RuntimeError(problem)
     if name == "tiny-llama":
         base = _tiny_llama(kind, num_labels)
     elif name == "tiny-longformer":
         base = _tiny_longformer(kind)
     elif name == "minilm-l6":
-        base = _from_pretrained(str(minilm_dir()), kind, num_labels)
+        base = _from_pretrained(str(minilm_dir()), kind, num_labels, precision, device)
     elif name == "smollm2-135m":
-        base = _from_pretrained(str(smollm2.converted_dir()), kind, num_labels)
+        base = _from_pretrained(str(smollm2.converted_dir()), kind, num_labels, precision, device)
     else:
-        base = _from_pretrained(name, kind, num_labels)
+        base = _from_pretrained(name, kind, num_labels, precision, device)
+    if quantized and not _is_quantized(base.model):  # config-built: quantized through a checkpoint
+        base.model = _quantize_config_built(base.model, precision, device)
+    if not quantized:
+        base.model = place(base.model, device, precision.torch_dtype)
     for param in base.model.parameters():
         param.requires_grad_(False)
     base.model.eval()
     return base
+
+
+def _is_quantized(model: torch.nn.Module) -> bool:
+    return bool(getattr(model, "is_quantized", False) or getattr(model, "hf_quantizer", None))
+
+
+def _quantize_config_built(model: torch.nn.Module, precision: BasePrecision, device: torch.device) -> torch.nn.Module:
+    """A config-built model (tiny-llama, tiny-longformer, the benchmark's random Llama) quantized the
+    way transformers quantizes a checkpoint: saved once to a temporary folder, loaded back quantized."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="corolla-quant-") as folder:
+        model.save_pretrained(folder)
+        loaded: torch.nn.Module = type(model).from_pretrained(  # type: ignore[attr-defined]
+            folder, quantization_config=bnb_config(precision), device_map={"": device}, dtype=precision.torch_dtype
+        )
+    return loaded
 
 
 def _tiny_llama(kind: ModelKind, num_labels: int | None) -> BaseModel:
@@ -183,18 +229,21 @@ def _tiny_longformer(kind: ModelKind) -> BaseModel:
     return BaseModel(model=model, tokenizer=tokenizer, model_type="longformer")
 
 
-def _from_pretrained(source: str, kind: ModelKind, num_labels: int | None) -> BaseModel:
+def _from_pretrained(
+    source: str, kind: ModelKind, num_labels: int | None, precision: BasePrecision, device: torch.device
+) -> BaseModel:
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    options: dict[str, Any] = {"dtype": precision.torch_dtype}
+    if precision.quantization != "none":  # loaded quantized, straight onto its device
+        options.update(quantization_config=bnb_config(precision), device_map={"": device})
     if kind == "causal-lm":
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(source, **options)
     elif kind == "masked-lm":
-        model = AutoModelForMaskedLM.from_pretrained(source, dtype=torch.float32)
+        model = AutoModelForMaskedLM.from_pretrained(source, **options)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=num_labels, dtype=torch.float32
-        )
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, **options)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
     return BaseModel(model=model, tokenizer=tokenizer, model_type=model.config.model_type)

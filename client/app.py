@@ -18,6 +18,7 @@ from flwr.common.logger import log
 
 from adapters.lora_sb import estimate_gradients
 from adapters.payload import extract, load
+from adapters.precision import set_gradient_checkpointing
 from client.base_sync import sync_base
 from client.factor_roles import RoundFactors
 from client.faults import InjectedFailure, draw_fault, malform
@@ -30,6 +31,7 @@ from client.tasks.base import AdapterUpdate
 from client.worker import Worker, get_worker
 from privacy import BudgetExhausted, DPConfig
 from contract.extensions import load_installed_extensions
+from contract.wire import decode_record, encode_record
 from contract import (
     ADAPTER_KIND,
     ARRAYS,
@@ -116,12 +118,16 @@ def _restore_privacy(msg: Message, context: Context, private: PrivateRound, *, p
     )
 
 
-def _load_global(worker: Worker, content: RecordDict, factors: RoundFactors, *, personal: bool = True) -> dict:
+def _load_global(
+    worker: Worker, content: RecordDict, factors: RoundFactors, *, wire_dtype: str, personal: bool = True
+) -> dict:
     """Install the global payload (and any plugin broadcast) in the worker's model; return it.
 
-    A partial payload (``client.factor_roles``) is completed first: personal local layers for
-    training, zeros (the global model) for ``personal=False``."""
-    received = {key: array.numpy() for key, array in content.array_records[ARRAYS].items()}
+    The payload arrives in ``adapter.wire-dtype`` and is decoded to float32 (``contract.wire``). A partial
+    payload (``client.factor_roles``) is completed first: personal local layers for training, zeros (the
+    global model) for ``personal=False``."""
+    arrays = decode_record(content.array_records[ARRAYS], wire_dtype)
+    received = {key: array.numpy() for key, array in arrays.items()}
     received = factors.complete(received, worker.model, personal=personal)
     load(worker.model, received)
     state = decode_json_record(content, BROADCAST)
@@ -147,7 +153,7 @@ def train(msg: Message, context: Context) -> Message:
     except NodeStateMissing as exc:
         return state_missing_reply(msg, exc)
     factors = RoundFactors.of(msg.content, context)
-    received = _load_global(worker, msg.content, factors)
+    received = _load_global(worker, msg.content, factors, wire_dtype=config.adapter.wire_dtype)
     rows = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
     private = _private_round(config, context)
     if private is not None:
@@ -156,6 +162,7 @@ def train(msg: Message, context: Context) -> Message:
         except HistoryMissing as exc:
             log(WARNING, "partition %d, round %d: %s", partition_id, server_round, exc)
             return Message(error=Error(code=PRIVACY_HISTORY_MISSING, reason=str(exc)), reply_to=msg)
+    set_gradient_checkpointing(worker.model, config.train.gradient_checkpointing)
     try:
         with factors.training(worker.model):  # the round's fixed layers (RoLoRA, FedSVD) do not train
             stats = local_train(
@@ -189,7 +196,7 @@ def train(msg: Message, context: Context) -> Message:
         metrics[EPSILON] = stats.epsilon
     reply = RecordDict(
         {
-            ARRAYS: ArrayRecord({key: Array(value) for key, value in payload.items()}),
+            ARRAYS: encode_record(payload, config.adapter.wire_dtype),  # adapter.wire-dtype (contract.wire)
             METRICS: MetricRecord(metrics),
         }
     )
@@ -211,7 +218,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     except NodeStateMissing as exc:
         return state_missing_reply(msg, exc)
     factors = RoundFactors.of(msg.content, context)
-    received = _load_global(worker, msg.content, factors, personal=False)
+    received = _load_global(worker, msg.content, factors, wire_dtype=config.adapter.wire_dtype, personal=False)
     rows = worker.test_rows(partition_id=partition_id, num_partitions=num_partitions, seed=config.seed)
     result = worker.task.evaluate(worker.model, worker.tokenizer, rows, batch_size=config.eval.batch_size)
     metrics: dict[str, MetricRecordValues] = {f"eval_{name}": float(value) for name, value in result.values.items()}

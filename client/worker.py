@@ -113,7 +113,7 @@ def get_worker(config: RunConfig, adapter_kind: str) -> Worker:
             model=built.model,
             tokenizer=built.tokenizer,
             datasets=built.datasets,
-            base=BaseWeights(built.model),
+            base=BaseWeights(built.model, storage=config.model.base_delta_storage()),
             layout=layout(built.model),
         )
         _CACHE[key] = worker

@@ -23,17 +23,19 @@ from typing import Any
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from adapters.base_delta import BaseWeights
+from adapters.base_delta import BaseWeights, adapted_elements
 from adapters.frozen import frozen_factors
+from adapters.payload import layout
 from client.tasks.setup import TaskAndModel, build_task_and_model
 from contract.extensions import load_installed_extensions
-from contract import ADAPTER_KIND, EPSILON_SPENT, RunConfig, parse_run_config
+from contract import ADAPTER_KIND, EPSILON_SPENT, ConfigError, RunConfig, parse_run_config
 from server.adapter_setup import resolve_run_adapter_kind, strategy_adapter_params
 from server.central_eval import CentralEvaluator
 from server.epsilon_bound import EpsilonBound
 from server.epsilon_ledger import EpsilonLedger
 from server.checkpoint import Checkpoint, rng_state
 from server.empty_round import check_round, is_empty
+from server.exactness_audit import ExactnessAudit, audit_wanted
 from server.export import export_final
 from server.metering import DOWN, UP
 from server.privacy_statement import privacy_statement
@@ -45,6 +47,7 @@ from server.secagg import secagg_summary, secure_strategy
 from server.split_check import check_delta, check_split, federation_size
 from server.strategy_chain import StrategyChain, wrap_strategy
 from strategies import build_strategy
+from strategies.registry import strategy_info
 from strategies.protocol import CorollaStrategy
 
 load_installed_extensions()  # other packages' strategies, kinds and tasks (docs/extending.md §1)
@@ -72,15 +75,22 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
         EpsilonLedger(EpsilonBound(config, built, num_nodes), num_partitions=num_nodes, nodes=state.epsilon_nodes)
         if config.privacy.enabled else None
     )
+    plain = strategy
     strategy = secure_strategy(  # secagg.*: only sums reach it
         strategy, config, task=built.task, ledger=state.ledger, epsilon=epsilon
     )
+    if strategy is not plain and config.adapter.wire_dtype != "float32":
+        raise ConfigError(
+            f"`adapter.wire-dtype` = {config.adapter.wire_dtype!r} cannot combine with secure aggregation (it masks "
+            "float32 updates); set `adapter.wire-dtype = float32` or turn `secagg.enabled` off"
+        )
     folder = state.open_folder(config)  # only once everything above resolved: a bad name leaves nothing
+    base = BaseWeights(built.model, storage=config.model.base_delta_storage())
     chain = wrap_strategy(
         strategy, task=built.task, folder=folder.path, ledger=state.ledger, round_offset=state.round_offset,
-        broadcast=state.broadcast, epsilon=epsilon,
+        broadcast=state.broadcast, epsilon=epsilon, wire_dtype=config.adapter.wire_dtype,
+        audit=_exactness_audit(config, built, base, strategy, adapter_kind) if strategy is plain else None,
     )
-    base = BaseWeights(built.model)
     recorder = RoundRecorder(
         folder, chain, _central_evaluator(config, built, base, strategy), main_metric=built.task.main_metric,
         num_rounds=config.num_server_rounds, rows=state.rows, show_epsilon=config.privacy.enabled,
@@ -129,6 +139,19 @@ def _build_strategy(config: RunConfig, built: TaskAndModel) -> CorollaStrategy:
         min_evaluate_nodes=1,
         min_available_nodes=config.min_train_nodes,
         seed=config.seed,
+    )
+
+
+def _exactness_audit(
+    config: RunConfig, built: TaskAndModel, base: BaseWeights, strategy: CorollaStrategy, adapter_kind: str
+) -> ExactnessAudit | None:
+    """The per-round ``exact_rel_error`` audit for an exact strategy (``audit.exactness``), else ``None``.
+    Not under SecAgg: the server never sees a client's own update there."""
+    if not strategy_info(config.strategy.name).exact or not audit_wanted(config.audit.exactness, adapted_elements(built.model)):
+        return None
+    return ExactnessAudit(
+        base=base, layout=layout(built.model), adapter_kind=adapter_kind, frozen=frozen_factors(built.model),
+        weighted=config.strategy.weighted, base_deltas=strategy.base_deltas,
     )
 
 

@@ -1,7 +1,7 @@
 """Communication metering: bytes per round, per client, per direction, from the serialised records.
 
-``Metered`` wraps the :class:`server.plugin_relay.PluginRelay` (a wrapper, not a flag in each
-strategy; plugin reports and broadcasts are metered too) and records, for every message sent and
+``Metered`` wraps the :class:`server.exactness_audit.Audited` layer (a wrapper, not a flag in each
+strategy; plugin reports and broadcasts are metered too, and payloads in their wire dtype) and records, for every message sent and
 every reply received, the size of the records it carries
 (``Record.count_bytes()``: the npy-serialised arrays plus key and metadata bytes). Flower adds no
 compression, so these are the payload bytes on the wire; the simulation's message envelope adds
@@ -20,7 +20,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from contract import SETUP_RECORDS, message_bytes
-from server.plugin_relay import PluginRelay
+from server.exactness_audit import Audited
 from server.strategy_wrapper import StrategyWrapper
 
 DOWN, UP = "down", "up"
@@ -68,18 +68,18 @@ class ByteLedger:
             writer.writerows((r.round, r.node, r.direction, r.phase, r.bytes) for r in self.rows)
 
 
-class Metered(StrategyWrapper[PluginRelay]):
-    """Wrap the relay so that every message in both directions is entered in ``ledger``.
+class Metered(StrategyWrapper[Audited]):
+    """Wrap the audit layer so that every message in both directions is entered in ``ledger``.
 
     The wrapper delegates all decisions inwards; ``start`` is Flower's own round loop calling these
     methods. ``train_metrics`` and ``evaluate_metrics`` keep each round's aggregated metrics for the
     run recorder.
     """
 
-    wraps = PluginRelay
+    wraps = Audited
 
-    def __init__(self, relay: PluginRelay, ledger: ByteLedger) -> None:
-        super().__init__(relay)
+    def __init__(self, audited: Audited, ledger: ByteLedger) -> None:
+        super().__init__(audited)
         self.ledger = ledger
         self.train_metrics: dict[int, MetricRecord] = {}
         self.evaluate_metrics: dict[int, MetricRecord] = {}

@@ -4,7 +4,7 @@ A wrapper delegates the five members Flower's ``Strategy.start`` calls (``config
 ``aggregate_train``, ``configure_evaluate``, ``aggregate_evaluate``, ``summary``) and nothing else:
 what a caller needs of an inner layer it reaches through that layer's own typed attribute. Each
 wrapper declares the one type it may wrap (``wraps``) and refuses any other, so the order
-``RoundDriver`` -> ``Metered`` -> ``PluginRelay`` -> strategy holds by construction
+``RoundDriver`` -> ``Metered`` -> ``Audited`` -> ``WireCodec`` -> ``PluginRelay`` -> strategy holds by construction
 (``server.strategy_chain.wrap_strategy`` assembles it).
 """
 
@@ -29,7 +29,7 @@ class StrategyWrapper(Strategy, Generic[InnerT]):
         if not isinstance(inner, self.wraps):
             raise TypeError(
                 f"{type(self).__name__} wraps a {self.wraps.__name__}, got {type(inner).__name__}; the order is "
-                "RoundDriver -> Metered -> PluginRelay -> strategy (server.strategy_chain.wrap_strategy builds it)"
+                "RoundDriver -> Metered -> Audited -> WireCodec -> PluginRelay -> strategy (server.strategy_chain.wrap_strategy builds it)"
             )
         self.inner: InnerT = inner
 

@@ -65,15 +65,42 @@ def _run(args: argparse.Namespace) -> int:
         except RayAddressError as exc:
             print(exc, file=sys.stderr)
             return 2
+    problem = _resource_problem(config, args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     result = launch(
-        app_dir, overrides, num_supernodes=args.clients, cpus_per_client=args.cpus_per_client, connection=args.connection,
-        ray_address=args.ray_address,
+        app_dir, overrides, num_supernodes=args.clients, cpus_per_client=args.cpus_per_client,
+        gpus_per_client=args.gpus_per_client, connection=args.connection, ray_address=args.ray_address,
     )
     if not result.ok:
         print(f"Corolla: run {result.run_id} did not complete: status {result.status}", file=sys.stderr)
         return 1
     print(f"Corolla: run {result.run_id} {result.status}")
     return 0
+
+
+def _resource_problem(config: RunConfig, args: argparse.Namespace) -> str:
+    """Why the local machine cannot run these clients' devices (empty: it can; ``docs/precision.md §6``).
+
+    Checked only for a local simulation (a deployment's or a Ray cluster's nodes have their own GPUs)."""
+    if args.gpus_per_client < 0 or args.gpus_per_client > 64:
+        return f"--gpus-per-client must be between 0 and 64 (a fraction packs clients on a GPU), got {args.gpus_per_client}"
+    if args.connection is not None or args.ray_address is not None:
+        return ""
+    wants_cuda = config.model.device.startswith("cuda")
+    if not (wants_cuda or args.gpus_per_client or config.model.quantization != "none"):
+        return ""
+    from adapters.precision import DeviceUnavailable, quantization_problem, resolve_device
+
+    try:
+        device = resolve_device(config.model.device if config.model.device != "auto" or not args.gpus_per_client else "cuda")
+    except DeviceUnavailable as exc:
+        return f"{exc} (--gpus-per-client {args.gpus_per_client:g})" if args.gpus_per_client else str(exc)
+    if wants_cuda and not args.gpus_per_client:
+        return (f"`model.device` = {config.model.device!r}, but --gpus-per-client is 0: Ray hides the GPUs from "
+                "ClientApps that reserve none; pass e.g. --gpus-per-client 0.25 (four clients per GPU)")
+    return quantization_problem(config.model.quantization, device) or ""
 
 
 def _unknown_names(config: RunConfig, *, local: bool = True) -> str:
@@ -261,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             cmd.add_argument("--clients", type=int, default=10, help="simulated SuperNodes (default 10)")
             cmd.add_argument("--cpus-per-client", type=int, default=1, help="CPUs per ClientApp (integer)")
+            cmd.add_argument(
+                "--gpus-per-client", type=float, default=0.0,
+                help="GPUs per ClientApp, Flower's client-resources-num-gpus (0.25 packs four clients on a GPU; default 0)",
+            )
             cmd.add_argument("--connection", help="a SuperLink connection from ~/.flwr/config.toml (deployment)")
             cmd.add_argument(
                 "--ray-address", metavar="HOST:PORT",

@@ -102,12 +102,21 @@ def run_status(run_id: int, *, env: Mapping[str, str], connection: str | None = 
     return str(runs[0].get("status", "unknown")) if runs else "unknown (run not listed)"
 
 
+def federation_config(num_supernodes: int, cpus_per_client: int, gpus_per_client: float) -> str:
+    """The ``--federation-config`` of a local simulation: nodes and each ClientApp's Ray resources."""
+    if cpus_per_client < 1 or gpus_per_client < 0:
+        raise ValueError(f"--cpus-per-client must be >= 1 and --gpus-per-client >= 0, got {cpus_per_client} and {gpus_per_client}")
+    config = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}"
+    return config + (f" client-resources-num-gpus={gpus_per_client:g}" if gpus_per_client else "")
+
+
 def launch(
     app_dir: Path,
     overrides: Mapping[str, Any],
     *,
     num_supernodes: int,
     cpus_per_client: int = 1,
+    gpus_per_client: float = 0.0,
     connection: str | None = None,
     env: Mapping[str, str] | None = None,
     echo: bool = True,
@@ -119,6 +128,9 @@ def launch(
     ``echo`` copies Flower's output to stdout; ``on_line`` sees every line (progress displays).
     ``ray_address``: the simulation joins that Ray cluster (``simulations.ray_cluster``) through a
     SuperLink started for this run; checked before anything starts (``RayAddressError``).
+    ``cpus_per_client``/``gpus_per_client`` become Flower's ``client-resources-num-cpus``/``-num-gpus``:
+    Ray runs as many ClientApps at once as the resources allow (0.25 GPUs: four per GPU), and hides the
+    GPUs from a ClientApp that reserves none (``docs/precision.md §6``).
     """
     if ray_address is not None:
         if connection is not None:
@@ -127,14 +139,14 @@ def launch(
 
         with superlink_on_cluster(ray_address, env) as cluster_env:
             return launch(app_dir, overrides, num_supernodes=num_supernodes, cpus_per_client=cpus_per_client,
-                          env=cluster_env, echo=echo, on_line=on_line)
+                          gpus_per_client=gpus_per_client, env=cluster_env, echo=echo, on_line=on_line)
     env = flower_env(env, managed=connection is None)
     cmd = [flower_binary("flwr"), "run", str(app_dir)]
     if connection:
         cmd.append(connection)
     cmd += ["--stream", "--run-config", toml_overrides(overrides)]
     if connection is None:
-        cmd += ["--federation-config", f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}"]
+        cmd += ["--federation-config", federation_config(num_supernodes, cpus_per_client, gpus_per_client)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=app_dir)
     lines = []
     run_id = None

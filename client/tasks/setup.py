@@ -6,6 +6,8 @@ config, then the base model named by ``model.name`` wrapped in the adapter of ``
 shaped for the task, then the task's datasets. The adapter kind is the one the server resolved from
 ``adapter.name`` and the strategy (clients receive it with every message); the adapted model's
 initial factors depend only on ``seed``, so every node starts from the server's initial payload.
+The base is placed on ``model.device`` in ``model.dtype`` (or quantized) before the adapter wraps it
+(``adapters.precision``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datasets import DatasetDict
 from peft import PeftModel
 
 from adapters.lora import AdapterSpec, build_adapted_model
+from adapters.precision import BasePrecision
 from client.tasks.base import Task
 from client.tasks.registry import build_task
 from contract import RunConfig
@@ -43,5 +46,6 @@ def build_task_and_model(config: RunConfig, adapter_kind: str) -> TaskAndModel:
         kind=task.model_kind,
         num_labels=task.num_labels,
         init_seed=config.seed,
+        precision=BasePrecision.from_config(config.model),
     )
     return TaskAndModel(task=task, model=model, tokenizer=tokenizer, datasets=task.build_datasets())

@@ -6,7 +6,7 @@ Modules: ``section`` (the base and shared value parsers), ``core``, ``privacy`` 
 ``registry`` (:func:`register_section` and the assembled class) and ``parse``.
 """
 
-from .core import AdapterConfig, DataConfig, EvalConfig, ModelConfig, StrategyConfig, TaskConfig, TrainConfig
+from .core import AdapterConfig, AuditConfig, DataConfig, EvalConfig, ModelConfig, StrategyConfig, TaskConfig, TrainConfig
 from .faults import FaultsConfig
 from .parse import ConfigError, allowed_keys, default_run_config, describe_key, parse_run_config
 from .privacy import MAX_DELTA, PrivacyConfig
@@ -16,6 +16,7 @@ from .section import Section, kebab, parse_fractions
 
 __all__ = [
     "AdapterConfig",
+    "AuditConfig",
     "ConfigError",
     "DataConfig",
     "EvalConfig",

@@ -7,6 +7,7 @@ platform's, so they are typed attributes of :class:`~contract.config.run_config.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -29,6 +30,40 @@ class ModelConfig(Section):
         description="`minilm-l6`, `tiny-llama`, `smollm2-135m`, or a local path / HF id",
         min_length=1,
     )
+    device: str = Field(
+        "auto",
+        description="where the frozen base runs: `auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N` "
+        "(docs/precision.md §1)",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="dtype of the frozen base weights; adapters and the head always train in float32 (docs/precision.md §1)",
+    )
+    quantization: Literal["none", "nf4", "int8"] = Field(
+        "none",
+        description="quantize the frozen base with bitsandbytes (`pip install -e \".[quant]\"`): `nf4` (QLoRA: double "
+        "quantization, bf16 compute) or `int8` (docs/precision.md §2)",
+    )
+    base_delta: Literal["auto", "float32", "fold"] = Field(
+        "auto",
+        description="where FedEx-LoRA/FLoRA keep the cumulative base change: `float32` (a float32 delta beside each "
+        "adapted weight, exact with any base dtype; 4 bytes per adapted weight element), `fold` (written into the "
+        "base weights: exact only with a float32 base), `auto`: `fold` for an unquantized float32 base, else "
+        "`float32` (docs/precision.md §3)",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value):
+            return value
+        raise ValueError("must be `auto`, `cpu`, `cuda` or `cuda:N` (N: a GPU index, e.g. `cuda:0`)")
+
+    def base_delta_storage(self) -> Literal["float32", "fold"]:
+        """``base-delta`` with ``auto`` resolved: ``fold`` only for an unquantized float32 base."""
+        if self.base_delta != "auto":
+            return self.base_delta
+        return "fold" if self.dtype == "float32" and self.quantization == "none" else "float32"
 
 
 class TaskConfig(Section):
@@ -77,6 +112,11 @@ class AdapterConfig(Section):
     init_examples: int = Field(
         64, ge=1, le=1_000_000, description="LoRA-SB: examples per gradient estimate (on the server, or per client)"
     )
+    wire_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="dtype of the adapter payload on the wire, both ways (bfloat16/float16 halve its bytes; exact "
+        "strategies stay exact for the values actually sent; docs/precision.md §5)",
+    )
 
     @field_validator("target_modules")
     @classmethod
@@ -99,6 +139,9 @@ class TrainConfig(Section):
     lr: float = Field(0.02, gt=0, le=10, description="AdamW learning rate")
     batch_size: int = Field(16, ge=1, le=65_536, description="examples per local step")
     weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW weight decay")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass (less memory, ~30 % more compute; not with DP)"
+    )
 
 
 class DataConfig(Section):
@@ -114,3 +157,14 @@ class EvalConfig(Section):
     central: bool = Field(True, description="evaluate the global model on the server every round")
     batch_size: int = Field(64, ge=1, le=65_536, description="examples per evaluation batch")
     max_examples: int = Field(0, ge=0, le=100_000_000, description="cap on test examples (0: all)")
+
+
+class AuditConfig(Section):
+    """``audit.*``: checks the server runs on every round's aggregate."""
+
+    exactness: bool | Literal["auto"] = Field(
+        "auto",
+        description="exact strategies: measure `exact_rel_error` every round (the new global update against the "
+        "exact mean of the clients' updates, float64); `auto`: on when the adapted weights total under 1e8 "
+        "elements (docs/precision.md §4)",
+    )

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
-from .core import AdapterConfig, DataConfig, EvalConfig, ModelConfig, StrategyConfig, TaskConfig, TrainConfig
+from .core import AdapterConfig, AuditConfig, DataConfig, EvalConfig, ModelConfig, StrategyConfig, TaskConfig, TrainConfig
 from .faults import FaultsConfig
 from .privacy import PrivacyConfig
 from .section import Section
@@ -72,6 +72,7 @@ class RunConfig(Section):
     eval: EvalConfig = EvalConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     faults: FaultsConfig = FaultsConfig()
+    audit: AuditConfig = AuditConfig()
 
     @field_validator("run_name")
     @classmethod
@@ -96,6 +97,16 @@ class RunConfig(Section):
             raise ValueError(
                 "`resume-from` cannot continue a DP run: the clients' accountant state lives in their Flower contexts, "
                 "which a new run does not have, so ε would silently restart; rerun from scratch"
+            )
+        if self.train.gradient_checkpointing and self.privacy.enabled:
+            raise ValueError(
+                "`train.gradient-checkpointing = true` cannot run with `privacy.enabled = true`: Opacus's per-example "
+                "gradient hooks would see every recomputed forward pass twice; turn one of them off"
+            )
+        if self.model.quantization != "none" and self.model.base_delta == "fold":
+            raise ValueError(
+                f"`model.base-delta = fold` cannot write into a `{self.model.quantization}` quantized base; use "
+                "`model.base-delta = float32` (or auto)"
             )
         return self
 
