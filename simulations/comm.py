@@ -299,6 +299,12 @@ def comm_table(
     return rows
 
 
+def base_delta_bytes(shapes: Mapping[str, tuple[int, int]]) -> int:
+    """Memory of the float32 base delta FedEx-LoRA and FLoRA keep beside a low-precision base:
+    4 bytes per adapted weight element, ``4·Σ m·n`` (``docs/precision.md §3``)."""
+    return 4 * sum(m * n for m, n in shapes.values())
+
+
 def _params(n: int) -> str:
     if n == 0:
         return "0"
@@ -375,6 +381,13 @@ def report(
     except ValueError as exc:  # the ring would overflow: the message names the keys
         raise CommError(f"--clients {clients} with SecAgg: {exc}") from exc
     text += ["", format_secagg(rows, secure, clients, bytes_per_param)]
+    delta_bytes = base_delta_bytes(shapes)
+    text += [
+        f"bytes per parameter: {bytes_per_param} (adapter.wire-dtype = bfloat16 or float16 sends 2; docs/precision.md §5).",
+        f"base-delta memory (fedex, flora; model.base-delta = float32 beside a bf16/fp16/4-bit base): "
+        f"{_bytes(delta_bytes)} per node, 4 B x Σ m·n = {sum(m * n for m, n in shapes.values()):,} elements; "
+        f"the same modules' bf16 weights take {_bytes(delta_bytes // 2)} (docs/precision.md §3).",
+    ]
     sb = next((r for r in rows if r.strategy == "fedsb"), None)
     if sb is not None and len(rows) > 1:
         text.append(f"Fed-SB's download per client per round is smaller than: "
@@ -383,7 +396,7 @@ def report(
         "model": label, "config": str(config_path), "architecture": arch, "targets": list(targets),
         "modules": len(shapes), "sum_m": sum_m, "sum_n": sum_n, "clients": clients, "rounds": rounds,
         "rank": rank, "fedsb_rank": fedsb_rank, "bytes_per_param": bytes_per_param,
-        "ffa_a_by_seed": ffa_a_by_seed,
+        "ffa_a_by_seed": ffa_a_by_seed, "base_delta_bytes": delta_bytes,
         "definitions": {
             "upload": "parameters one client sends in one round",
             "download": "parameters one client receives in one round (the Fed-SB paper's x-axis)",

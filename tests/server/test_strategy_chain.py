@@ -27,18 +27,20 @@ class BroadcastProbe(ArithmeticWordProblems):
         self.installed.append(state)
 
 
-def test_the_chain_is_driver_meter_relay_strategy_and_each_layer_holds_the_next(tmp_path: Path) -> None:
+def test_the_chain_is_driver_meter_audit_codec_relay_strategy_and_each_layer_holds_the_next(tmp_path: Path) -> None:
     strategy, ledger = FedIT(), ByteLedger()
     chain = wrap_strategy(strategy, task=BroadcastProbe(seed=0, max_length=32), folder=tmp_path, ledger=ledger, round_offset=2,
-                          broadcast=None)
-    assert chain.driver.inner is chain.meter and chain.meter.inner is chain.relay and chain.relay.inner is strategy
+                          broadcast=None, wire_dtype="bfloat16")
+    assert chain.driver.inner is chain.meter and chain.meter.inner is chain.audit and chain.audit.inner is chain.codec
+    assert chain.codec.inner is chain.relay and chain.relay.inner is strategy
+    assert chain.codec.wire_dtype == "bfloat16" and chain.audit.audit is None
     assert chain.strategy is strategy and chain.meter.ledger is ledger and chain.driver.offset == 2
 
 
 def test_a_wrapper_refuses_anything_but_the_layer_it_wraps(tmp_path: Path) -> None:
     strategy = FedIT()
     relay = PluginRelay(strategy, BroadcastProbe(seed=0, max_length=32), tmp_path)
-    with pytest.raises(TypeError, match="Metered wraps a PluginRelay, got FedIT; the order is RoundDriver -> Metered"):
+    with pytest.raises(TypeError, match="Metered wraps a Audited, got FedIT; the order is RoundDriver -> Metered -> Audited"):
         Metered(strategy, ByteLedger())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="RoundDriver wraps a Metered, got PluginRelay"):
         RoundDriver(relay, offset=0)  # type: ignore[arg-type]

@@ -199,3 +199,26 @@ def test_config_refuses_a_combination_dp_cannot_describe(capsys: pytest.CaptureF
     assert cli.main(["config", "-c", f'{dp} task.name="guideq" model.name="tiny-llama"']) == 2
     assert "`guideq.report` = true with `privacy.enabled` = true" in capsys.readouterr().err
     assert cli.main(["config", "-c", f'{dp} task.name="guideq" model.name="tiny-llama" guideq.report=false']) == 0
+
+
+def test_gpus_per_client_reaches_the_federation_config_and_is_checked() -> None:
+    """docs/precision.md §6: --gpus-per-client is Flower's client-resources-num-gpus."""
+    import argparse
+
+    from contract import parse_run_config
+    from simulations.cli import _resource_problem
+    from simulations.launch import federation_config
+
+    assert federation_config(8, 2, 0.25) == "num-supernodes=8 client-resources-num-cpus=2 client-resources-num-gpus=0.25"
+    assert federation_config(8, 1, 0.0) == "num-supernodes=8 client-resources-num-cpus=1"
+    args = argparse.Namespace(gpus_per_client=0.0, connection=None, ray_address=None)
+    assert _resource_problem(parse_run_config({}), args) == ""
+    import torch
+
+    if not torch.cuda.is_available():
+        args.gpus_per_client = 0.5
+        assert "sees no CUDA GPU" in _resource_problem(parse_run_config({}), args)
+        args.gpus_per_client = 0.0
+        assert "sees no CUDA GPU" in _resource_problem(parse_run_config({"model.device": "cuda"}), args)
+    args.gpus_per_client = -1.0
+    assert "--gpus-per-client must be between 0 and 64" in _resource_problem(parse_run_config({}), args)

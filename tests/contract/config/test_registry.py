@@ -176,7 +176,7 @@ def test_every_registered_section_is_strict_finite_and_bounded() -> None:
 
 
 def test_core_sections_are_the_platforms() -> None:
-    assert core_section_names() == ("strategy", "model", "task", "adapter", "train", "data", "eval", "privacy", "faults")
+    assert core_section_names() == ("strategy", "model", "task", "adapter", "train", "data", "eval", "privacy", "faults", "audit")
 
 
 def test_partial_parsing_skips_only_sections_this_process_does_not_register() -> None:
