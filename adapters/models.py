@@ -189,6 +189,13 @@ def build_base_model(
     return base
 
 
+def _device_map(device: torch.device) -> dict[str, int | str]:
+    """accelerate's ``device_map`` putting the whole model on ``device`` (a GPU by index)."""
+    if device.type == "cuda":
+        return {"": device.index if device.index is not None else torch.cuda.current_device()}
+    return {"": str(device)}
+
+
 def _is_quantized(model: torch.nn.Module) -> bool:
     return bool(getattr(model, "is_quantized", False) or getattr(model, "hf_quantizer", None))
 
@@ -201,7 +208,7 @@ def _quantize_config_built(model: torch.nn.Module, precision: BasePrecision, dev
     with tempfile.TemporaryDirectory(prefix="corolla-quant-") as folder:
         model.save_pretrained(folder)
         loaded: torch.nn.Module = type(model).from_pretrained(  # type: ignore[attr-defined]
-            folder, quantization_config=bnb_config(precision), device_map={"": device}, dtype=precision.torch_dtype
+            folder, quantization_config=bnb_config(precision), device_map=_device_map(device), dtype=precision.torch_dtype
         )
     return loaded
 
@@ -237,7 +244,7 @@ def _from_pretrained(
         tokenizer.pad_token = tokenizer.eos_token
     options: dict[str, Any] = {"dtype": precision.torch_dtype}
     if precision.quantization != "none":  # loaded quantized, straight onto its device
-        options.update(quantization_config=bnb_config(precision), device_map={"": device})
+        options.update(quantization_config=bnb_config(precision), device_map=_device_map(device))
     if kind == "causal-lm":
         model = AutoModelForCausalLM.from_pretrained(source, **options)
     elif kind == "masked-lm":

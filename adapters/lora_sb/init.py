@@ -113,6 +113,12 @@ def estimate_gradients(
     peft_model = unwrap(model)
     layers = adapted_layers(peft_model)
     weights = {name: layer.get_base_layer().get_parameter("weight") for name, layer in layers.items()}
+    packed = [name for name, w in weights.items() if not w.is_floating_point()]
+    if packed:
+        raise ValueError(
+            f"LoRA-SB's initialisation needs the gradient of the base weights, which a quantized base does not have "
+            f"({packed[0]}); for Fed-SB use `model.quantization = none` (e.g. `model.dtype = bfloat16`)"
+        )
     flags = {p: p.requires_grad for p in peft_model.parameters()}
     old_grads = {name: w.grad for name, w in weights.items()}
     was_training = peft_model.training
