@@ -65,7 +65,7 @@ class BaseWeights:
 
     def shape(self, module: str) -> tuple[int, int]:
         """``(m, n)`` of ``module`` (out, in), whatever its storage orientation or quantization."""
-        base = self._layers[module].get_base_layer()
+        base: Any = self._layers[module].get_base_layer()  # nn.Linear, bitsandbytes' Linear4bit/8bitLt, or Conv1D
         if hasattr(base, "out_features") and hasattr(base, "in_features"):
             return int(base.out_features), int(base.in_features)
         stored = tuple(base.get_parameter("weight").shape)  # Conv1D: (n, m)

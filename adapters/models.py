@@ -207,7 +207,8 @@ def _quantize_config_built(model: torch.nn.Module, precision: BasePrecision, dev
 
     with tempfile.TemporaryDirectory(prefix="corolla-quant-") as folder:
         model.save_pretrained(folder)
-        loaded: torch.nn.Module = type(model).from_pretrained(  # type: ignore[attr-defined]
+        model_class: Any = type(model)  # a transformers PreTrainedModel class
+        loaded: torch.nn.Module = model_class.from_pretrained(
             folder, quantization_config=bnb_config(precision), device_map=_device_map(device), dtype=precision.torch_dtype
         )
     return loaded

@@ -91,11 +91,11 @@ class StepTimer:
             batch = task.collate(tokenizer, [rows[i] for i in idx])
             self.tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
 
-        training._step = timed  # type: ignore[assignment]
+        training._step = timed
         try:
             yield
         finally:
-            training._step = real  # type: ignore[assignment]
+            training._step = real
 
     @property
     def rate(self) -> float:
@@ -115,7 +115,8 @@ def _random_llama_dir(folder: Path, dtype: torch.dtype) -> str:
 
     config = LlamaConfig(**{k: v for k, v in json.loads(LLAMA_1B_CONFIG.read_text()).items() if k not in ("architectures", "torch_dtype")})
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = tiny_llama.seeded_init(lambda: LlamaForCausalLM(config)).to(dtype)
+        model: Any = tiny_llama.seeded_init(lambda: LlamaForCausalLM(config))
+        model = model.to(dtype)
     model.save_pretrained(folder)
     tokenizer = tiny_llama.build_tokenizer()
     tokenizer.save_pretrained(folder)
