@@ -32,7 +32,7 @@ SETUPS = {
     "bfloat16+fold": {"model.dtype": "bfloat16", "model.base-delta": "fold"},
     "nf4+delta": {"model.dtype": "bfloat16", "model.quantization": "nf4", "model.base-delta": "float32"},
 }
-STRATEGIES = ("fedex", "flora", "ffa", "fedsb", "rolora", "fedsvd")
+STRATEGIES = ("fedex", "flora", "ffa", "fedsb")
 RUN = {
     "model.name": "tiny-llama", "task.name": "arithmetic", "adapter.rank": 4, "adapter.alpha": 8.0,
     "train.local-steps": 2, "train.lr": 0.02, "train.batch-size": 4, "eval.central": False, "num-server-rounds": 2,
