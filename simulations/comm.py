@@ -384,7 +384,7 @@ def report(
     delta_bytes = base_delta_bytes(shapes)
     text += [
         f"bytes per parameter: {bytes_per_param} (adapter.wire-dtype = bfloat16 or float16 sends 2; docs/precision.md §5).",
-        f"base-delta memory (fedex, flora; model.base-delta = float32 beside a bf16/fp16/4-bit base): "
+        f"base-delta memory (FedEx-LoRA, FLoRA; model.base-delta = float32 beside a bf16/fp16/4-bit base): "
         f"{_bytes(delta_bytes)} per node, 4 B x Σ m·n = {sum(m * n for m, n in shapes.values()):,} elements; "
         f"the same modules' bf16 weights take {_bytes(delta_bytes // 2)} (docs/precision.md §3).",
     ]

@@ -179,3 +179,13 @@ def test_comm_is_wired_in_the_cli() -> None:
     assert "comm" in cli.COMMANDS
     args = cli.build_parser().parse_args(["comm", "--model", "gemma-2-9b"])
     assert (args.command, args.rank, args.clients, args.rounds, args.fedsb_rank) == ("comm", 32, 25, 1, 200)
+
+
+def test_the_report_states_the_float32_base_delta_memory() -> None:
+    """docs/precision.md §3: 4 bytes per adapted weight element, printed and in the JSON."""
+    from simulations.comm import base_delta_bytes, report
+
+    text, payload = report("llama-3.2-1b", targets=("q_proj", "v_proj"))
+    # Llama-3.2-1B: 16 layers, q_proj 2048x2048, v_proj 512x2048
+    assert payload["base_delta_bytes"] == base_delta_bytes({"q": (2048, 2048), "v": (512, 2048)}) * 16 == 4 * 16 * (2048 * 2048 + 512 * 2048)
+    assert "base-delta memory" in text and f"{4 * 16 * (2048 * 2048 + 512 * 2048) / 1e6:,.2f} MB per node" in text
