@@ -205,9 +205,10 @@ def _quantize_config_built(model: torch.nn.Module, precision: BasePrecision, dev
     way transformers quantizes a checkpoint: saved once to a temporary folder, loaded back quantized."""
     import tempfile
 
+    pretrained: Any = model  # a transformers PreTrainedModel
     with tempfile.TemporaryDirectory(prefix="corolla-quant-") as folder:
-        model.save_pretrained(folder)
-        model_class: Any = type(model)  # a transformers PreTrainedModel class
+        pretrained.save_pretrained(folder)
+        model_class: Any = type(model)
         loaded: torch.nn.Module = model_class.from_pretrained(
             folder, quantization_config=bnb_config(precision), device_map=_device_map(device), dtype=precision.torch_dtype
         )
