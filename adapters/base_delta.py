@@ -197,5 +197,5 @@ def _plain_float(layer: LoraLayer) -> bool:
 
 def adapted_elements(model: Any) -> int:
     """``Σ m·n`` over the adapted modules: the elements a dense float32 base delta holds."""
-    weights = BaseWeights(model)
+    weights = BaseWeights(model, storage="float32")  # reads shapes only: any base, quantized too
     return sum(m * n for m, n in (weights.shape(name) for name in weights.modules))

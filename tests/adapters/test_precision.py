@@ -154,6 +154,9 @@ def test_a_quantized_tiny_llama_trains_on_the_cpu(quantization: str) -> None:
     assert isinstance(layer, bnb.nn.Linear4bit if quantization == "nf4" else bnb.nn.Linear8bitLt)
     with pytest.raises(ValueError, match="cannot write into the quantized base"):
         BaseWeights(model, storage="fold")
+    from adapters.base_delta import adapted_elements
+
+    assert adapted_elements(model) == 4 * (256 * 256 + 128 * 256)  # q_proj, v_proj of 4 layers (the audit's size)
     ids = tokenizer(["12 + 30 = 42"], return_tensors="pt")["input_ids"]
     model.train()
     model(input_ids=ids, labels=ids).loss.backward()
