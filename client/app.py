@@ -32,6 +32,7 @@ from client.worker import Worker, get_worker
 from privacy import BudgetExhausted, DPConfig
 from contract.extensions import load_installed_extensions
 from contract.wire import decode_record, encode_record
+from contract.ranks import ADAPTER_RANK, NODE_RANK_KEY, RANK_QUERY, client_rank
 from contract import (
     ADAPTER_KIND,
     ARRAYS,
@@ -81,6 +82,17 @@ def _worker(msg: Message, context: Context) -> tuple[RunConfig, Worker]:
             f"`{CONFIG}` record); run the ServerApp and the ClientApp from the same Corolla version"
         )
     return config, get_worker(config, str(instruction[ADAPTER_KIND]))
+
+
+def _own_rank(config: RunConfig, worker: Worker, context: Context, partition_id: int) -> int | None:
+    """With ``adapter.ranks`` set: this client's rank, installed in the worker's adapter (``None``: one
+    rank for all, the model is left as built)."""
+    ranks = config.adapter.rank_list()
+    if not ranks and NODE_RANK_KEY not in context.node_config:
+        return None
+    rank = client_rank(ranks, config.adapter.rank, partition_id, context.node_config)
+    worker.use_rank(rank)
+    return rank
 
 
 def _instruction_int(msg: Message, key: str) -> int:
@@ -147,6 +159,7 @@ def train(msg: Message, context: Context) -> Message:
         raise InjectedFailure(f"faults.fail-fraction: partition {partition_id} fails round {server_round}")
     if fault == "slow":
         time.sleep(config.faults.slow_seconds)
+    rank = _own_rank(config, worker, context, partition_id)
     try:
         pending = sync_base(worker.base, msg.content, context)
         frozen = sync_frozen(worker, msg.content, context)
@@ -192,6 +205,8 @@ def train(msg: Message, context: Context) -> Message:
     report = worker.task.client_report(worker.model, worker.tokenizer, rows, update=update)
     metrics: dict[str, MetricRecordValues] = {TRAIN_LOSS: stats.loss, NUM_EXAMPLES: len(rows), PARTITION_ID: partition_id, BASE_VERSION: pending.version, CONFIRMED: int(frozen)}
     metrics.update(factors.reply_metrics())
+    if rank is not None:
+        metrics[ADAPTER_RANK] = rank
     if stats.epsilon is not None:
         metrics[EPSILON] = stats.epsilon
     reply = RecordDict(
@@ -212,6 +227,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the global adapter on this node's share of the task's test split."""
     config, worker = _worker(msg, context)
     partition_id, num_partitions = _node_partition(context)
+    rank = _own_rank(config, worker, context, partition_id)
     try:
         pending = sync_base(worker.base, msg.content, context)
         frozen = sync_frozen(worker, msg.content, context)
@@ -235,6 +251,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics[BASE_VERSION] = pending.version
     metrics[CONFIRMED] = int(frozen)
     metrics.update(factors.reply_metrics())
+    if rank is not None:
+        metrics[ADAPTER_RANK] = rank
     pending.commit(context)
     factors.commit()
     return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)
@@ -258,6 +276,15 @@ def gradient_estimate(msg: Message, context: Context) -> Message:
         }
     )
     return Message(content=reply, reply_to=msg)
+
+
+@app.query(RANK_QUERY.split(".")[1])
+def adapter_rank(msg: Message, context: Context) -> Message:
+    """The rank census (``docs/algorithms.md §18``): this node's partition id and the LoRA rank it trains."""
+    config = parse_run_config(context.run_config, partial=True)
+    partition_id, _ = _node_partition(context)
+    rank = client_rank(config.adapter.rank_list(), config.adapter.rank, partition_id, context.node_config)
+    return Message(content=RecordDict({METRICS: MetricRecord({PARTITION_ID: partition_id, ADAPTER_RANK: rank})}), reply_to=msg)
 
 
 register_secagg(app, train)  # SecAgg+ stages (`query.secagg_*`, `train.secagg_collect`); collect trains with `train`

@@ -20,6 +20,7 @@ from flwr.common.logger import log
 
 from adapters.base_delta import BaseWeights
 from adapters.payload import layout
+from adapters.rank_resize import set_lora_rank
 from client.tasks.base import Task
 from client.tasks.partition import partition_dataset
 from client.tasks.setup import build_task_and_model
@@ -38,6 +39,11 @@ class Worker:
     base: BaseWeights
     layout: dict[str, dict[str, Any]] = field(default_factory=dict)  # adapters.payload.layout(model), fixed
     frozen_hash: str | None = None  # hash of the frozen adapter factors installed in ``model``
+
+    def use_rank(self, rank: int) -> None:
+        """Give the adapter rank ``rank`` (per-client ranks, ``docs/algorithms.md §18``); the layout follows."""
+        if set_lora_rank(self.model, rank):
+            self.layout = layout(self.model)
 
     def train_rows(self, config: RunConfig, *, partition_id: int, num_partitions: int) -> list[dict[str, Any]]:
         """This client's shard of the training pool (seed-stable; flwr-datasets partitioners)."""

@@ -37,7 +37,7 @@ from contract import (
 )
 from server.metering import DOWN, SETUP, UP, ByteLedger
 from strategies.layout import layout_from_config
-from strategies.registry import strategy_info
+from strategies.registry import mixed_rank_problems, strategy_info
 
 CALIBRATION_STREAM = 7  # the calibration sample's RNG stream, [seed, 7]: apart from every other use of `seed`
 
@@ -50,10 +50,10 @@ def adapter_kind_problems(config: RunConfig) -> list[str]:
     """
     try:
         info = strategy_info(config.strategy.name)
-        resolve_adapter_kind(config.adapter.name, info.adapter_kinds, strategy=config.strategy.name)
+        kind = resolve_adapter_kind(config.adapter.name, info.adapter_kinds, strategy=config.strategy.name)
     except ValueError as exc:
         return [str(exc)]
-    return []
+    return mixed_rank_problems(config, kind.name)
 
 
 def resolve_run_adapter_kind(config: RunConfig) -> str:

@@ -39,6 +39,7 @@ from server.exactness_audit import ExactnessAudit, audit_wanted
 from server.export import export_final
 from server.metering import DOWN, UP
 from server.privacy_statement import privacy_statement
+from server.rank_census import RankCensus
 from server.progress import ProgressGrid
 from server.recorder import RoundRecorder
 from server.run_folder import RunFolder
@@ -48,6 +49,7 @@ from server.split_check import check_delta, check_split, federation_size
 from server.strategy_chain import StrategyChain, wrap_strategy
 from strategies import build_strategy
 from strategies.registry import strategy_info
+from strategies.client_ranks import ClientRanks
 from strategies.protocol import CorollaStrategy
 
 load_installed_extensions()  # other packages' strategies, kinds and tasks (docs/extending.md §1)
@@ -60,7 +62,8 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     started = time.perf_counter()
     checkpoint = load_checkpoint(config)  # a run that cannot resume fails before anything is built
     adapter_kind = resolve_run_adapter_kind(config)  # `adapter.name = auto`: the strategy's first kind
-    built = build_task_and_model(config, adapter_kind)
+    ranks = client_ranks(config)  # adapter.ranks: per-client ranks, the server's adapter has the largest
+    built = build_task_and_model(server_side_config(config, ranks), adapter_kind)
     privacy = privacy_statement(config, adapter_kind, type(built.task))  # logs what ε does not cover before anything runs
     num_nodes = federation_size(grid, config)
     check_split(built, config, num_nodes)  # a split no client could draw fails here
@@ -69,7 +72,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
         RunState.resumed(checkpoint, built, Path(config.resume_from)) if checkpoint is not None
         else RunState.fresh(config, built, grid, adapter_kind)
     )
-    strategy = _build_strategy(config, built)
+    strategy = _build_strategy(config, built, ranks)
     state.restore(strategy)
     epsilon = (  # docs/privacy.md §10: every node's ε, reported or bounded by the server
         EpsilonLedger(EpsilonBound(config, built, num_nodes), num_partitions=num_nodes, nodes=state.epsilon_nodes)
@@ -89,7 +92,8 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     chain = wrap_strategy(
         strategy, task=built.task, folder=folder.path, ledger=state.ledger, round_offset=state.round_offset,
         broadcast=state.broadcast, epsilon=epsilon, wire_dtype=config.adapter.wire_dtype,
-        audit=_exactness_audit(config, built, base, strategy, adapter_kind) if strategy is plain else None,
+        audit=_exactness_audit(config, built, base, strategy, adapter_kind) if strategy is plain and ranks is None else None,
+        census=RankCensus(ranks, state.ledger, timeout=config.round_timeout or 600) if ranks else None,
     )
     recorder = RoundRecorder(
         folder, chain, _central_evaluator(config, built, base, strategy), main_metric=built.task.main_metric,
@@ -116,6 +120,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
             "timed_out": sum(int(r.get("timed_out", 0)) for r in recorder.rows),
             "rounds_without_replies": sum(is_empty(r) for r in recorder.rows),
             **state.summary(),
+            **({"client_ranks": {str(node): rank for node, rank in sorted(ranks.by_node.items())}} if ranks else {}),
             **secagg_summary(config, recorder.rows),
             **({"privacy": {**privacy, "epsilon": epsilon.epsilon(), "nodes": epsilon.table()}}
                if privacy and epsilon is not None else {}),
@@ -126,12 +131,27 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     return folder
 
 
-def _build_strategy(config: RunConfig, built: TaskAndModel) -> CorollaStrategy:
+def client_ranks(config: RunConfig) -> ClientRanks | None:
+    """``adapter.ranks`` as the strategy and the census share it (``None``: one rank for all)."""
+    ranks = config.adapter.rank_list()
+    return ClientRanks(ranks, config.adapter.alpha) if ranks else None
+
+
+def server_side_config(config: RunConfig, ranks: ClientRanks | None) -> RunConfig:
+    """The config the server builds its model with: with per-client ranks, the global adapter has the
+    largest rank (every node's adapter is a truncation of it, ``docs/algorithms.md §18``)."""
+    if ranks is None or ranks.r_max == config.adapter.rank:
+        return config
+    return config.model_copy(update={"adapter": config.adapter.model_copy(update={"rank": ranks.r_max})})
+
+
+def _build_strategy(config: RunConfig, built: TaskAndModel, ranks: ClientRanks | None = None) -> CorollaStrategy:
     """The registered ``strategy.name``, told what it needs of the adapter (after the server-side set-up)."""
     return build_strategy(
         config.strategy.name,
         config=config,
         **strategy_adapter_params(built.model),
+        **({"client_ranks": ranks} if ranks is not None else {}),
         weighted=config.strategy.weighted,
         fraction_train=config.fraction_train,
         fraction_evaluate=config.fraction_evaluate,

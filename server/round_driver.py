@@ -30,6 +30,7 @@ from flwr.serverapp.strategy import Result
 from contract import METRICS, NODE_STATE_MISSING, PARTITION_ID
 from server.epsilon_ledger import EpsilonLedger
 from server.metering import DOWN, Metered
+from server.rank_census import RankCensus
 from server.strategy_wrapper import StrategyWrapper
 from strategies.protocol import DroppedReply
 
@@ -55,13 +56,14 @@ class RoundDriver(StrategyWrapper[Metered]):
 
     def __init__(
         self, meter: Metered, *, offset: int, resync: Resync | None = None, epsilon: EpsilonLedger | None = None,
-        dropped: Callable[[], Sequence[DroppedReply]] | None = None,
+        dropped: Callable[[], Sequence[DroppedReply]] | None = None, census: RankCensus | None = None,
     ) -> None:
         super().__init__(meter)
         self.offset = offset
         self.resync = resync
         self.epsilon = epsilon
         self.dropped = dropped
+        self.census = census  # per-client ranks: ask nodes that joined since (docs/algorithms.md §18)
         self.timed_out: dict[int, int] = {}
         self.resent: dict[int, int] = {}
         self._sent: dict[int, int] = {}
@@ -78,6 +80,8 @@ class RoundDriver(StrategyWrapper[Metered]):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """Shift the round; remember how many clients were asked; stamp each node's reported ε."""
+        if self.census is not None:
+            self.census.update(grid, server_round + self.offset)
         messages = list(self.inner.configure_train(server_round + self.offset, arrays, config, grid))
         if self.epsilon is not None:
             messages = self.epsilon.stamp(messages)
@@ -99,6 +103,8 @@ class RoundDriver(StrategyWrapper[Metered]):
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """Shift the round."""
+        if self.census is not None:
+            self.census.update(grid, server_round + self.offset)
         messages = list(self.inner.configure_evaluate(server_round + self.offset, arrays, config, grid))
         self._messages = {m.metadata.dst_node_id: m for m in messages}
         return messages

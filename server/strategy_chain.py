@@ -21,6 +21,7 @@ from server.epsilon_ledger import EpsilonLedger
 from server.exactness_audit import Audited, ExactnessAudit
 from server.metering import ByteLedger, Metered
 from server.plugin_relay import PluginRelay
+from server.rank_census import RankCensus
 from server.round_driver import RoundDriver
 from server.wire_codec import WireCodec
 from strategies.protocol import CorollaStrategy
@@ -49,11 +50,12 @@ def wrap_strategy(
     epsilon: EpsilonLedger | None = None,
     wire_dtype: str = "float32",
     audit: ExactnessAudit | None = None,
+    census: RankCensus | None = None,
 ) -> StrategyChain:
     """Wrap ``strategy`` for a run: plugin relay (starting from ``broadcast``), wire codec
     (``wire_dtype``), exactness audit (``None``: off), byte meter (into ``ledger``), round driver
     (rounds shifted by ``round_offset``; resends through the strategy's ``resync``; books ε in
-    ``epsilon`` for a DP run)."""
+    ``epsilon`` for a DP run; asks new nodes their rank with ``census``)."""
     relay = PluginRelay(strategy, task, folder, broadcast=broadcast)
     codec = WireCodec(relay, wire_dtype=wire_dtype)
     audited = Audited(codec, audit)
@@ -61,6 +63,6 @@ def wrap_strategy(
     driver = RoundDriver(
         meter, offset=round_offset, epsilon=epsilon, dropped=lambda: strategy.last_dropped,
         # a registered strategy need not subclass CorollaStrategy (strategies.protocol); then nothing is resent
-        resync=strategy.resync if isinstance(strategy, CorollaStrategy) else None,
+        resync=strategy.resync if isinstance(strategy, CorollaStrategy) else None, census=census,
     )
     return StrategyChain(driver=driver, meter=meter, audit=audited, codec=codec, relay=relay, strategy=strategy)

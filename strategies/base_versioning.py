@@ -13,11 +13,11 @@ its message construction, reply notes, ``base_deltas`` and checkpoint state thro
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from contract import ARRAYS, CONFIG, METRICS
 from contract.base_delta import (
@@ -63,8 +63,14 @@ class BaseVersioning:
         return self.log.canonical()
 
     # --- messages ----------------------------------------------------------------------------
-    def messages(self, record: RecordDict, node_ids: Sequence[int], message_type: str) -> list[Message]:
-        """One message per node: the round's content plus the base delta from the version it holds."""
+    def messages(
+        self, record: RecordDict, node_ids: Sequence[int], message_type: str,
+        arrays_for: Callable[[int], ArrayRecord] | None = None,
+    ) -> list[Message]:
+        """One message per node: the round's content plus the base delta from the version it holds.
+
+        ``arrays_for(node_id)``, when given, replaces the record's arrays for that node (per-client
+        ranks, ``docs/algorithms.md §18``)."""
         messages = []
         for node_id in node_ids:
             held = self.node_version.get(node_id, 0)
@@ -80,7 +86,8 @@ class BaseVersioning:
             )
             if splits:
                 config[BASE_SPLITS] = encode_splits(splits)
-            content = RecordDict({ARRAYS: record.array_records[ARRAYS], CONFIG: config})
+            arrays = record.array_records[ARRAYS] if arrays_for is None else arrays_for(node_id)
+            content = RecordDict({ARRAYS: arrays, CONFIG: config})
             if deltas:
                 content[BASE_DELTA] = encode_base_delta(deltas)
             messages.append(Message(content=content, message_type=message_type, dst_node_id=node_id))

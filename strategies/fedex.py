@@ -19,14 +19,21 @@ from typing import Any, Literal
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
+from contract import ARRAYS, DEV_REL_MEAN, DEV_REL_PREFIX
+
 from .base_versioning import BaseVersioning
+from .client_ranks import ClientRanks
 from .comm_cost import CommCost, CommInputs
 from .fedit import FedIT
 from .layout import LoraPair
+from .flora import kaiming_uniform_a
 from .maths.averaging import weighted_mean
+from .maths.mixed_rank import fedex_mixed
 from .maths.transport import ResidualTransport
+from .mixed_ranks import MixedRanks
 from .protocol import StrategyState
 from .registry import StrategyInfo, register_strategy
+from .validation import Expected
 
 ResidualCharge = Literal["pivot", "centred", "stacked", "dense"]
 
@@ -61,7 +68,8 @@ def fedex_comm(
     exact=True,
     adapter_kinds=("lora", "abba"),
     comm=fedex_comm,
-    docs="docs/algorithms.md §4, §5, §10.3; arXiv:2410.09432",
+    docs="docs/algorithms.md §4, §5, §10.3, §18.3; arXiv:2410.09432",
+    mixed_ranks=True,  # exact: the residual is taken over each client's own product
 ))
 class FedExLoRA(FedIT):
     """FedEx-LoRA (arXiv 2410.09432): FedIT's factor means plus the residual folded into the base.
@@ -71,7 +79,9 @@ class FedExLoRA(FedIT):
     metrics (which here report how much each round's residual corrects).
     """
 
-    def __init__(self, *, layout: Mapping[str, LoraPair] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, layout: Mapping[str, LoraPair] | None = None, client_ranks: ClientRanks | None = None, **kwargs: Any
+    ) -> None:
         if not layout:
             raise ValueError(
                 "strategy.name = fedex needs the adapter layout (which payload arrays are each module's "
@@ -79,12 +89,16 @@ class FedExLoRA(FedIT):
             )
         super().__init__(layout=layout, **kwargs)
         self.versions = BaseVersioning()
+        self.mixed = MixedRanks(client_ranks, layout, strategy="fedex") if client_ranks is not None else None
+        self._mixed_dev: dict[str, float] = {}
 
     def aggregate_arrays(
         self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
     ) -> dict[str, np.ndarray]:
         """Factor means (and head) as FedIT; fold this round's exact residual as the next base version."""
         assert self.layout is not None
+        if self.mixed is not None:
+            return self._aggregate_mixed(server_round, arrays_list, weights)
         merged = weighted_mean(arrays_list, weights)
         residuals: dict[str, ResidualTransport] = {
             module: pair.factor_form.exact_residual(arrays_list, weights, pair)  # (m, n)
@@ -92,6 +106,57 @@ class FedExLoRA(FedIT):
         }
         self.versions.fold(residuals)
         return merged
+
+    def _aggregate_mixed(
+        self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Mixed ranks (``docs/algorithms.md §18.3``): the next adapter holds the mean of the leading ``r_min``
+        components every client has; everything else of ``Σ p_i ΔW_i`` is folded into the base, exactly.
+
+        The global adapter has rank ``R`` (the largest): ``B = [B̄, 0]``, ``A = [Ā_eff / s_R; fresh]`` with
+        fresh Kaiming rows (from ``(seed, round)``) over the zero columns, so a rank-``r`` node's first ``r``
+        components add exactly ``B̄ Ā_eff`` and the rest can train.
+        """
+        assert self.mixed is not None and self.layout is not None and self.global_arrays is not None
+        mixed = self.mixed
+        merged = mixed.head_mean(arrays_list, weights)
+        scales = mixed.client_scales(arrays_list)
+        r_min = mixed.ranks.r_min
+        rng = np.random.default_rng([self.seed, server_round])
+        residuals: dict[str, ResidualTransport] = {}
+        self._mixed_dev = {}
+        for module, pair in self.layout.items():
+            agg = fedex_mixed(
+                [a[pair.a_key] for a in arrays_list], [a[pair.b_key] for a in arrays_list], weights, scales, r_min
+            )  # b_bar: (m, r_min), a_eff: (r_min, n)
+            big, n = self.global_arrays[pair.a_key].shape
+            a = np.empty((big, n), dtype=np.float32)  # (R, n)
+            a[:r_min] = agg.a_eff / mixed.scale(big)
+            a[r_min:] = kaiming_uniform_a((big - r_min, n), rng)
+            b = np.zeros((agg.b_bar.shape[0], big), dtype=np.float32)  # (m, R)
+            b[:, :r_min] = agg.b_bar
+            merged[pair.a_key], merged[pair.b_key] = a, b
+            residuals[module] = agg.residual
+            self._mixed_dev[module] = agg.rel
+        self.versions.fold(residuals)
+        return merged
+
+    def expected_for(self, reply: Message) -> Expected:
+        """With mixed ranks: the factors at the sender's rank (``docs/algorithms.md §18``)."""
+        expected = super().expected_for(reply)
+        return expected if self.mixed is None else self.mixed.expected_for(expected, reply)
+
+    def train_diagnostics(
+        self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
+    ) -> dict[str, float]:
+        """FedIT's deviation; with mixed ranks the residual's share of the mean update, ``‖res‖ / ‖Σ p_i ΔW_i‖``."""
+        if self.mixed is None:
+            return super().train_diagnostics(server_round, arrays_list, weights)
+        if not self._mixed_dev:
+            return {}
+        out = {f"{DEV_REL_PREFIX}{module}": value for module, value in self._mixed_dev.items()}
+        out[DEV_REL_MEAN] = float(np.mean(list(self._mixed_dev.values())))
+        return out
 
     def base_deltas(self) -> dict[str, np.ndarray]:
         """The cumulative base delta per module, ``(m, n)`` float32 (empty before round 1)."""
@@ -106,8 +171,12 @@ class FedExLoRA(FedIT):
         self.versions.restore_state(arrays, meta)
 
     def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
-        """One message per node, each with the base delta from the version that node holds."""
-        return self.versions.messages(record, node_ids, message_type)
+        """One message per node, each with the base delta from the version that node holds (and, with
+        mixed ranks, its adapter at its own rank)."""
+        if self.mixed is None:
+            return self.versions.messages(record, node_ids, message_type)
+        mixed, arrays = self.mixed, record.array_records[ARRAYS]
+        return self.versions.messages(record, mixed.known(node_ids), message_type, lambda node: mixed.payload(arrays, node))
 
     def resync(self, message: Message) -> Message:
         """Resend the cumulative base delta from version 0 to a node that lost its base (a restart)."""

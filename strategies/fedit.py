@@ -131,6 +131,12 @@ class FedIT(FedAvg, CorollaStrategy):
         """Keys, shapes and dtypes a train reply MUST carry (default: exactly what was sent)."""
         return expected_from_arrays(arrays)
 
+    def expected_for(self, reply: Message) -> Expected:
+        """What ``reply`` MUST carry (default: :meth:`expected_reply` of the round; per-client ranks
+        give each node its own shapes, ``docs/algorithms.md §18``). Raise :class:`MalformedReply` to drop it."""
+        assert self.expected is not None
+        return self.expected
+
     def aggregate_arrays(
         self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
     ) -> dict[str, np.ndarray]:
@@ -201,7 +207,7 @@ class FedIT(FedAvg, CorollaStrategy):
         for msg in replies:
             try:
                 arrays, n = check_reply(
-                    _content(msg), self.expected, weighted_by_key=self.weighted_by_key
+                    _content(msg), self.expected_for(msg), weighted_by_key=self.weighted_by_key
                 )
             except MalformedReply as exc:
                 self._drop(server_round, "aggregate_train", msg, str(exc), self._dropped_train)

@@ -31,6 +31,8 @@ def fedsb_comm(inputs: CommInputs) -> CommCost:
     comm=fedsb_comm,
     docs="docs/algorithms.md §9; arXiv:2502.15436",
     linear=True,  # the aggregate is a weighted mean of the payloads: SecAgg applies
+    fixed_rank_reason="Fed-SB averages LoRA-SB's r×r matrix R between B and A that every client shares, so R has "
+    "one shape (r×r) for all clients",
 ))
 class FedSB(FrozenFactorsStrategy):
     """Fed-SB (arXiv 2502.15436): FedAvg of R (and the head) over frozen, shared B and A."""

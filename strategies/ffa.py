@@ -29,6 +29,8 @@ def ffa_comm(inputs: CommInputs, *, a_by_seed: bool = True) -> CommCost:
     comm=ffa_comm,
     docs="docs/algorithms.md §7; arXiv:2403.12313",
     linear=True,  # the aggregate is a weighted mean of the payloads: SecAgg applies
+    fixed_rank_reason="FFA-LoRA's frozen A (r×n) is shared by every client and only B over it is averaged, so "
+    "every client's B must have A's rank",
 ))
 class FFALoRA(FrozenFactorsStrategy):
     """FFA-LoRA (arXiv 2403.12313): FedAvg of B (and the head) over a frozen, shared A."""

@@ -20,7 +20,10 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
+from contract import ARRAYS
+
 from .base_versioning import BaseVersioning
+from .client_ranks import ClientRanks
 from .comm_cost import CommCost, CommInputs
 from .factor_forms import PAIR
 from .fedit import FedIT
@@ -28,8 +31,10 @@ from .layout import LoraPair
 from .maths.averaging import weighted_mean
 from .maths.stacking import flora_stack
 from .maths.transport import ResidualTransport
+from .mixed_ranks import MixedRanks
 from .protocol import StrategyState
 from .registry import StrategyInfo, register_strategy
+from .validation import Expected
 
 
 def flora_comm(inputs: CommInputs, *, client_ranks: Sequence[int] | None = None) -> CommCost:
@@ -51,7 +56,8 @@ def kaiming_uniform_a(shape: tuple[int, int], rng: np.random.Generator) -> np.nd
     exact=True,
     adapter_kinds=("lora",),
     comm=flora_comm,
-    docs="docs/algorithms.md §5, §6; arXiv:2409.05976",
+    docs="docs/algorithms.md §5, §6, §18.2; arXiv:2409.05976",
+    mixed_ranks=True,  # stacking is exact for any ranks (FLoRA's headline)
 ))
 class FLoRA(FedIT):
     """FLoRA (arXiv 2409.05976): stack client factors, fold the product into the base, re-initialise.
@@ -59,7 +65,9 @@ class FLoRA(FedIT):
     Requires a ``layout`` whose modules are all LoRA pairs (``B A``): stacking is defined for them.
     """
 
-    def __init__(self, *, layout: Mapping[str, LoraPair] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, layout: Mapping[str, LoraPair] | None = None, client_ranks: ClientRanks | None = None, **kwargs: Any
+    ) -> None:
         if not layout:
             raise ValueError(
                 "strategy.name = flora needs the adapter layout (which payload arrays are each module's "
@@ -73,28 +81,46 @@ class FLoRA(FedIT):
             )
         super().__init__(layout=layout, **kwargs)
         self.versions = BaseVersioning()
+        self.mixed = MixedRanks(client_ranks, layout, strategy="flora") if client_ranks is not None else None
 
     def aggregate_arrays(
         self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
     ) -> dict[str, np.ndarray]:
         """Fold ``Σ p_i s B_i A_i`` into the base; return fresh LoRA factors and the mean head."""
-        assert self.layout is not None
-        merged = weighted_mean(arrays_list, weights)  # the head (and, overwritten below, A and B)
+        assert self.layout is not None and self.global_arrays is not None
+        if self.mixed is None:
+            merged = weighted_mean(arrays_list, weights)  # the head (and, overwritten below, A and B)
+            scales: float | list[float] = next(iter(self.layout.values())).scale
+        else:  # ranks differ: only the head is averaged; each client stacks at its own scale α / r_i
+            merged = self.mixed.head_mean(arrays_list, weights)
+            scales = self.mixed.client_scales(arrays_list)
         rng = np.random.default_rng([self.seed, server_round])
         round_deltas: dict[str, ResidualTransport] = {}
         for module, pair in self.layout.items():
             b_stack, a_stack = flora_stack(
-                [a[pair.a_key] for a in arrays_list],  # A_i: (r, n)
-                [a[pair.b_key] for a in arrays_list],  # B_i: (m, r)
+                [a[pair.a_key] for a in arrays_list],  # A_i: (r_i, n)
+                [a[pair.b_key] for a in arrays_list],  # B_i: (m, r_i)
                 weights,
-                pair.scale,
-            )  # B_stack: (m, K r), A_stack: (K r, n) with p_i s folded in
+                scales if self.mixed is not None else pair.scale,
+            )  # B_stack: (m, Σ r_i), A_stack: (Σ r_i, n) with p_i s_i folded in
             round_deltas[module] = ResidualTransport.from_factors(b_stack, a_stack)
-            a_shape = merged[pair.a_key].shape
-            merged[pair.a_key] = kaiming_uniform_a(a_shape, rng)  # fresh A: (r, n)
-            merged[pair.b_key] = np.zeros_like(merged[pair.b_key])  # B = 0: the adapter adds nothing yet
+            a_shape = self.global_arrays[pair.a_key].shape  # the global adapter's rank (the largest)
+            b_shape = self.global_arrays[pair.b_key].shape
+            merged[pair.a_key] = kaiming_uniform_a(a_shape, rng)  # fresh A: (R, n); a rank-r node gets its first r rows
+            merged[pair.b_key] = np.zeros(b_shape, dtype=np.float32)  # B = 0: the adapter adds nothing yet
         self.versions.fold(round_deltas)
         return merged
+
+    def expected_for(self, reply: Message) -> Expected:
+        """With mixed ranks: the factors at the sender's rank (``docs/algorithms.md §18``)."""
+        expected = super().expected_for(reply)
+        return expected if self.mixed is None else self.mixed.expected_for(expected, reply)
+
+    def train_diagnostics(
+        self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
+    ) -> dict[str, float]:
+        """FedIT's deviation with one rank; none with mixed ranks (factor means of different shapes do not exist)."""
+        return super().train_diagnostics(server_round, arrays_list, weights) if self.mixed is None else {}
 
     def base_deltas(self) -> dict[str, np.ndarray]:
         """The cumulative merged update per module, ``(m, n)`` float32 (empty before round 1)."""
@@ -109,8 +135,12 @@ class FLoRA(FedIT):
         self.versions.restore_state(arrays, meta)
 
     def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
-        """One message per node, each with the merged updates it has not applied yet."""
-        return self.versions.messages(record, node_ids, message_type)
+        """One message per node, each with the merged updates it has not applied yet (and, with mixed
+        ranks, its adapter at its own rank)."""
+        if self.mixed is None:
+            return self.versions.messages(record, node_ids, message_type)
+        mixed, arrays = self.mixed, record.array_records[ARRAYS]
+        return self.versions.messages(record, mixed.known(node_ids), message_type, lambda node: mixed.payload(arrays, node))
 
     def resync(self, message: Message) -> Message:
         """Resend the cumulative base delta from version 0 to a node that lost its base (a restart)."""

@@ -60,6 +60,12 @@ class StrategyInfo:
         server already holds), so secure aggregation can hand the strategy only the sum
         (``secagg.enabled``; ``server.secagg``). False for strategies that need each client's own
         factors (FedEx-LoRA's residual, FLoRA's stacking).
+    mixed_ranks : bool (default: False)
+        Whether clients may train different ranks (``adapter.ranks``; ``docs/algorithms.md §18``). The
+        strategy's constructor then receives ``client_ranks=`` (:class:`~strategies.client_ranks.ClientRanks`).
+    fixed_rank_reason : str (default: "")
+        Why the strategy needs one rank for all, said when ``adapter.ranks`` mixes ranks (e.g. Fed-SB's
+        R is r×r).
     """
 
     name: str
@@ -70,6 +76,8 @@ class StrategyInfo:
     section: type[Section] | None = None
     docs: str = ""
     linear: bool = False
+    mixed_ranks: bool = False
+    fixed_rank_reason: str = ""
 
     def __post_init__(self) -> None:
         """Reject declarations the platform cannot use, naming the field and the fix."""
@@ -231,6 +239,33 @@ def strategy_config_problems(config: RunConfig) -> list[str]:
         resolve_adapter_kind(config.strategy.name, config.adapter.name)
     except ValueError as exc:
         return [str(exc)]
+    return mixed_rank_problems(config, resolve_adapter_kind(config.strategy.name, config.adapter.name))
+
+
+MIXED_RANK_KIND = "lora"
+"""The adapter kind per-client ranks work with: plain LoRA (``adapters.rank_resize``)."""
+
+
+def mixed_rank_problems(config: RunConfig, adapter_kind: str) -> list[str]:
+    """Why ``adapter.ranks`` cannot be used with this strategy and adapter kind (empty: it can, or it is unset).
+
+    ``docs/algorithms.md §18``: a strategy must declare ``mixed_ranks``; the adapter must be plain LoRA.
+    """
+    if not config.adapter.mixed_ranks():
+        return []
+    info = strategy_info(config.strategy.name)
+    if not info.mixed_ranks:
+        takers = ", ".join(i.name for i in registered_strategies() if i.mixed_ranks)
+        reason = info.fixed_rank_reason or "it averages factors that must have one shape for every client"
+        return [
+            f"`adapter.ranks` = {config.adapter.ranks!r} mixes ranks, but `strategy.name` = {config.strategy.name!r} "
+            f"needs one rank for all clients: {reason}. Clear adapter.ranks, or use one of: {takers}"
+        ]
+    if adapter_kind != MIXED_RANK_KIND:
+        return [
+            f"`adapter.ranks` = {config.adapter.ranks!r} needs `adapter.name` = {MIXED_RANK_KIND!r} (or auto), got "
+            f"{adapter_kind!r}: only plain LoRA factors can differ in rank between clients"
+        ]
     return []
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from ..ranks import parse_ranks
 from .section import Section
 
 
@@ -98,6 +99,12 @@ class AdapterConfig(Section):
     rank2: int = Field(
         0, ge=0, le=4096, description="ABBA r2; 0: derived from `rank` (r2 = rank - r1)"
     )
+    ranks: str = Field(
+        "",
+        description="per-client LoRA ranks, comma-separated, assigned round-robin by partition id (e.g. "
+        "`4,8,16,32`; a deployed node may name one with its node-config `adapter-rank`); empty: every client "
+        "trains `rank` (docs/algorithms.md §18)",
+    )
     alpha: float = Field(16.0, gt=0, le=1e6, description="LoRA alpha; scale s = alpha / r (ABBA: s = alpha)")
     target_modules: str = Field(
         "auto",
@@ -124,6 +131,24 @@ class AdapterConfig(Section):
         if not [t for t in value.split(",") if t.strip()]:
             raise ValueError("must name at least one module, e.g. `query,value`, or be `auto`")
         return value
+
+    @field_validator("ranks")
+    @classmethod
+    def _rank_list(cls, value: str) -> str:
+        ranks = parse_ranks(value)
+        if any(r > 4096 for r in ranks):
+            raise ValueError("every rank must be <= 4096")
+        return ",".join(map(str, ranks))
+
+    def rank_list(self) -> tuple[int, ...]:
+        """The per-client ranks (``()``: everyone trains :attr:`rank`)."""
+        return parse_ranks(self.ranks)
+
+    def mixed_ranks(self) -> bool:
+        """Whether clients train different ranks (``adapter.ranks`` lists more than one distinct rank,
+        or one that differs from ``adapter.rank``)."""
+        ranks = set(self.rank_list())
+        return bool(ranks) and ranks != {self.rank}
 
     def target_list(self) -> list[str] | None:
         """Module names to adapt, or ``None`` for the model's default."""

@@ -1,0 +1,122 @@
+"""Sending every node its adapter at its own rank, and checking its reply at that rank (``docs/algorithms.md §18``).
+
+:class:`MixedRanks` is composed by the strategies that take per-client ranks (FLoRA, FedEx-LoRA,
+HetLoRA, FlexLoRA). The server's global adapter has the largest configured rank ``R``; node ``k`` of
+rank ``r_k`` is sent its first ``r_k`` components (:func:`~strategies.maths.mixed_rank.truncate_pair`,
+effective units) and must reply with factors of rank ``r_k`` (and the rank in ``adapter-rank``).
+Every other array (a trained head) travels unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from logging import WARNING
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Message
+from flwr.common import log
+
+from contract import METRICS
+from contract.ranks import ADAPTER_RANK
+
+from .client_ranks import ClientRanks
+from .factor_forms import PAIR
+from .layout import LoraPair
+from .maths.averaging import weighted_mean
+from .maths.mixed_rank import truncate_pair
+from .validation import Expected, MalformedReply
+
+
+class MixedRanks:
+    """Per-node payloads and expected replies for one run's :class:`ClientRanks` over a LoRA ``layout``."""
+
+    def __init__(self, ranks: ClientRanks, layout: Mapping[str, LoraPair], *, strategy: str) -> None:
+        others = sorted({pair.form for pair in layout.values()} - {PAIR.name})
+        if others:
+            raise ValueError(
+                f"strategy.name = {strategy} with adapter.ranks needs plain LoRA pairs (adapter.name = lora); "
+                f"the layout has modules of form {others}"
+            )
+        self.ranks = ranks
+        self.layout = dict(layout)
+        self._cache: dict[tuple[int, int], ArrayRecord] = {}  # (id of the global record, rank) -> payload
+
+    def scale(self, rank: int) -> float:
+        """``α / r``."""
+        return self.ranks.scale(rank)
+
+    def global_rank(self, arrays: Mapping[str, np.ndarray] | ArrayRecord) -> int:
+        """The rank of the global adapter (its ``A`` rows)."""
+        pair = next(iter(self.layout.values()))
+        return int(arrays[pair.a_key].shape[0])
+
+    def client_rank(self, arrays: Mapping[str, np.ndarray]) -> int:
+        """The rank of one client's factors (its first module's ``A`` rows)."""
+        return self.global_rank(arrays)
+
+    def factor_keys(self) -> frozenset[str]:
+        """Every module's ``A`` and ``B`` keys."""
+        return frozenset(k for pair in self.layout.values() for k in (pair.a_key, pair.b_key))
+
+    def head_mean(self, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray) -> dict[str, np.ndarray]:
+        """The weighted mean of every array that is not a LoRA factor (a trained head; shapes agree)."""
+        factors = self.factor_keys()
+        heads = [{k: v for k, v in arrays.items() if k not in factors} for arrays in arrays_list]
+        return weighted_mean(heads, weights) if heads and heads[0] else {}
+
+    def client_scales(self, arrays_list: Sequence[Mapping[str, np.ndarray]]) -> list[float]:
+        """Each client's LoRA scale ``α / r_i``, its rank read from its factors."""
+        return [self.scale(self.client_rank(arrays)) for arrays in arrays_list]
+
+    def known(self, node_ids: Sequence[int]) -> list[int]:
+        """The nodes whose rank the census knows; the others are left out of the round, logged."""
+        unknown = [n for n in node_ids if self.ranks.of(n) is None]
+        if unknown:
+            log(WARNING, "adapter.ranks: nodes %s joined after the rank census; they sit this round out", unknown)
+        return [n for n in node_ids if self.ranks.of(n) is not None]
+
+    def payload(self, arrays: ArrayRecord, node_id: int) -> ArrayRecord:
+        """The global adapter truncated to the node's rank (a head travels as is)."""
+        rank = self.ranks.of(node_id)
+        if rank is None:
+            raise KeyError(f"node {node_id} has no rank in the census")
+        key = (id(arrays), rank)
+        if key not in self._cache:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = self._truncate(arrays, rank)
+        return self._cache[key]
+
+    def _truncate(self, arrays: ArrayRecord, rank: int) -> ArrayRecord:
+        big = self.global_rank(arrays)
+        if rank == big:
+            return arrays
+        out: dict[str, np.ndarray] = {key: array.numpy() for key, array in arrays.items()}
+        for pair in self.layout.values():
+            out[pair.a_key], out[pair.b_key] = truncate_pair(
+                out[pair.a_key], out[pair.b_key], rank, self.scale(big), self.scale(rank)
+            )  # A: (r, n), B: (m, r)
+        return ArrayRecord({key: Array(np.ascontiguousarray(out[key])) for key in arrays.keys()})
+
+    def expected(self, expected: Expected, rank: int) -> Expected:
+        """What a rank-``rank`` node must reply: ``expected`` with its factors at that rank."""
+        out = dict(expected)
+        for pair in self.layout.values():
+            (r_a, n), dtype_a = expected[pair.a_key]
+            (m, r_b), dtype_b = expected[pair.b_key]
+            out[pair.a_key] = ((rank, n), dtype_a)
+            out[pair.b_key] = ((m, rank), dtype_b)
+        return out
+
+    def expected_for(self, expected: Expected, msg: Message) -> Expected:
+        """The reply shape of ``msg``'s sender; :class:`MalformedReply` when its rank is unknown or its
+        reported ``adapter-rank`` differs from the census."""
+        node = msg.metadata.src_node_id
+        rank = self.ranks.of(node)
+        if rank is None:
+            raise MalformedReply(f"node {node} has no rank in the census")
+        if msg.has_content() and METRICS in msg.content.metric_records:
+            reported = msg.content.metric_records[METRICS].get(ADAPTER_RANK)
+            if reported is not None and reported != rank:
+                raise MalformedReply(f"`{ADAPTER_RANK}` = {reported!r}, but the node was sent rank {rank}")
+        return self.expected(expected, rank)
