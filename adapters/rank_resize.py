@@ -46,7 +46,7 @@ def set_lora_rank(model: Any, rank: int) -> bool:
     changed = False
     for name, layer in layers.items():
         frozen, extra = frozen_layer_names(layer), layer_names(layer) - {"lora_A", "lora_B"}
-        if frozen or extra or not isinstance(layer.lora_A[ADAPTER], nn.Linear):
+        if frozen or extra:
             raise ValueError(
                 f"module {name}: per-client ranks need plain LoRA on linear layers (adapter.name = lora); this adapter "
                 f"freezes {sorted(frozen)} or adds {sorted(extra)}, which every client must share at one rank"
@@ -54,16 +54,18 @@ def set_lora_rank(model: Any, rank: int) -> bool:
         if int(layer.r[ADAPTER]) == rank:
             continue
         old_a, old_b = layer.lora_A[ADAPTER], layer.lora_B[ADAPTER]
+        if not (isinstance(old_a, nn.Linear) and isinstance(old_b, nn.Linear)):
+            raise ValueError(f"module {name}: per-client ranks need LoRA factors on linear layers")
         weight = old_a.weight
         new_a = nn.Linear(old_a.in_features, rank, bias=False, device=weight.device, dtype=weight.dtype)  # A: (r, n)
         new_b = nn.Linear(rank, old_b.out_features, bias=old_b.bias is not None, device=weight.device, dtype=weight.dtype)  # B: (m, r)
         with torch.no_grad():
             nn.init.zeros_(new_b.weight)
-        new_a.weight.requires_grad_(old_a.weight.requires_grad)
-        new_b.weight.requires_grad_(old_b.weight.requires_grad)
+        new_a.weight.requires_grad_(bool(old_a.weight.requires_grad))
+        new_b.weight.requires_grad_(bool(old_b.weight.requires_grad))
         layer.lora_A[ADAPTER], layer.lora_B[ADAPTER] = new_a, new_b
         layer.r[ADAPTER] = rank
         layer.scaling[ADAPTER] = float(layer.lora_alpha[ADAPTER]) / rank
         changed = True
-    config.r = rank
+    setattr(config, "r", rank)  # LoraConfig.r: what PEFT reports and saves (the config is typed PeftConfig)
     return changed

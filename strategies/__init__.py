@@ -2,7 +2,7 @@
 
 Importing the package registers every built-in strategy with :mod:`strategies.registry`. One
 module per Flower strategy (:mod:`.fedit`, :mod:`.fedex`, :mod:`.flora`, :mod:`.ffa`,
-:mod:`.fedsb`, :mod:`.fedsa`, :mod:`.rolora`, :mod:`.fedsvd`); what the server needs from each is :class:`~strategies.protocol.CorollaStrategy`;
+:mod:`.fedsb`, :mod:`.fedsa`, :mod:`.rolora`, :mod:`.fedsvd`, :mod:`.hetlora`, :mod:`.flexlora`); what the server needs from each is :class:`~strategies.protocol.CorollaStrategy`;
 the maths they run on numpy arrays is :mod:`strategies.maths`.
 """
 
@@ -12,7 +12,9 @@ from .fedsa import FedSALoRA
 from .fedsb import FedSB
 from .fedsvd import FedSVD
 from .ffa import FFALoRA
+from .flexlora import FlexLoRA
 from .flora import FLoRA
+from .hetlora import HetLoRA
 from .rolora import RoLoRA
 from .layout import Layout, LoraPair, layout_from_config, layout_to_config
 from .protocol import CorollaStrategy, DroppedReply, StrategyState
@@ -33,6 +35,8 @@ __all__ = [
     "DroppedReply",
     "FFALoRA",
     "FLoRA",
+    "FlexLoRA",
+    "HetLoRA",
     "FedExLoRA",
     "FedIT",
     "FedSALoRA",

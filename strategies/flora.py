@@ -87,12 +87,15 @@ class FLoRA(FedIT):
         self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
     ) -> dict[str, np.ndarray]:
         """Fold ``Σ p_i s B_i A_i`` into the base; return fresh LoRA factors and the mean head."""
-        assert self.layout is not None and self.global_arrays is not None
+        assert self.layout is not None
         if self.mixed is None:
             merged = weighted_mean(arrays_list, weights)  # the head (and, overwritten below, A and B)
+            shapes = {key: value.shape for key, value in merged.items()}
             scales: float | list[float] = next(iter(self.layout.values())).scale
         else:  # ranks differ: only the head is averaged; each client stacks at its own scale α / r_i
+            assert self.global_arrays is not None
             merged = self.mixed.head_mean(arrays_list, weights)
+            shapes = {key: tuple(array.shape) for key, array in self.global_arrays.items()}  # the largest rank
             scales = self.mixed.client_scales(arrays_list)
         rng = np.random.default_rng([self.seed, server_round])
         round_deltas: dict[str, ResidualTransport] = {}
@@ -104,8 +107,7 @@ class FLoRA(FedIT):
                 scales if self.mixed is not None else pair.scale,
             )  # B_stack: (m, Σ r_i), A_stack: (Σ r_i, n) with p_i s_i folded in
             round_deltas[module] = ResidualTransport.from_factors(b_stack, a_stack)
-            a_shape = self.global_arrays[pair.a_key].shape  # the global adapter's rank (the largest)
-            b_shape = self.global_arrays[pair.b_key].shape
+            a_shape, b_shape = shapes[pair.a_key], shapes[pair.b_key]
             merged[pair.a_key] = kaiming_uniform_a(a_shape, rng)  # fresh A: (R, n); a rank-r node gets its first r rows
             merged[pair.b_key] = np.zeros(b_shape, dtype=np.float32)  # B = 0: the adapter adds nothing yet
         self.versions.fold(round_deltas)

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from logging import WARNING
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message
+from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.common import log
 
-from contract import METRICS
+from contract import ARRAYS, METRICS
 from contract.ranks import ADAPTER_RANK
 
 from .client_ranks import ClientRanks
@@ -74,6 +74,15 @@ class MixedRanks:
         if unknown:
             log(WARNING, "adapter.ranks: nodes %s joined after the rank census; they sit this round out", unknown)
         return [n for n in node_ids if self.ranks.of(n) is not None]
+
+    def messages(self, record: RecordDict, node_ids: Sequence[int], message_type: str) -> list[Message]:
+        """One message per known node: ``record`` with the arrays at that node's rank."""
+        arrays = record.array_records[ARRAYS]
+        out = []
+        for node in self.known(node_ids):
+            content = RecordDict({key: (self.payload(arrays, node) if key == ARRAYS else value) for key, value in record.items()})
+            out.append(Message(content=content, message_type=message_type, dst_node_id=node))
+        return out
 
     def payload(self, arrays: ArrayRecord, node_id: int) -> ArrayRecord:
         """The global adapter truncated to the node's rank (a head travels as is)."""
