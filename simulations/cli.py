@@ -168,6 +168,17 @@ def _listing(command: str) -> int:
     return 0
 
 
+def _ranks(value: str) -> tuple[int, ...]:
+    """``--ranks`` as ``adapter.ranks`` parses it (a bad entry: the CommError names it)."""
+    from contract.ranks import parse_ranks
+    from simulations.comm import CommError
+
+    try:
+        return parse_ranks(value)
+    except ValueError as exc:
+        raise CommError(str(exc).replace("`adapter.ranks`", "--ranks")) from exc
+
+
 def _comm(args: argparse.Namespace) -> int:
     from simulations.comm import CommError, report, secagg_section
 
@@ -177,6 +188,7 @@ def _comm(args: argparse.Namespace) -> int:
             strategies=_names(args.strategies), targets=_names(args.targets),
             bytes_per_param=args.bytes_per_param, ffa_a_by_seed=not args.ffa_a_once,
             secagg=secagg_section(args.secagg_bits, args.secagg_max_weight),
+            ranks=_ranks(args.ranks),
         )
     except CommError as exc:
         print(f"corolla comm: {exc}", file=sys.stderr)
@@ -197,17 +209,21 @@ def _compare(args: argparse.Namespace) -> int:
     from flwr.common.config import parse_config_args
 
     from simulations.compare import CompareError, compare
-    from strategies import strategy_names
+    from strategies import registered_strategies, strategy_names
 
     load_extensions()
     # the FedIT baseline first: every ratio in the report is against it
     strategies = _names(args.strategies) if args.strategies else sorted(strategy_names(), key=lambda n: (n != "fedit", n))
+    if args.ranks and not args.strategies:  # mixed ranks: only the strategies that take them (docs/algorithms.md §18)
+        mixed = {info.name for info in registered_strategies() if info.mixed_ranks}
+        strategies = [s for s in strategies if s in mixed]
     unknown = [s for s in strategies if s not in strategy_names()]
     if unknown:
         print(f"--strategies: {', '.join(unknown)} not registered; choose from {', '.join(strategy_names())}", file=sys.stderr)
         return 2
     overrides = parse_config_args(args.run_config) if args.run_config else {}
-    shortcuts = {"model.name": args.model, "task.name": args.task, "num-server-rounds": args.rounds, "adapter.rank": args.rank}
+    shortcuts = {"model.name": args.model, "task.name": args.task, "num-server-rounds": args.rounds, "adapter.rank": args.rank,
+                 "adapter.ranks": args.ranks}
     overrides.update({key: value for key, value in shortcuts.items() if value is not None})
     overrides["adapter.name"] = "auto"  # each strategy gets the adapter it aggregates exactly
     if args.dp is not None:
@@ -306,6 +322,8 @@ def _compare_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--task", help="task.name for every run")
     cmd.add_argument("--rounds", type=int, help="num-server-rounds for every run")
     cmd.add_argument("--rank", type=int, help="adapter.rank for every run")
+    cmd.add_argument("--ranks", help="adapter.ranks for every run, e.g. 4,8,16,32 (default: only the strategies "
+                     "that take mixed ranks run; the report adds bytes per rank class)")
     cmd.add_argument("--dp", type=float, metavar="EPSILON", help="DP-SGD on, calibrated to this ε per client")
     cmd.add_argument("--clients", type=int, default=10, help="simulated SuperNodes (default 10)")
     cmd.add_argument("--target", type=float, help="metric target for 'bytes to target' (default: 95%% of the best)")
@@ -325,6 +343,10 @@ def _comm_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--clients", type=int, default=25, help="clients K aggregated per round (default 25)")
     cmd.add_argument("--rounds", type=int, default=1, help="federated rounds in the run (default 1)")
     cmd.add_argument("--fedsb-rank", type=int, default=200, help="Fed-SB's rank (default 200, the paper's)")
+    cmd.add_argument(
+        "--ranks", default="", help="per-client ranks round-robin over the clients, e.g. 4,8,16,32: one row per "
+        "strategy that takes mixed ranks and rank class (adapter.ranks; docs/algorithms.md §18)",
+    )
     cmd.add_argument(
         "--strategies", default="fedit,ffa,fedex,flora,fedsb",
         help="comma-separated, of full, fedit, ffa, flora, fedex, fedsb (default all but full)",

@@ -37,7 +37,7 @@ from typing import Any
 
 from contract.secagg import SecAggConfig
 from simulations.comm_secagg import SecAggCost, secagg_cost
-from strategies import strategy_info, strategy_names
+from strategies import registered_strategies, strategy_info, strategy_names
 from strategies.comm_cost import CommCost, CommInputs
 
 ALL_7 = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -276,8 +276,12 @@ def comm_table(
     *,
     ffa_a_by_seed: bool = True,
     options: StrategyOptions | None = None,
+    ranks: Sequence[int] = (),
 ) -> list[CommRow]:
     """One :class:`CommRow` per strategy; ``fedsb`` uses ``fedsb_rank``, the others ``rank``.
+
+    ``ranks`` (``--ranks``, per-client ranks round-robin over the ``K`` clients): one row per strategy that
+    takes mixed ranks and rank class instead (:func:`mixed_rank_rows`).
 
     ``options`` holds per-strategy formula options; ``ffa_a_by_seed`` is FFA-LoRA's ``a_by_seed``
     (``--ffa-a-once``). ``bytes_per_param`` is only validated here (rows hold parameters; see
@@ -287,6 +291,8 @@ def comm_table(
     check_inputs(strategies, rank, clients, rounds, fedsb_rank, bytes_per_param)
     per_strategy = {"ffa": {"a_by_seed": ffa_a_by_seed}, **(options or {})}
     fedit = comm_params("fedit", dims, rank, clients).download
+    if ranks:
+        return mixed_rank_rows(dims, strategies, ranks, clients, rounds, fedit, per_strategy)
     rows = []
     for name in strategies:
         r = fedsb_rank if name == "fedsb" else rank
@@ -303,6 +309,32 @@ def base_delta_bytes(shapes: Mapping[str, tuple[int, int]]) -> int:
     """Memory of the float32 base delta FedEx-LoRA and FLoRA keep beside a low-precision base:
     4 bytes per adapted weight element, ``4·Σ m·n`` (``docs/precision.md §3``)."""
     return 4 * sum(m * n for m, n in shapes.values())
+
+
+def mixed_rank_rows(
+    dims: Sequence[tuple[int, int]], strategies: Sequence[str], ranks: Sequence[int], clients: int, rounds: int,
+    fedit: int, options: StrategyOptions,
+) -> list[CommRow]:
+    """Per-client ranks (``docs/algorithms.md §18``): for each strategy that takes them, one row per rank class.
+
+    Client ``i`` of the ``K`` trains ``ranks[i % len(ranks)]``; a row's upload and download are one client of
+    that class's (the formula gets the round's ranks as ``client_ranks``); its round and run totals are the
+    class's share (its client count times a client's). Strategies that need one rank are left out.
+    """
+    client_ranks = [ranks[i % len(ranks)] for i in range(clients)]
+    rows = []
+    for name in strategies:
+        if name == FULL or not strategy_info(name).mixed_ranks:
+            continue
+        for r in sorted(set(client_ranks)):
+            count = client_ranks.count(r)
+            cost = comm_params(name, dims, r, clients, options={name: {**options.get(name, {}), "client_ranks": client_ranks}})
+            per_round = count * (cost.upload + cost.download)
+            rows.append(CommRow(
+                name, r, cost.upload, cost.download, cost.one_time, per_round,
+                rounds * per_round + count * cost.one_time, cost.download / fedit,
+            ))
+    return rows
 
 
 def _params(n: int) -> str:
@@ -347,6 +379,7 @@ def report(
     bytes_per_param: int = 4,
     ffa_a_by_seed: bool = True,
     secagg: SecAggConfig | None = None,
+    ranks: Sequence[int] = (),
 ) -> tuple[str, dict[str, Any]]:
     """The printed report and its JSON payload for ``corolla comm``; raises :class:`CommError`."""
     if not model:
@@ -358,7 +391,10 @@ def report(
     net = build_meta_model(load_config(config_path))
     shapes = linear_shapes(net, targets)
     rows = comm_table(shapes, strategies, rank, clients, rounds, fedsb_rank, bytes_per_param,
-                      ffa_a_by_seed=ffa_a_by_seed)
+                      ffa_a_by_seed=ffa_a_by_seed, ranks=ranks)
+    if ranks and not rows:
+        raise CommError(f"--ranks: none of {', '.join(strategies)} takes mixed ranks; pass --strategies with some of "
+                        + ", ".join(i.name for i in registered_strategies() if i.mixed_ranks))
     sum_m = sum(m for m, _ in shapes.values())
     sum_n = sum(n for _, n in shapes.values())
     arch = type(net).__name__
@@ -369,6 +405,8 @@ def report(
         f"Σm = {sum_m:,}, Σn = {sum_n:,}, Σ(m+n) = {sum_m + sum_n:,}",
         f"K = {clients} clients per round, {rounds} round{'s' if rounds > 1 else ''}; rank {rank} "
         f"(fedsb: {fedsb_rank}); FFA's A {'from a shared seed' if ffa_a_by_seed else 'broadcast once'}",
+        *([f"per-client ranks {','.join(map(str, ranks))} round-robin over the K clients: one row per strategy "
+           "and rank class; round/run totals are that class's share (docs/algorithms.md §18)"] if ranks else []),
         format_table(rows, bytes_per_param),
         "",
         "upload, download: what ONE client sends, receives in ONE round. download/client is the x-axis",
@@ -395,7 +433,7 @@ def report(
     payload = {
         "model": label, "config": str(config_path), "architecture": arch, "targets": list(targets),
         "modules": len(shapes), "sum_m": sum_m, "sum_n": sum_n, "clients": clients, "rounds": rounds,
-        "rank": rank, "fedsb_rank": fedsb_rank, "bytes_per_param": bytes_per_param,
+        "rank": rank, "fedsb_rank": fedsb_rank, "ranks": list(ranks), "bytes_per_param": bytes_per_param,
         "ffa_a_by_seed": ffa_a_by_seed, "base_delta_bytes": delta_bytes,
         "definitions": {
             "upload": "parameters one client sends in one round",

@@ -27,7 +27,7 @@ from typing import Any
 
 from flwr.common.config import flatten_dict, parse_config_args
 
-from contract import RunConfig, parse_run_config
+from contract import ConfigError, RunConfig, parse_run_config
 from simulations.flower_env import flower_binary, flower_env
 
 @dataclass(frozen=True)
@@ -72,6 +72,11 @@ def resolve_config(app_dir: Path, overrides: list[str]) -> tuple[RunConfig, dict
     flat_overrides = parse_config_args(overrides) if overrides else {}
     merged = {**app_defaults(app_dir), **flat_overrides}
     config = parse_run_config(merged)
+    from server.adapter_setup import adapter_kind_problems  # the strategy side (adapter kind, mixed ranks)
+
+    problems = adapter_kind_problems(config)
+    if problems:
+        raise ConfigError("invalid Corolla run config:\n  - " + "\n  - ".join(problems))
     flat_overrides["output-dir"] = str(Path(config.output_dir).expanduser().resolve())
     if config.resume_from:
         flat_overrides["resume-from"] = str(Path(config.resume_from).expanduser().resolve())

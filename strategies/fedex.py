@@ -39,18 +39,22 @@ ResidualCharge = Literal["pivot", "centred", "stacked", "dense"]
 
 
 def fedex_comm(
-    inputs: CommInputs, *, residual: ResidualCharge = "pivot", truncated_rank: int | None = None
+    inputs: CommInputs, *, residual: ResidualCharge = "pivot", truncated_rank: int | None = None,
+    client_ranks: Sequence[int] | None = None,
 ) -> CommCost:
     """Upload ``r·Σ(m+n)``; download the factor means plus each module's residual, dense or
     factored whichever is smaller: ``r·Σ(m+n) + Σ min(m·n, c·(m+n))`` (``docs/communication.md §3``).
 
     ``c`` is ``(K−1)·r`` for the pivot form Corolla sends, ``K·r`` centred, ``(K+1)·r`` stacked;
     ``"dense"`` always charges ``m·n``; ``truncated_rank = r'`` prices an (inexact) rank-``r'``
-    residual, ``c = r'``.
+    residual, ``c = r'``. ``client_ranks`` (the round's ranks ``r_i``, mixed; ``inputs.rank`` is this
+    client's) charges the mixed-rank residual's ``c = Σ r_i + r_min`` (``docs/algorithms.md §18.3``).
     """
     r, k = inputs.rank, inputs.clients
-    if truncated_rank is not None:
-        columns: int | None = truncated_rank
+    if client_ranks is not None and len(set(client_ranks)) > 1:
+        columns: int | None = sum(client_ranks) + min(client_ranks)
+    elif truncated_rank is not None:
+        columns = truncated_rank
     elif residual == "dense":
         columns = None
     else:

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from simulations.report.figures import FIGURES, save_figures
-from simulations.report.runs import RunData, headline
+from simulations.report.runs import RunData, headline, rank_class_rows
 
 COLUMNS = [
     ("strategy", "strategy"),
+    ("ranks", "ranks"),
     ("final", "final {metric}"),
     ("best", "best {metric}"),
+    ("personal_final", "final personal {metric}"),
     ("bytes_per_round_down", "MB/round down"),
     ("bytes_per_round_up", "MB/round up"),
     ("bytes_setup", "MB one-time"),
@@ -53,7 +55,7 @@ def _cell(key: str, value: float | str | None) -> str:
     if key.endswith("vs_fedit"):
         return f"{value:.3g}×"
     if isinstance(value, float):
-        return f"{value:.4f}" if key in ("final", "best", "epsilon") else f"{value:.1f}"
+        return f"{value:.4f}" if key in ("final", "best", "personal_final", "epsilon") else f"{value:.1f}"
     return str(value)
 
 
@@ -77,6 +79,16 @@ def markdown_table(rows: list[dict[str, Any]], metric: str) -> str:
     return "\n".join(lines)
 
 
+def rank_class_table(runs: list[RunData]) -> str:
+    """Mixed-rank runs: bytes one client of each rank class moved per round (Markdown; empty if none)."""
+    rows = rank_class_rows(runs)
+    if not rows:
+        return ""
+    lines = ["| strategy | rank | clients | MB/round down per client | MB/round up per client |", "|---|---|---|---|---|"]
+    lines += [f"| {r['strategy']} | {r['rank']} | {r['clients']} | {r['down'] / 1e6:,.3f} | {r['up'] / 1e6:,.3f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def _context(runs: list[RunData]) -> dict[str, Any]:
     first = runs[0].config
     return {
@@ -84,6 +96,18 @@ def _context(runs: list[RunData]) -> dict[str, Any]:
         "rank": first.get("adapter.rank"), "seed": first.get("seed"), "partitioner": first.get("data.partitioner"),
         "alpha": first.get("data.alpha"),
     }
+
+
+def _html_rank_classes(runs: list[RunData]) -> str:
+    rows = rank_class_rows(runs)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("strategy", "rank", "clients", "MB/round down per client", "MB/round up per client"))
+    body = "".join(
+        f"<tr><td>{html.escape(r['strategy'])}</td><td>{r['rank']}</td><td>{r['clients']}</td>"
+        f"<td>{r['down'] / 1e6:,.3f}</td><td>{r['up'] / 1e6:,.3f}</td></tr>" for r in rows
+    )
+    return f"<h2>Bytes per rank class</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def write_report(runs: list[RunData], out: Path, *, target: float | None = None, title: str = "Corolla: communication vs accuracy") -> Path:
@@ -103,7 +127,9 @@ def write_report(runs: list[RunData], out: Path, *, target: float | None = None,
             "bytes of every message, both directions, all clients; one-time set-up traffic (Fed-SB's B and A) "
             "is included in totals and in the curves.")
     figure_md = "\n".join(f"![{FIGURES[name][0]}]({path.name})" for name, path in pngs.items())
-    (out / "report.md").write_text(f"# {title}\n\n{setting}\n\n{table}\n\n{note}\n\n{figure_md}\n")
+    by_rank = rank_class_table(runs)
+    by_rank_md = f"## Bytes per rank class\n\n{by_rank}\n\n" if by_rank else ""
+    (out / "report.md").write_text(f"# {title}\n\n{setting}\n\n{table}\n\n{note}\n\n{by_rank_md}{figure_md}\n")
     best = max((r["final"] for r in rows if r["final"] is not None), default=None)
     body_rows = "".join(
         f"<tr class=\"{'best' if row['final'] is not None and row['final'] == best else ''}\">"
@@ -121,7 +147,7 @@ def write_report(runs: list[RunData], out: Path, *, target: float | None = None,
 <p class="meta">{html.escape(setting.replace('`', ''))} · generated {time.strftime('%Y-%m-%d %H:%M')}</p>
 <h2>Headline</h2><table><thead><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in _headers(metric))}</tr></thead>
 <tbody>{body_rows}</tbody></table><p class="meta">{html.escape(note)}</p>
-<h2>Figures</h2><div class="grid">{figures}</div>
+{_html_rank_classes(runs)}<h2>Figures</h2><div class="grid">{figures}</div>
 <h2>Runs</h2><ul class="meta">{runs_list}</ul></body></html>"""
     index = out / "index.html"
     index.write_text(page)

@@ -9,6 +9,7 @@ gradient round), so cumulative bytes count every byte the run moved.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from dataclasses import dataclass
@@ -62,6 +63,36 @@ class RunData:
         """One-time set-up bytes (Fed-SB's B and A, federated gradient uploads)."""
         return sum(int(row.get("bytes_setup", 0)) for row in self.rounds) + int(self.rounds[0].get("bytes_up", 0))
 
+    @property
+    def ranks(self) -> str:
+        """The clients' LoRA ranks: ``adapter.ranks`` (per client, round-robin) or the one ``adapter.rank``."""
+        return str(self.config.get("adapter.ranks") or self.config.get("adapter.rank", "?"))
+
+    def personal_metric(self) -> list[float | None]:
+        """``fed_eval_personal_<main metric>`` per round: the personalised score (FedSA-LoRA), else None."""
+        return [row.get(f"fed_eval_personal_{self.main_metric}") for row in self.rounds]
+
+    def bytes_by_rank(self) -> dict[int, dict[str, float]]:
+        """Per rank class (``summary.json``'s ``client_ranks`` over ``ledger.csv``): clients, and the mean bytes
+        one client of the class moved per round it trained, down and up (set-up excluded). Empty without both."""
+        ranks = {int(node): int(rank) for node, rank in self.summary.get("client_ranks", {}).items()}
+        ledger = self.path / "ledger.csv"
+        if not ranks or not ledger.is_file():
+            return {}
+        with ledger.open() as handle:
+            rows = list(csv.DictReader(handle))
+        out: dict[int, dict[str, float]] = {}
+        for rank in sorted(set(ranks.values())):
+            nodes = {node for node, r in ranks.items() if r == rank}
+            train = [r for r in rows if int(r["node"]) in nodes and r["phase"] == "train"]
+            sent = len([r for r in train if r["direction"] == "down"]) or 1
+            out[rank] = {
+                "clients": len(nodes),
+                "down": sum(int(r["bytes"]) for r in train if r["direction"] == "down") / sent,
+                "up": sum(int(r["bytes"]) for r in train if r["direction"] == "up") / sent,
+            }
+        return out
+
     def deviation(self) -> dict[str, list[float]]:
         """FedIT's relative deviation from exact aggregation: ``{module: [per round 1..T]}``."""
         modules = sorted({k[len(DEV_PREFIX):] for row in self.rounds for k in row if k.startswith(DEV_PREFIX)})
@@ -108,6 +139,15 @@ def default_target(runs: list[RunData]) -> float:
     return 0.95 * max(finals) if finals else math.nan
 
 
+def rank_class_rows(runs: list[RunData]) -> list[dict[str, Any]]:
+    """One row per run and rank class of a mixed-rank run: clients, MB per client per round down and up."""
+    return [
+        {"strategy": run.label, "rank": rank, **values}
+        for run in runs
+        for rank, values in run.bytes_by_rank().items()
+    ]
+
+
 def headline(runs: list[RunData], target: float | None = None) -> tuple[list[dict[str, Any]], float]:
     """One row per run: final and best metric, bytes up/down and set-up, bytes to target, ratios to FedIT.
 
@@ -117,13 +157,16 @@ def headline(runs: list[RunData], target: float | None = None) -> tuple[list[dic
     rows: list[dict[str, Any]] = []  # table rows: numbers, labels and None for "not reached"
     for run in runs:
         values = [v for v in run.metric() if v is not None]
+        personal = [v for v in run.personal_metric() if v is not None]
         up = sum(int(r.get("bytes_up", 0)) for r in run.rounds)
         down = sum(int(r.get("bytes_down", 0)) for r in run.rounds)
         trained = run.rounds[1:]
         per_round = max(len(trained), 1)
         rows.append({
             "strategy": run.label,
+            "ranks": run.ranks,
             "rounds": len(trained),
+            "personal_final": personal[-1] if personal else None,
             "final": values[-1] if values else None,
             "best": max(values) if values else None,
             "bytes_up": up,

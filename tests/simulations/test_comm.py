@@ -189,3 +189,19 @@ def test_the_report_states_the_float32_base_delta_memory() -> None:
     # Llama-3.2-1B: 16 layers, q_proj 2048x2048, v_proj 512x2048
     assert payload["base_delta_bytes"] == base_delta_bytes({"q": (2048, 2048), "v": (512, 2048)}) * 16 == 4 * 16 * (2048 * 2048 + 512 * 2048)
     assert "base-delta memory" in text and f"{4 * 16 * (2048 * 2048 + 512 * 2048) / 1e6:,.2f} MB per node" in text
+def test_mixed_ranks_give_one_row_per_strategy_and_rank_class() -> None:
+    from simulations.comm import comm_table
+
+    shapes = [(64, 32), (48, 32)]  # Σ(m+n) = 176
+    rows = comm_table(shapes, ["fedsb", "flora", "fedex", "hetlora", "flexlora"], clients=5, ranks=(2, 4))
+    assert {r.strategy for r in rows} == {"flora", "fedex", "hetlora", "flexlora"}  # Fed-SB needs one rank
+    by = {(r.strategy, r.rank): r for r in rows}
+    client_ranks = [2, 4, 2, 4, 2]
+    for name in ("hetlora", "flexlora"):
+        for rank, count in ((2, 3), (4, 2)):
+            assert by[name, rank].upload == by[name, rank].download == rank * 176  # its own rank each way
+            assert by[name, rank].round_total == count * 2 * rank * 176
+    assert by["flora", 2].download == sum(client_ranks) * 176  # every client's stacked factors
+    columns = sum(client_ranks) + 2  # FedEx-LoRA's mixed-rank residual: Σ r_i + r_min columns (docs/algorithms.md §18.3)
+    residual = sum(min(m * n, columns * (m + n)) for m, n in shapes)
+    assert by["fedex", 4].download == 4 * 176 + residual

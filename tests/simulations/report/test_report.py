@@ -74,3 +74,32 @@ def test_no_epsilon_figure_without_dp_and_clear_errors_for_bad_folders(run_folde
     (tmp_path / "half" / "config.json").write_text(json.dumps({}))
     with pytest.raises(RunFolderError, match="summary.json"):
         load_run(tmp_path / "half")
+
+
+def test_mixed_rank_runs_get_a_ranks_column_and_bytes_per_rank_class(run_folders: list[Path], tmp_path: Path) -> None:
+    values = {**TINY_RUN, "strategy.name": "hetlora", "adapter.ranks": "2,4", "train.local-steps": 1, "num-server-rounds": 1,
+              "eval.central": False, "output-dir": str(tmp_path), "run-name": "mixed"}
+    mixed = load_run(run(FakeGrid(client_app, 2, run_config=values), parse_run_config(values)).path)
+    rows, _ = headline([load_run(run_folders[0]), mixed], target=0.0)
+    assert [r["ranks"] for r in rows] == ["4", "2,4"]
+    by_rank = mixed.bytes_by_rank()
+    assert sorted(by_rank) == [2, 4] and all(v["clients"] == 1 for v in by_rank.values())
+    assert by_rank[4]["up"] > by_rank[2]["up"] and by_rank[4]["down"] > by_rank[2]["down"]
+    ledger = list(csv.DictReader((mixed.path / "ledger.csv").open()))
+    ups = sorted(int(r["bytes"]) for r in ledger if r["phase"] == "train" and r["direction"] == "up")
+    assert sorted(v["up"] for v in by_rank.values()) == ups  # one round: each class's one client's upload
+    index = write_report([mixed], tmp_path / "report")
+    assert "Bytes per rank class" in (index.parent / "report.md").read_text() and "Bytes per rank class" in index.read_text()
+
+
+def test_the_personalised_score_is_reported_where_a_run_has_one(run_folders: list[Path], tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "personal"
+    shutil.copytree(run_folders[0], folder)
+    rows = [json.loads(line) for line in (folder / "rounds.jsonl").read_text().splitlines()]
+    rows[-1]["fed_eval_personal_exact_match"] = 0.25  # what FedSA-LoRA's federated evaluation writes
+    (folder / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got, _ = headline([load_run(run_folders[0]), load_run(folder)], target=0.0)
+    assert got[0]["personal_final"] is None and got[1]["personal_final"] == 0.25
+    assert "final personal exact_match" in (write_report([load_run(folder)], tmp_path / "r") .parent / "report.md").read_text()
