@@ -45,14 +45,14 @@ def set_lora_rank(model: Any, rank: int) -> bool:
     layers = adapted_layers(peft_model)
     changed = False
     for name, layer in layers.items():
+        if int(layer.r[ADAPTER]) == rank:
+            continue
         frozen, extra = frozen_layer_names(layer), layer_names(layer) - {"lora_A", "lora_B"}
         if frozen or extra:
             raise ValueError(
                 f"module {name}: per-client ranks need plain LoRA on linear layers (adapter.name = lora); this adapter "
                 f"freezes {sorted(frozen)} or adds {sorted(extra)}, which every client must share at one rank"
             )
-        if int(layer.r[ADAPTER]) == rank:
-            continue
         old_a, old_b = layer.lora_A[ADAPTER], layer.lora_B[ADAPTER]
         if not (isinstance(old_a, nn.Linear) and isinstance(old_b, nn.Linear)):
             raise ValueError(f"module {name}: per-client ranks need LoRA factors on linear layers")

@@ -87,10 +87,9 @@ def _worker(msg: Message, context: Context) -> tuple[RunConfig, Worker]:
 def _own_rank(config: RunConfig, worker: Worker, context: Context, partition_id: int) -> int | None:
     """With ``adapter.ranks`` set: this client's rank, installed in the worker's adapter (``None``: one
     rank for all, the model is left as built)."""
-    ranks = config.adapter.rank_list()
-    if not ranks and NODE_RANK_KEY not in context.node_config:
+    if not config.adapter.mixed_ranks() and NODE_RANK_KEY not in context.node_config:
         return None
-    rank = client_rank(ranks, config.adapter.rank, partition_id, context.node_config)
+    rank = client_rank(config.adapter.rank_list(), config.adapter.rank, partition_id, context.node_config)
     worker.use_rank(rank)
     return rank
 

@@ -133,8 +133,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
 
 def client_ranks(config: RunConfig) -> ClientRanks | None:
     """``adapter.ranks`` as the strategy and the census share it (``None``: one rank for all)."""
-    ranks = config.adapter.rank_list()
-    return ClientRanks(ranks, config.adapter.alpha) if ranks else None
+    return ClientRanks(config.adapter.rank_list(), config.adapter.alpha) if config.adapter.mixed_ranks() else None
 
 
 def server_side_config(config: RunConfig, ranks: ClientRanks | None) -> RunConfig:

@@ -167,3 +167,24 @@ def test_compare_runs_each_strategy_through_flower_and_writes_the_report(flower_
         assert json.loads((folder / "config.json").read_text())["seed"] == 42
     assert result.index.is_file() and (result.index.parent / "pareto.png").is_file()
     assert "| fedsb |" in result.table
+
+
+def test_mixed_ranks_through_the_ray_engine(flower_env: dict[str, str], tmp_path: Path) -> None:
+    """adapter.ranks over real SuperNodes: the census reaches every node, each trains and sends its own rank."""
+    result, folder = _run(
+        flower_env,
+        tmp_path,
+        4,
+        ['strategy.name="flexlora" model.name="tiny-llama" task.name="arithmetic" num-server-rounds=2 '
+         'adapter.rank=4 adapter.ranks="2,4,8" train.local-steps=2 eval.max-examples=16'],
+    )
+    assert result.ok, result.output[-3000:]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert sorted(summary["client_ranks"].values()) == [2, 2, 4, 8]  # partition i trains ranks[i % 3]
+    rows = read_rounds(folder / "rounds.jsonl")
+    assert all(r["clients"] == 4 and r["dropped"] == 0 for r in rows[1:])
+    assert all(0 <= rows[2][f"trunc_rel/r{r}"] < 1 for r in (2, 4, 8))
+    ledger = _ledger_rows(folder)
+    assert sum(1 for r in ledger if r["phase"] == "setup" and r["direction"] == "up") == 4  # one census answer per node
+    up = {summary["client_ranks"][r["node"]]: int(r["bytes"]) for r in ledger if r["phase"] == "train" and r["direction"] == "up" and r["round"] == "2"}
+    assert up[2] < up[4] < up[8]
