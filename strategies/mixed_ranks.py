@@ -39,7 +39,8 @@ class MixedRanks:
             )
         self.ranks = ranks
         self.layout = dict(layout)
-        self._cache: dict[tuple[int, int], ArrayRecord] = {}  # (id of the global record, rank) -> payload
+        self._record: ArrayRecord | None = None  # the global record the cache below was cut from
+        self._cache: dict[int, ArrayRecord] = {}  # rank -> payload of that record
 
     def scale(self, rank: int) -> float:
         """``α / r``."""
@@ -89,12 +90,11 @@ class MixedRanks:
         rank = self.ranks.of(node_id)
         if rank is None:
             raise KeyError(f"node {node_id} has no rank in the census")
-        key = (id(arrays), rank)
-        if key not in self._cache:
-            if len(self._cache) > 64:
-                self._cache.clear()
-            self._cache[key] = self._truncate(arrays, rank)
-        return self._cache[key]
+        if arrays is not self._record:  # a new round's global adapter (held, so its identity cannot be reused)
+            self._record, self._cache = arrays, {}
+        if rank not in self._cache:
+            self._cache[rank] = self._truncate(arrays, rank)
+        return self._cache[rank]
 
     def _truncate(self, arrays: ArrayRecord, rank: int) -> ArrayRecord:
         big = self.global_rank(arrays)

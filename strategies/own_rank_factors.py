@@ -5,7 +5,9 @@ components at its own rank, and a new global adapter rebuilt from the clients' f
 :meth:`OwnRankFactors.module_aggregate`: from the clients' factors of one module (ranks may differ),
 the new global ``B: (m, R)`` and ``A_eff: (R, n)`` in effective units (the adapter adds ``B A_eff``),
 plus that module's metrics. With one rank for all clients it runs the same maths at that rank
-(``docs/algorithms.md §19``, ``§20``).
+(``docs/algorithms.md §19``, ``§20``). A component no client filled (``B`` column and ``A`` row both
+zero: no client of that rank took part, or ``ΔW̄`` has lower rank) gets a fresh Kaiming ``A`` row from
+``(seed, round)``, so it adds nothing and can train again (with both zero its gradients would be zero).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from flwr.app import Message, RecordDict
 from .client_ranks import ClientRanks
 from .factor_forms import PAIR
 from .fedit import FedIT
+from .flora import kaiming_uniform_a
 from .layout import LoraPair
 from .maths.averaging import weighted_mean
 from .mixed_ranks import MixedRanks
@@ -76,14 +79,19 @@ class OwnRankFactors(FedIT):
         heads = [{k: v for k, v in arrays.items() if k not in factors} for arrays in arrays_list]
         merged = weighted_mean(heads, weights) if heads[0] else {}
         per_module: dict[str, dict[str, float]] = {}
+        rng = np.random.default_rng([self.seed, server_round])
         for module, pair in self.layout.items():
             a_list = [arrays[pair.a_key] for arrays in arrays_list]  # A_i: (r_i, n)
             b_list = [arrays[pair.b_key] for arrays in arrays_list]  # B_i: (m, r_i)
             big = int(self.global_arrays[pair.a_key].shape[0])  # R
             scales = [self.scale_of(a.shape[0]) for a in a_list]
             b, a_eff, metrics = self.module_aggregate(a_list, b_list, weights, scales, big)
+            a = a_eff / self.scale_of(big)  # (R, n): s_R B A = B A_eff
+            dead = ~np.any(b != 0, axis=0) & ~np.any(a != 0, axis=1)  # (R,): components no client filled this round
+            if dead.any():  # B = 0 and A = 0 would never train again: a fresh A row adds nothing and can
+                a[dead] = kaiming_uniform_a((int(dead.sum()), a.shape[1]), rng)
             merged[pair.b_key] = b.astype(np.float32)  # (m, R)
-            merged[pair.a_key] = (a_eff / self.scale_of(big)).astype(np.float32)  # (R, n): s_R B A = B A_eff
+            merged[pair.a_key] = a.astype(np.float32)  # (R, n)
             per_module[module] = metrics
         self._metrics = self.round_metrics(per_module)
         return merged
