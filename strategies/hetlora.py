@@ -28,7 +28,7 @@ from .registry import StrategyInfo, register_strategy
 
 
 def hetlora_comm(inputs: CommInputs, *, client_ranks: Sequence[int] | None = None) -> CommCost:
-    """``r·Σ(m+n)`` each way at the client's own rank ``r`` (``docs/communication.md §8``)."""
+    """``r·Σ(m+n)`` each way at the client's own rank ``r`` (``docs/communication.md §9``)."""
     return CommCost(inputs.lora_factors, inputs.lora_factors, 0)
 
 
