@@ -24,8 +24,9 @@ from flwr.common.logger import log
 from client.node_worker.channel import WORKER_SOCKET, WorkerUnavailable, forward
 from contract import secagg as secagg_wire
 from contract.frozen import GRADIENT_ESTIMATE
+from contract.ranks import RANK_QUERY
 
-MESSAGE_TYPES = ("train", "evaluate", GRADIENT_ESTIMATE, *secagg_wire.STAGES)
+MESSAGE_TYPES = ("train", "evaluate", GRADIENT_ESTIMATE, RANK_QUERY, *secagg_wire.STAGES)
 """Every message type ``client.app.app`` handles (a test keeps the two in step)."""
 
 FALLBACK_STATE = "node-worker"  # Context.state record noting that the fallback was announced this run
