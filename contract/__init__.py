@@ -102,3 +102,14 @@ from .plugin_records import (  # noqa: E402
 __all__ += ["BROADCAST", "REPORT", "ReportError", "decode_json_record", "encode_json_record", "message_report"]
 
 from . import secagg  # noqa: E402,F401  (registers the `secagg.*` section wherever the contract is loaded)
+
+from .reply_schema import (  # noqa: E402  (registers the `validation.*` section wherever the contract is loaded)
+    CORE_METRICS,
+    MetricSchema,
+    MetricSpec,
+    ReplyMetricError,
+    ValidationConfig,
+    partition_of,
+)
+
+__all__ += ["CORE_METRICS", "MetricSchema", "MetricSpec", "ReplyMetricError", "ValidationConfig", "partition_of"]

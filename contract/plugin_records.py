@@ -2,7 +2,7 @@
 
 Both are a ``ConfigRecord`` holding one JSON string under ``"json"`` (Flower records carry scalars,
 strings and lists, not nested dicts). They are metered like every other record. A report that is not
-valid JSON, not an object, or larger than :data:`MAX_REPORT_BYTES` is refused with a reason; the
+valid JSON (or nests too deeply to decode), not an object, or larger than :data:`MAX_REPORT_BYTES` is refused with a reason; the
 reply's arrays are unaffected (the strategy still aggregates them).
 """
 
@@ -47,12 +47,19 @@ def decode_json_record(content: RecordDict, key: str) -> dict[str, Any] | None:
     if len(text) > MAX_REPORT_BYTES:
         raise ReportError(f"`{key}` is {len(text)} bytes; the limit is {MAX_REPORT_BYTES}")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise ReportError(f"`{key}` is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ReportError(f"`{key}` nests too deeply to decode") from None
     if not isinstance(value, dict):
         raise ReportError(f"`{key}` must hold a JSON object, got {type(value).__name__}")
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    """``NaN``/``Infinity`` are not JSON (``encode_json_record`` never writes them): refuse them."""
+    raise ReportError(f"the report holds the non-JSON number `{name}`")
 
 
 def message_report(message: Message) -> dict[str, Any] | None:

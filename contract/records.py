@@ -147,10 +147,15 @@ def reduce_metrics(
         Each metric reduced over the clients that reported it; a weighted mean is renormalised over
         those clients. List-valued metrics are reduced element-wise. Sums of ints stay ints.
 
+    A metric whose values do not line up (a scalar from one client and a list from another, lists
+    of different lengths, a non-number) is left out of the result rather than raising: the round
+    goes on (the server's reply validation refuses such replies before they get here,
+    ``docs/trust.md §1``).
+
     Raises
     ------
     ValueError
-        If a client lacks ``weighted_by_key`` or a list metric changes length across clients.
+        If a client lacks a scalar ``weighted_by_key``.
     """
     merged: list[dict[str, MetricRecordValues]] = []
     weights: list[float] = []
@@ -159,7 +164,7 @@ def reduce_metrics(
         for metric_record in _metric_records(record):
             metrics.update(metric_record)
         weight = metrics.get(weighted_by_key)
-        if weight is None or isinstance(weight, list):
+        if not _is_number(weight):
             raise ValueError(
                 f"reply {i} has no scalar `{weighted_by_key}` metric; every client reply MUST "
                 f"report it (see contract.train_reply_content)"
@@ -174,16 +179,20 @@ def reduce_metrics(
         values = [v for v, _ in holders]
         ws = [w for _, w in holders]
         how = reduction_for(name, overrides)
-        if isinstance(values[0], list):
+        if all(isinstance(v, list) for v in values):
             lengths = {len(cast(list[float], v)) for v in values}
-            if len(lengths) != 1:
-                raise ValueError(f"list metric `{name}` has different lengths across clients")
+            if len(lengths) != 1 or not all(_is_number(x) for v in values for x in cast(list[float], v)):
+                continue  # lists that do not line up: no reduction is defined
             columns = zip(*cast(list[list[float]], values), strict=True)
             out[name] = [_as_metric(_reduce(list(col), ws, how), col, how) for col in columns]
-        else:
+        elif all(_is_number(v) for v in values):
             scalars = cast(list[float], values)
             out[name] = _as_metric(_reduce(scalars, ws, how), scalars, how)
     return out
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _as_metric(value: float, inputs: Sequence[float], how: Reduction) -> int | float:

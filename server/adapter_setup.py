@@ -10,7 +10,10 @@ a server has, without the kind importing the server:
 - **the nodes' summed gradients** (``adapter.init = federated``): every node uploads the summed raw
   gradient of its own examples once (``GRADIENT_ESTIMATE``), the server sums them; that traffic is
   metered as set-up (round 0). The upload is not privatised: with DP on, the run says so
-  (``AdapterKind.privacy_gaps``, ``server.privacy_statement``).
+  (``AdapterKind.privacy_gaps``, ``server.privacy_statement``). Each reply is validated before it
+  is summed (``docs/trust.md §1``): exactly the adapted modules, each ``(m, n)`` float32 and finite,
+  headers checked before decoding, and ``1 <= num-examples <= adapter.init-examples``; a bad one is
+  logged and left out.
 
 Either way the set-up runs before the initial payload is extracted, so round 1 starts from the
 kind's initial factors (LoRA-SB: R0, not R = 0, ``docs/algorithms.md §8.1``).
@@ -31,13 +34,16 @@ from adapters.adapter_kind import CalibrationSample, GradientSum, ServerSetup
 from adapters.frozen import factors_hash, frozen_factors
 from adapters.kind_registry import adapter_kind_of, get_adapter_kind, resolve_adapter_kind
 from adapters.payload import layout
+from adapters.peft_model import adapted_layers, unwrap
 from client.tasks.base import Task
 from contract import (
-    ADAPTER_KIND, ARRAYS, CONFIG, GRADIENT_ESTIMATE, INIT_EXAMPLES, METRICS, NUM_EXAMPLES, ConfigError, RunConfig, message_bytes,
+    ADAPTER_KIND, ARRAYS, CONFIG, GRADIENT_ESTIMATE, INIT_EXAMPLES, NUM_EXAMPLES, ConfigError, MetricSchema, MetricSpec,
+    RunConfig, message_bytes,
 )
 from server.metering import DOWN, SETUP, UP, ByteLedger
 from strategies.layout import layout_from_config
 from strategies.registry import mixed_rank_problems, strategy_info
+from strategies.validation import Expected, MalformedReply, check_metrics, check_records, decode_array
 
 CALIBRATION_STREAM = 7  # the calibration sample's RNG stream, [seed, 7]: apart from every other use of `seed`
 
@@ -84,13 +90,44 @@ def calibration_sample(task: Task, tokenizer: Any, datasets: Any, config: RunCon
     return CalibrationSample(batches, lambda m, batch: task.example_losses(m, batch).mean(), count)
 
 
+def gradient_shapes(model: Any) -> Expected:
+    """``{module: ((m, n), float32)}``: what one node's gradient estimate must hold (``G: (m, n)`` per adapted
+    base weight, ``Conv1D`` transposed back, as ``adapters.lora_sb.estimate_gradients`` returns it)."""
+    out: Expected = {}
+    for name, layer in sorted(adapted_layers(unwrap(model)).items()):
+        shape = tuple(int(d) for d in layer.get_base_layer().weight.shape)
+        out[name] = (shape[::-1] if getattr(layer, "fan_in_fan_out", False) else shape, np.dtype(np.float32))
+    return out
+
+
+def check_gradient_reply(reply: Message, expected: Expected, *, max_examples: int) -> tuple[dict[str, np.ndarray], int]:
+    """One node's gradient estimate, validated (module docstring); :class:`MalformedReply` says what is wrong."""
+    if not reply.has_content():
+        raise MalformedReply(f"no gradient: {reply.error.reason if reply.has_error() else 'empty reply'}", "error-reply")
+    content = reply.content
+    check_records(content, "train")
+    schema = MetricSchema([MetricSpec(NUM_EXAMPLES, "int", 1, max_examples)], max_num_examples=max_examples)
+    examples = check_metrics(content, schema=schema, reply="train")
+    record = content.array_records[ARRAYS]
+    if sorted(record) != sorted(expected):
+        raise MalformedReply(f"gradient modules {sorted(record)[:3]}... differ from the adapted ones {sorted(expected)[:3]}...", "array-keys")
+    grads = {}
+    for module, (shape, dtype) in expected.items():
+        g = decode_array(record[module], module, shape, dtype)
+        if not np.isfinite(g).all():
+            raise MalformedReply(f"gradient of `{module}` has non-finite values", "array-non-finite")
+        grads[module] = g
+    return grads, examples
+
+
 def federated_gradients(
-    grid: Grid, config: RunConfig, ledger: ByteLedger, *, adapter_kind: str, timeout: float = 3600
+    grid: Grid, config: RunConfig, ledger: ByteLedger, *, adapter_kind: str, expected: Expected, timeout: float = 3600
 ) -> GradientSum:
     """Ask every node for the summed raw gradient of its first ``adapter.init-examples`` examples; sum them.
 
     Waits (as Flower's own sampler does) for ``min-train-nodes`` nodes to connect. A node that sends no
-    gradient is logged and skipped; none at all raises.
+    gradient, or one that fails :func:`check_gradient_reply` against ``expected``, is logged and
+    skipped; none at all raises.
     """
     node_ids = sorted(grid.get_node_ids())
     deadline = time.monotonic() + timeout
@@ -105,17 +142,16 @@ def federated_gradients(
     total: dict[str, np.ndarray] = {}
     seen = 0
     for reply in grid.send_and_receive(messages, timeout=timeout):
-        if not reply.has_content():
-            log(WARNING, "adapter set-up: node %s sent no gradient: %s", reply.metadata.src_node_id, reply.error)
+        if reply.has_content():
+            ledger.add(server_round=0, node=reply.metadata.src_node_id, direction=UP, phase=SETUP, nbytes=message_bytes(reply))
+        try:
+            grads, examples = check_gradient_reply(reply, expected, max_examples=config.adapter.init_examples)
+        except MalformedReply as exc:
+            log(WARNING, "adapter set-up: dropping node %s's gradient estimate (%s): %s", reply.metadata.src_node_id, exc.code, exc)
             continue
-        ledger.add(server_round=0, node=reply.metadata.src_node_id, direction=UP, phase=SETUP, nbytes=message_bytes(reply))
-        examples = reply.content.metric_records[METRICS][NUM_EXAMPLES]
-        if not isinstance(examples, int):
-            log(WARNING, "adapter set-up: node %s sent %s = %r, not a count", reply.metadata.src_node_id, NUM_EXAMPLES, examples)
-            continue
-        for module, array in reply.content.array_records[ARRAYS].items():
-            g = array.numpy().astype(np.float64)  # G_i: (m, n)
-            total[module] = total[module] + g if module in total else g
+        for module, g in grads.items():
+            g64 = g.astype(np.float64)  # G_i: (m, n); float32 inputs summed in float64 cannot overflow
+            total[module] = total[module] + g64 if module in total else g64
         seen += examples
     if not total:
         raise RuntimeError("adapter set-up: no node returned a gradient estimate; check the clients' logs")
@@ -132,7 +168,9 @@ def initialise_adapter(
             model=model,
             config=config,
             calibration=lambda: calibration_sample(task, tokenizer, datasets, config),
-            federated_gradients=lambda: federated_gradients(grid, config, ledger, adapter_kind=adapter_kind),
+            federated_gradients=lambda: federated_gradients(
+                grid, config, ledger, adapter_kind=adapter_kind, expected=gradient_shapes(model)
+            ),
         )
     )
 

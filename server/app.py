@@ -28,7 +28,7 @@ from adapters.frozen import frozen_factors
 from adapters.payload import layout
 from client.tasks.setup import TaskAndModel, build_task_and_model
 from contract.extensions import load_installed_extensions
-from contract import ADAPTER_KIND, EPSILON_SPENT, ConfigError, RunConfig, parse_run_config
+from contract import ADAPTER_KIND, EPSILON_SPENT, ConfigError, MetricSchema, RunConfig, ValidationConfig, parse_run_config
 from server.adapter_setup import resolve_run_adapter_kind, strategy_adapter_params
 from server.central_eval import CentralEvaluator
 from server.epsilon_bound import EpsilonBound
@@ -41,7 +41,7 @@ from server.metering import DOWN, UP
 from server.privacy_statement import privacy_statement
 from server.rank_census import RankCensus
 from server.progress import ProgressGrid
-from server.recorder import RoundRecorder
+from server.recorder import RoundRecorder, dropped_summary
 from server.run_folder import RunFolder
 from server.run_state import RunState, load_checkpoint
 from server.secagg import secagg_summary, secure_strategy
@@ -51,6 +51,8 @@ from strategies import build_strategy
 from strategies.registry import strategy_info
 from strategies.client_ranks import ClientRanks
 from strategies.protocol import CorollaStrategy
+from strategies.registry import strategy_info
+from strategies.validation import ReplyPolicy
 
 load_installed_extensions()  # other packages' strategies, kinds and tasks (docs/extending.md §1)
 
@@ -116,7 +118,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
             "final": {k: v for k, v in last.items() if k.startswith("eval_")},
             "bytes_down": chain.meter.ledger.total(direction=DOWN),
             "bytes_up": chain.meter.ledger.total(direction=UP),
-            "dropped": sum(int(r.get("dropped", 0)) for r in recorder.rows),
+            "dropped": dropped_summary(recorder.rows),
             "timed_out": sum(int(r.get("timed_out", 0)) for r in recorder.rows),
             "rounds_without_replies": sum(is_empty(r) for r in recorder.rows),
             **state.summary(),
@@ -158,6 +160,7 @@ def _build_strategy(config: RunConfig, built: TaskAndModel, ranks: ClientRanks |
         min_evaluate_nodes=1,
         min_available_nodes=config.min_train_nodes,
         seed=config.seed,
+        reply_policy=reply_policy(config, built),
     )
 
 
@@ -172,6 +175,15 @@ def _exactness_audit(
         base=base, layout=layout(built.model), adapter_kind=adapter_kind, frozen=frozen_factors(built.model),
         weighted=config.strategy.weighted, base_deltas=strategy.base_deltas,
     )
+
+
+def reply_policy(config: RunConfig, built: TaskAndModel) -> ReplyPolicy:
+    """What the run accepts from clients (``docs/trust.md §1``): the core metrics plus those the task
+    and the strategy declare, and the ``validation.*`` bounds."""
+    limits = config.section(ValidationConfig)
+    declared = [*built.task.reply_metrics, *strategy_info(config.strategy.name).reply_metrics]
+    schema = MetricSchema.for_run(declared, limits=limits, privacy=config.privacy.enabled)
+    return ReplyPolicy(schema=schema, max_update_norm=limits.max_update_norm)
 
 
 def _central_evaluator(

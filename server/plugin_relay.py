@@ -6,29 +6,42 @@ saved (installed on the server's task at once), or none. Per round it
 
 1. adds the current broadcast (if any) to every train and evaluate instruction,
 2. after the strategy aggregated, and only for a task that implements ``merge_reports``, hands
-   every reply the strategy accepted (not in its ``last_dropped``) to it; a reply whose report is unreadable
-   is still aggregated - only its report is skipped, and the count is in ``plugin_bad_reports``,
+   every reply the strategy accepted (not in its ``last_dropped``) to it. Reports are untrusted
+   (``docs/trust.md §5``): each is decoded and validated against the task's ``report_schema``
+   first; one that cannot be - or that makes the merge raise, or yields metrics or a broadcast that
+   are not finite JSON - is skipped, never the run. Its reply is still aggregated; only the report
+   is left out, counted in ``plugin_bad_reports``,
 3. keeps the returned metrics for the round's row (:attr:`round_metrics`), writes ``detail`` to
    ``plugins/round-<N>.json``, and installs a new ``broadcast`` on the server's task (central
    evaluation sees it) and for the next round's messages.
+
+It also keeps, per round, how many train replies the strategy dropped for which rule
+(:meth:`dropped_by_reason`; the recorder's ``dropped/<rule>`` fields).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 from collections.abc import Iterable
 from logging import WARNING
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from client.tasks.base import ClientReport, Task
-from contract import ARRAYS, BROADCAST, METRICS, NUM_EXAMPLES, ReportError, encode_json_record, message_report
+from client.tasks.base import ClientReport, ReportMerge, Task
+from contract import ARRAYS, BROADCAST, METRICS, NUM_EXAMPLES, encode_json_record, message_report
 from server.strategy_wrapper import StrategyWrapper
 from strategies.protocol import CorollaStrategy
+from strategies.validation import accepted_replies
+
+
+class BadMerge(ValueError):
+    """A merge whose result the server cannot use (non-finite metrics, a broadcast that is not JSON)."""
 
 
 class PluginRelay(StrategyWrapper[CorollaStrategy]):
@@ -47,6 +60,11 @@ class PluginRelay(StrategyWrapper[CorollaStrategy]):
             task.apply_broadcast(broadcast)
         self.round_metrics: dict[int, dict[str, float]] = {}
         self._sent: dict[int, ArrayRecord] = {}
+        self._dropped: dict[int, Counter[str]] = {}
+
+    def dropped_by_reason(self, server_round: int) -> dict[str, int]:
+        """How many train replies of ``server_round`` the strategy dropped, per rule broken."""
+        return dict(self._dropped.get(server_round, Counter()))
 
     def _attach(self, messages: Iterable[Message]) -> list[Message]:
         messages = list(messages)
@@ -64,44 +82,80 @@ class PluginRelay(StrategyWrapper[CorollaStrategy]):
         """Delegate, then merge the accepted replies' reports."""
         replies = list(replies)
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        self._dropped[server_round] = Counter(drop.code for drop in self.inner.last_dropped)
         sent = self._sent.get(server_round)
         if sent is not None and self.task.implements("merge_reports"):
             self._merge(server_round, replies, sent)
         return arrays, metrics
 
-    def _accepted(self, replies: list[Message]) -> list[Message]:
-        """The replies the strategy aggregated: its own ``last_dropped`` verdicts, not a second check."""
-        nodes = {node for node, _ in self.inner.last_dropped}
-        return [r for r in replies if r.has_content() and r.metadata.src_node_id not in nodes]
+    def _report(self, reply: Message) -> ClientReport:
+        """One accepted reply's report, decoded and checked against the task's ``report_schema``."""
+        report = message_report(reply)
+        if report is not None and self.task.report_schema is not None:
+            self.task.report_schema.model_validate(report)
+        count = reply.content.metric_records[METRICS][NUM_EXAMPLES]
+        if isinstance(count, list):  # pragma: no cover - the strategy refused lists already
+            raise TypeError(f"`{NUM_EXAMPLES}` is a list")
+        return ClientReport(
+            node=reply.metadata.src_node_id,
+            num_examples=int(count),
+            report=report,
+            arrays={key: array.numpy() for key, array in reply.content.array_records[ARRAYS].items()},
+        )
+
+    def _try_merge(
+        self, server_round: int, reports: list[ClientReport], sent: dict[str, Any]
+    ) -> tuple[ReportMerge, dict[str, float], str | None]:
+        """``merge_reports``, checked usable: ``(merged, row metrics, detail as JSON text)``; raises
+        whatever went wrong (the merge itself, infinite metrics, a broadcast or detail that is not JSON)."""
+        merged = self.task.merge_reports(server_round, reports, sent=sent)
+        row = {str(key): float(value) for key, value in merged.metrics.items()}
+        if any(math.isinf(v) for v in row.values()):
+            raise BadMerge(f"merged metrics are infinite: {sorted(k for k, v in row.items() if math.isinf(v))[:5]}")
+        if merged.broadcast is not None:
+            encode_json_record(merged.broadcast)  # the next round must be able to send it
+        detail = None if merged.detail is None else json.dumps(merged.detail, indent=1, sort_keys=True) + "\n"
+        return merged, row, detail
 
     def _merge(self, server_round: int, replies: list[Message], sent: ArrayRecord) -> None:
         reports: list[ClientReport] = []
         bad = 0
-        for reply in self._accepted(replies):
+        for reply in accepted_replies(replies, self.inner.last_dropped):
             try:
-                report = message_report(reply)
-            except ReportError as exc:
+                reports.append(self._report(reply))
+            except Exception as exc:  # noqa: BLE001 - any failure of one report skips that report, never the run
                 bad += 1
-                log(WARNING, "round %d: node %d sent an unreadable plugin report (%s); its update is still used",
-                    server_round, reply.metadata.src_node_id, exc)
-                continue
-            reports.append(
-                ClientReport(
-                    node=reply.metadata.src_node_id,
-                    num_examples=int(cast(float, reply.content.metric_records[METRICS][NUM_EXAMPLES])),  # a number: the strategy accepted it
-                    report=report,
-                    arrays={key: array.numpy() for key, array in reply.content.array_records[ARRAYS].items()},
-                )
-            )
-        merged = self.task.merge_reports(server_round, reports, sent={k: a.numpy() for k, a in sent.items()})
-        row = {key: float(value) for key, value in merged.metrics.items()}
+                log(WARNING, "round %d: node %d sent an unusable plugin report (%s: %.200s); its update is still used",
+                    server_round, reply.metadata.src_node_id, type(exc).__name__, exc)
+        sent_arrays = {k: a.numpy() for k, a in sent.items()}
+        try:
+            merged, row, detail = self._try_merge(server_round, reports, sent_arrays)
+        except Exception as exc:  # noqa: BLE001 - find the reports that break the merge, keep the rest
+            log(WARNING, "round %d: merging %d plugin reports failed (%s: %.200s); merging them one by one",
+                server_round, len(reports), type(exc).__name__, exc)
+            kept: list[ClientReport] = []
+            for report in reports:
+                try:
+                    self._try_merge(server_round, [*kept, report], sent_arrays)
+                except Exception as one:  # noqa: BLE001 - this report breaks the merge: skip it
+                    bad += 1
+                    log(WARNING, "round %d: node %d's plugin report breaks the merge (%s: %.200s); skipped",
+                        server_round, report.node, type(one).__name__, one)
+                    continue
+                kept.append(report)
+            try:
+                merged, row, detail = self._try_merge(server_round, kept, sent_arrays)
+            except Exception as still:  # noqa: BLE001 - the task's merge fails on its own: keep the last broadcast
+                log(WARNING, "round %d: the plugin merge fails even without the bad reports (%s); skipped this round",
+                    server_round, still)
+                merged, row, detail = ReportMerge(), {}, None
         if bad:
             row["plugin_bad_reports"] = float(bad)
         self.round_metrics[server_round] = row
-        if merged.detail is not None:
+        if detail is not None:
             path = self.folder / "plugins" / f"round-{server_round:03d}.json"
             path.parent.mkdir(exist_ok=True)
-            path.write_text(json.dumps(merged.detail, indent=1, sort_keys=True) + "\n")
+            path.write_text(detail)
         if merged.broadcast is not None:
             self.broadcast = merged.broadcast
             self.task.apply_broadcast(merged.broadcast)

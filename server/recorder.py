@@ -3,6 +3,12 @@
 It is Flower's ``evaluate_fn``: ``Strategy.start`` calls it before round 1 (round 0, the initial
 model) and after every round, once training, aggregation and federated evaluation are done, so it
 sees the round's metered bytes and aggregated train metrics, and adds central evaluation.
+
+A row is built in two layers (``docs/trust.md §4``): first what clients reported, aggregated (the
+declared train metrics under their own names, federated evaluation as ``fed_<name>``, task-plugin
+metrics), then the server's own fields, written last so no client or plugin can set them:
+``round``, ``clients``, ``dropped`` (and ``dropped/<rule>`` per rule broken), ``timed_out``, the
+byte counts, central evaluation (``eval_*``), ``wall_s``.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from typing import Any, TextIO
 
 from flwr.app import ArrayRecord, MetricRecord, MetricRecordValues
@@ -29,6 +36,30 @@ def _fmt(value: Any, width: int) -> str:
     if isinstance(value, float):
         return f"{value:.4f}".rjust(width)
     return str(value).rjust(width)
+
+
+DROPPED_PREFIX = "dropped/"
+"""Row fields ``dropped/<rule>``: this round's dropped train replies per rule broken (``docs/trust.md §3``)."""
+
+_SERVER_FIELDS = frozenset({
+    "round", "clients", "dropped", "timed_out", "bytes_down", "bytes_up", "bytes_setup", "bytes_down_total",
+    "bytes_up_total", "wall_s", EPSILON, "epsilon_bounded_nodes",
+})
+
+
+def _server_owned(name: str) -> bool:
+    """Row fields only the server writes: its counters, bytes, time and central evaluation."""
+    return name in _SERVER_FIELDS or name.startswith(("eval_", DROPPED_PREFIX))
+
+
+def dropped_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``summary.json``'s ``dropped``: ``{"total": n, "by_reason": {rule: n}}`` over every round's train replies."""
+    by_reason: Counter[str] = Counter()
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith(DROPPED_PREFIX):
+                by_reason[key.removeprefix(DROPPED_PREFIX)] += int(value)
+    return {"total": sum(int(r.get("dropped", 0)) for r in rows), "by_reason": dict(sorted(by_reason.items()))}
 
 
 def _count(value: MetricRecordValues) -> int:
@@ -73,23 +104,30 @@ class RoundRecorder:
         meter, ledger = self.chain.meter, self.chain.meter.ledger
         train = dict(meter.train_metrics.get(server_round, {}))
         fed_eval = dict(meter.evaluate_metrics.get(server_round, {}))
-        row: dict[str, Any] = {
-            "round": server_round,
-            "clients": _count(train.pop(CLIENTS, 0)),
-            "dropped": _count(train.pop(DROPPED, 0)),
-            "timed_out": int(self.chain.driver.timed_out.get(server_round, 0)),
-            "bytes_down": ledger.total(server_round=server_round, direction=DOWN),
-            "bytes_up": ledger.total(server_round=server_round, direction=UP),
-            "train_loss": train.pop(TRAIN_LOSS, None),
-        }
-        row["bytes_setup"] = ledger.total(server_round=server_round, phase=SETUP)
-        row["bytes_down_total"] = ledger.total(direction=DOWN)
-        row["bytes_up_total"] = ledger.total(direction=UP)
+        clients, dropped = _count(train.pop(CLIENTS, 0)), _count(train.pop(DROPPED, 0))
         train.pop(PARTITION_ID, None)  # an identifier for ordering replies, not a metric
         train.pop(EPSILON, None)  # the max over this round's replies only: the server's ε ledger replaces it
+        # 1. what clients reported (aggregated) and task plugins merged: never a server-owned name
+        row: dict[str, Any] = {"train_loss": train.pop(TRAIN_LOSS, None)}
         row.update({k: v for k, v in train.items() if k != NUM_EXAMPLES})
         row.update({f"fed_{k}": v for k, v in fed_eval.items() if k != NUM_EXAMPLES})
         row.update(self.chain.relay.round_metrics.get(server_round, {}))  # task-plugin metrics
+        for name in [k for k in row if _server_owned(k)]:
+            del row[name]
+        # 2. the server's own fields, last
+        row.update({
+            "round": server_round,
+            "clients": clients,
+            "dropped": dropped,
+            **{f"{DROPPED_PREFIX}{code}": n for code, n in sorted(self.chain.relay.dropped_by_reason(server_round).items())},
+            "timed_out": int(self.chain.driver.timed_out.get(server_round, 0)),
+            "bytes_down": ledger.total(server_round=server_round, direction=DOWN),
+            "bytes_up": ledger.total(server_round=server_round, direction=UP),
+            "bytes_setup": ledger.total(server_round=server_round, phase=SETUP),
+            "bytes_down_total": ledger.total(direction=DOWN),
+            "bytes_up_total": ledger.total(direction=UP),
+        })
+        row = {"round": server_round, **{k: v for k, v in row.items() if k != "round"}}  # `round` first, for reading
         result = None
         if self.evaluator is not None:
             metrics = self.evaluator(arrays)

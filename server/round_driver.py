@@ -5,7 +5,10 @@
   so the inner strategy, the meter, the clients' seeds and the run folder all see rounds ``t+1..N``.
 - **Order.** Replies arrive in completion order, which varies between runs; float sums do not
   commute bit for bit. Replies are handed on sorted by the client's ``partition-id`` (then node id),
-  so the same clients give the same aggregate, bit for bit, in any run (resume relies on it).
+  so the same clients give the same aggregate, bit for bit, in any run (resume relies on it). The
+  partition id is read through its declaration (``contract.reply_schema.partition_of``): a reply
+  whose id is unusable (missing, NaN, inf, a list, negative, fractional) sorts first, by the node
+  id the server assigned, and its reply is then judged (and dropped) by the strategy.
 - **Timeouts.** Clients that were sent a train instruction but did not reply within
   ``round-timeout`` are counted per round in :attr:`timed_out`.
 - **Lost node state.** A node that replies ``NODE_STATE_MISSING`` (a restarted SuperNode without
@@ -18,7 +21,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from logging import WARNING
 
@@ -27,7 +29,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
-from contract import METRICS, NODE_STATE_MISSING, PARTITION_ID
+from contract import METRICS, NODE_STATE_MISSING, partition_of
 from server.epsilon_ledger import EpsilonLedger
 from server.metering import DOWN, Metered
 from server.rank_census import RankCensus
@@ -39,14 +41,12 @@ Resync = Callable[[Message], Message | None]
 
 
 def _order_key(reply: Message) -> tuple[int, int]:
-    """``(partition-id, node id)``; a reply without a readable partition id (an error, or malformed:
-    replies are not validated yet) sorts first, by node id."""
-    partition = -1
+    """``(partition-id, node id)``; a reply without a usable partition id (an error reply, or one the
+    strategy will drop) sorts first, by the node id the server assigned."""
+    partition = None
     if reply.has_content() and METRICS in reply.content.metric_records:
-        value = reply.content.metric_records[METRICS].get(PARTITION_ID)
-        if isinstance(value, int | float) and math.isfinite(value):
-            partition = int(value)
-    return partition, int(reply.metadata.src_node_id)
+        partition = partition_of(reply.content.metric_records[METRICS])
+    return (-1 if partition is None else partition), int(reply.metadata.src_node_id)
 
 
 class RoundDriver(StrategyWrapper[Metered]):

@@ -32,7 +32,8 @@ from contract.base_delta import (
 
 from .maths.residual_log import ResidualLog
 from .maths.transport import ResidualTransport
-from .protocol import StrategyState
+from .protocol import DroppedReply, StrategyState
+from .validation import MalformedReply, accepted_replies
 
 LOG_STATE = "log"
 """``export_state`` meta key of the residual log; its arrays are named ``f"{LOG_STATE}/<name>"``."""
@@ -109,21 +110,33 @@ class BaseVersioning:
                 rebuilt.content[name] = record
         return rebuilt
 
-    def note_replies(self, replies: Iterable[Message]) -> list[Message]:
-        """Remember the base version each reply reports; returns the replies as a list.
+    def check_reported(self, metrics: MetricRecord) -> None:
+        """Refuse a reply reporting a base version the server never sent (above the current one).
 
-        Replies are untrusted: a reported version that is not an integer in ``0..version`` is
-        ignored (the node keeps the version the server last noted), so it cannot break the next
-        round's messages; the reply itself is judged by the strategy's validation.
+        The metric is already schema-checked (a whole number >= 0, ``contract.reply_schema``)."""
+        reported = metrics.get(BASE_VERSION)
+        if reported is not None and not (isinstance(reported, int | float) and reported <= self.version):
+            raise MalformedReply(
+                f"`{BASE_VERSION}` = {reported!r}, but the server's base is at version {self.version}", "protocol"
+            )
+
+    def note_replies(self, replies: Iterable[Message], dropped: Sequence[DroppedReply] = ()) -> None:
+        """Remember the base version each *accepted* reply reports (``docs/trust.md §1``).
+
+        A node whose reply the strategy dropped (``dropped``, its ``last_dropped``) but that did
+        reply may have moved its base anyway; the server forgets what it believed that node holds,
+        so the node is next sent the cumulative delta from version 0, which every node accepts. An
+        error reply changes nothing: a node whose work failed keeps its version (``client.base_sync``).
         """
         replies = list(replies)
-        for reply in replies:
-            if not (reply.has_content() and METRICS in reply.content.metric_records):
-                continue
+        for reply in accepted_replies(replies, dropped):
             reported = reply.content.metric_records[METRICS].get(BASE_VERSION)
             if isinstance(reported, int | float) and float(reported).is_integer() and 0 <= reported <= self.version:
                 self.node_version[reply.metadata.src_node_id] = int(reported)
-        return replies
+        refused = {drop.node_id for drop in dropped}
+        for reply in replies:
+            if reply.has_content() and reply.metadata.src_node_id in refused:
+                self.node_version.pop(reply.metadata.src_node_id, None)
 
     def stamp(self, metrics: MetricRecord | None) -> MetricRecord | None:
         """Add the current base version to a round's train metrics."""

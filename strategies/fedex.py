@@ -189,10 +189,19 @@ class FedExLoRA(FedIT):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Note which base version each replying node now holds, then aggregate as FedIT."""
-        arrays, metrics = super().aggregate_train(server_round, self.versions.note_replies(replies))
+        """Aggregate as FedIT, then note the base version each accepted reply reports."""
+        replies = list(replies)
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        self.versions.note_replies(replies, self.last_dropped)
         return arrays, self.versions.stamp(metrics)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Note base versions, then reduce evaluate metrics as FedIT."""
-        return super().aggregate_evaluate(server_round, self.versions.note_replies(replies))
+        """Reduce evaluate metrics as FedIT, then note the accepted replies' base versions."""
+        replies = list(replies)
+        metrics = super().aggregate_evaluate(server_round, replies)
+        self.versions.note_replies(replies, self.last_dropped_evaluate)
+        return metrics
+
+    def check_protocol(self, metrics: MetricRecord) -> None:
+        """Refuse a base version above the server's (:meth:`BaseVersioning.check_reported`)."""
+        self.versions.check_reported(metrics)

@@ -26,6 +26,7 @@ from contract.records import (
     DEV_REL_MEAN,
     DEV_REL_PREFIX,
     DROPPED,
+    METRICS,
     NUM_EXAMPLES,
     reduce_metrics,
 )
@@ -35,7 +36,7 @@ from .layout import LoraPair, check_layout
 from .maths.averaging import aggregation_weights, weighted_mean
 from .protocol import CorollaStrategy, DroppedReply, StrategyState
 from .registry import StrategyInfo, register_strategy
-from .validation import Expected, MalformedReply, check_metrics, check_reply, expected_from_arrays
+from .validation import Expected, MalformedReply, ReplyPolicy, check_metrics, check_records, check_reply, expected_from_arrays
 
 MetricsAggrFn = Callable[[list[RecordDict], str], MetricRecord]
 
@@ -77,6 +78,9 @@ class FedIT(FedAvg, CorollaStrategy):
         ``(list[RecordDict], str) -> MetricRecord``; default to the contract's ``reduce_metrics``.
     seed : int (default: 0)
         The run's seed, for strategies that draw random numbers (FLoRA's re-initialised A).
+    reply_policy : ReplyPolicy | None (default: None)
+        The declared reply metrics and bounds (``validation.*``; ``docs/trust.md §1``); default: the
+        core declarations with the default bounds.
     """
 
     def __init__(  # pylint: disable=too-many-arguments
@@ -95,6 +99,7 @@ class FedIT(FedAvg, CorollaStrategy):
         train_metrics_aggr_fn: MetricsAggrFn | None = None,
         evaluate_metrics_aggr_fn: MetricsAggrFn | None = None,
         seed: int = 0,
+        reply_policy: ReplyPolicy | None = None,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -111,6 +116,8 @@ class FedIT(FedAvg, CorollaStrategy):
         self.layout: dict[str, LoraPair] | None = dict(layout) if layout else None
         self.weighted = weighted
         self.seed = seed
+        self.reply_policy = reply_policy or ReplyPolicy()
+        self._sent_numpy: dict[str, np.ndarray] | None = None
         self.expected: Expected | None = None
         self.global_arrays: ArrayRecord | None = None
         self._dropped_train: list[DroppedReply] = []
@@ -145,6 +152,10 @@ class FedIT(FedAvg, CorollaStrategy):
         ``weights`` has shape ``(K,)`` and sums to 1.
         """
         return weighted_mean(arrays_list, weights)
+
+    def check_protocol(self, metrics: MetricRecord) -> None:
+        """Strategy-specific checks of an already schema-checked reply's metrics (raise
+        :class:`MalformedReply`); FedIT: none. FedEx-LoRA and FLoRA refuse a base version they never sent."""
 
     def train_diagnostics(
         self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
@@ -186,6 +197,7 @@ class FedIT(FedAvg, CorollaStrategy):
         if self.layout:
             check_layout(self.layout, {key: shape for key, (shape, _) in self.expected.items()})
         self.global_arrays = arrays
+        self._sent_numpy = None
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
@@ -207,10 +219,12 @@ class FedIT(FedAvg, CorollaStrategy):
         for msg in replies:
             try:
                 arrays, n = check_reply(
-                    _content(msg), self.expected_for(msg), weighted_by_key=self.weighted_by_key
+                    _content(msg), self.expected_for(msg), weighted_by_key=self.weighted_by_key,
+                    policy=self.reply_policy, sent=self._sent_arrays(),
                 )
+                self.check_protocol(msg.content.metric_records[METRICS])
             except MalformedReply as exc:
-                self._drop(server_round, "aggregate_train", msg, str(exc), self._dropped_train)
+                self._drop(server_round, "aggregate_train", msg, exc, self._dropped_train)
                 continue
             accepted.append(msg.content)
             arrays_list.append(arrays)
@@ -246,9 +260,12 @@ class FedIT(FedAvg, CorollaStrategy):
         accepted: list[RecordDict] = []
         for msg in replies:
             try:
-                check_metrics(_content(msg), self.weighted_by_key)
+                content = _content(msg)
+                check_records(content, "evaluate")
+                check_metrics(content, self.weighted_by_key, schema=self.reply_policy.schema, reply="evaluate")
+                self.check_protocol(content.metric_records[METRICS])
             except MalformedReply as exc:
-                self._drop(server_round, "aggregate_evaluate", msg, str(exc), self._dropped_evaluate)
+                self._drop(server_round, "aggregate_evaluate", msg, exc, self._dropped_evaluate)
                 continue
             accepted.append(msg.content)
         if not replies:
@@ -260,20 +277,27 @@ class FedIT(FedAvg, CorollaStrategy):
         metrics[DROPPED] = len(self.last_dropped_evaluate)
         return metrics
 
+    def _sent_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays sent this round, decoded once (the reference of every reply's update norm)."""
+        if self._sent_numpy is None:
+            sent = self.global_arrays if self.global_arrays is not None else ArrayRecord()
+            self._sent_numpy = {key: array.numpy() for key, array in sent.items()}
+        return self._sent_numpy
+
     @staticmethod
     def _drop(
-        server_round: int, where: str, msg: Message, reason: str, sink: list[DroppedReply]
+        server_round: int, where: str, msg: Message, exc: MalformedReply, sink: list[DroppedReply]
     ) -> None:
         node_id = msg.metadata.src_node_id
-        log(WARNING, "%s: round %d: dropping reply from node %d: %s",
-            where, server_round, node_id, reason)
-        sink.append(DroppedReply(node_id, reason))
+        log(WARNING, "%s: round %d: dropping reply from node %d (%s): %s",
+            where, server_round, node_id, exc.code, exc)
+        sink.append(DroppedReply(node_id, str(exc), exc.code))
 
 
 def _content(msg: Message) -> RecordDict:
     """The reply's content, or :class:`MalformedReply` for error replies and empty ones."""
     if msg.has_error():
-        raise MalformedReply(f"error reply (code {msg.error.code}): {msg.error.reason}")
+        raise MalformedReply(f"error reply (code {msg.error.code}): {msg.error.reason}", "error-reply")
     if not msg.has_content():
-        raise MalformedReply("reply has neither content nor error")
+        raise MalformedReply("reply has neither content nor error", "records")
     return msg.content

@@ -21,6 +21,8 @@ from contract import ARRAYS, CONFIG, METRICS
 from contract.frozen import FROZEN_CONFIRMED, FROZEN_FACTORS, FROZEN_HASH
 
 from .fedit import FedIT
+from .protocol import DroppedReply
+from .validation import accepted_replies
 
 
 class FrozenFactorsDistribution:
@@ -52,14 +54,12 @@ class FrozenFactorsDistribution:
         content[FROZEN_FACTORS] = self.record
         return Message(content=content, message_type=message.metadata.message_type, dst_node_id=node_id)
 
-    def note_replies(self, replies: Iterable[Message]) -> list[Message]:
-        """Nodes whose reply confirms the current hash hold the factors from now on; returns the replies."""
-        replies = list(replies)
-        for reply in replies:
-            if reply.has_content() and METRICS in reply.content.metric_records:
-                if reply.content.metric_records[METRICS].get(FROZEN_CONFIRMED) == 1:
-                    self.confirmed.add(reply.metadata.src_node_id)
-        return replies
+    def note_replies(self, replies: Iterable[Message], dropped: Sequence[DroppedReply] = ()) -> None:
+        """Nodes whose *accepted* reply confirms the current hash hold the factors from now on (a
+        dropped reply's confirmation is not believed: that node is sent the factors again)."""
+        for reply in accepted_replies(replies, dropped):
+            if reply.content.metric_records[METRICS].get(FROZEN_CONFIRMED) == 1:
+                self.confirmed.add(reply.metadata.src_node_id)
 
 
 class FrozenFactorsStrategy(FedIT):
@@ -92,9 +92,15 @@ class FrozenFactorsStrategy(FedIT):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Note which nodes confirmed the frozen factors, then aggregate as FedIT."""
-        return super().aggregate_train(server_round, self.frozen.note_replies(replies))
+        """Aggregate as FedIT, then note which accepted replies confirmed the frozen factors."""
+        replies = list(replies)
+        result = super().aggregate_train(server_round, replies)
+        self.frozen.note_replies(replies, self.last_dropped)
+        return result
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Note confirmations, then reduce as FedIT."""
-        return super().aggregate_evaluate(server_round, self.frozen.note_replies(replies))
+        """Reduce as FedIT, then note the accepted replies' confirmations."""
+        replies = list(replies)
+        metrics = super().aggregate_evaluate(server_round, replies)
+        self.frozen.note_replies(replies, self.last_dropped_evaluate)
+        return metrics

@@ -39,8 +39,8 @@ from .factor_forms import PAIR
 from .fedit import FedIT
 from .layout import LoraPair, check_layout
 from .maths.averaging import weighted_mean
-from .protocol import StrategyState
-from .validation import Expected, expected_from_arrays
+from .protocol import DroppedReply, StrategyState
+from .validation import Expected, accepted_replies, expected_from_arrays
 
 VERSION_STATE = "global_version"
 """``export_state`` meta key: how many aggregations the global adapter has been through."""
@@ -168,30 +168,31 @@ class PartialFactorsStrategy(FedIT):
             messages.append(Message(content=content, message_type=message_type, dst_node_id=node_id))
         return messages
 
-    def _note_versions(self, replies: Iterable[Message]) -> list[Message]:
-        """Learn which global version each node holds; forget it for a node whose reply is an error.
+    def _note_versions(self, replies: Iterable[Message], dropped: Sequence[DroppedReply]) -> None:
+        """Learn which global version each node holds from the *accepted* replies; forget it for a
+        node whose reply was dropped or is an error (it is sent everything next time).
 
-        Replies are untrusted: a version outside ``0..version`` is ignored (the node is sent
-        everything next time).
+        A version outside ``0..version`` is ignored the same way.
         """
-        replies = list(replies)
         if not self.cache_global:
-            return replies
+            return
+        accepted = {id(r) for r in accepted_replies(replies, dropped)}
         for reply in replies:
             node = reply.metadata.src_node_id
-            metrics = reply.content.metric_records.get(METRICS) if reply.has_content() else None
+            metrics = reply.content.metric_records.get(METRICS) if id(reply) in accepted else None
             reported = metrics.get(GLOBAL_VERSION) if metrics is not None else None
             if isinstance(reported, int | float) and float(reported).is_integer() and 0 <= reported <= self.version:
                 self.node_version[node] = int(reported)
             else:
                 self.node_version.pop(node, None)
-        return replies
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Note the nodes' versions, aggregate as FedIT, and count the new global version."""
-        arrays, metrics = super().aggregate_train(server_round, self._note_versions(replies))
+        replies = list(replies)
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        self._note_versions(replies, self.last_dropped)
         if arrays is not None:
             self.version += 1
         if metrics is not None and self.cache_global:
@@ -200,7 +201,9 @@ class PartialFactorsStrategy(FedIT):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Note the nodes' versions, then reduce as FedIT (the version metric is the server's)."""
-        metrics = super().aggregate_evaluate(server_round, self._note_versions(replies))
+        replies = list(replies)
+        metrics = super().aggregate_evaluate(server_round, replies)
+        self._note_versions(replies, self.last_dropped_evaluate)
         if metrics is not None and GLOBAL_VERSION in metrics:
             metrics[GLOBAL_VERSION] = self.version
         return metrics

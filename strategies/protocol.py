@@ -32,10 +32,12 @@ from flwr.serverapp.strategy import Strategy
 
 
 class DroppedReply(NamedTuple):
-    """One reply a strategy refused: the sending node and the reason (logged and counted)."""
+    """One reply a strategy refused: the sending node, the reason (logged) and the short name of the
+    rule it broke (``summary.json`` counts dropped replies by it; ``docs/trust.md §3``)."""
 
     node_id: int
     reason: str
+    code: str = "malformed"
 
 
 class StrategyState(NamedTuple):

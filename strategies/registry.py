@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from contract.config import ConfigError, RunConfig, Section, register_section
+from contract.reply_schema import MetricSpec
 
 from .comm_cost import CommFormula
 from .protocol import CorollaStrategy, protocol_problems
@@ -66,6 +67,9 @@ class StrategyInfo:
     fixed_rank_reason : str (default: "")
         Why the strategy needs one rank for all, said when ``adapter.ranks`` mixes ranks (e.g. Fed-SB's
         R is r×r).
+    reply_metrics : tuple[MetricSpec, ...] (default: ())
+        Metrics this strategy makes clients send beyond the core ones (``contract.reply_schema``);
+        the server drops a reply carrying an undeclared metric (``docs/trust.md §1``).
     """
 
     name: str
@@ -78,6 +82,7 @@ class StrategyInfo:
     linear: bool = False
     mixed_ranks: bool = False
     fixed_rank_reason: str = ""
+    reply_metrics: tuple[MetricSpec, ...] = ()
 
     def __post_init__(self) -> None:
         """Reject declarations the platform cannot use, naming the field and the fix."""
@@ -97,6 +102,8 @@ class StrategyInfo:
             raise TypeError(f"{where}.comm must be a communication formula (inputs, **options) -> CommCost")
         if not isinstance(self.linear, bool):
             raise TypeError(f"{where}.linear must be a bool, got {self.linear!r}")
+        if not isinstance(self.reply_metrics, tuple) or not all(isinstance(m, MetricSpec) for m in self.reply_metrics):
+            raise TypeError(f"{where}.reply_metrics must be a tuple of contract.reply_schema.MetricSpec, got {self.reply_metrics!r}")
         if self.section is not None and not (isinstance(self.section, type) and issubclass(self.section, Section)):
             raise TypeError(f"{where}.section must be a contract.config.Section subclass, got {self.section!r}")
 

@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
+from pydantic import BaseModel
 
-from contract import RunConfig
+from contract import MetricSpec, RunConfig
 from contract.config import Section
 
 if TYPE_CHECKING:
@@ -111,6 +112,13 @@ class Task(ABC):
         ``config.py``; :meth:`configure` reads them with ``config.section(...)``. ``None``: core keys only.
     summary : str
         One line for ``corolla tasks``; empty: the first paragraph of the class docstring.
+    report_schema : type[pydantic.BaseModel] or None
+        The shape of this task's :meth:`client_report` (field types, ranges, sizes). The server
+        validates every report against it before :meth:`merge_reports` sees it and skips (counts) a
+        report that does not fit (``docs/trust.md §5``). ``None``: any JSON object.
+    reply_metrics : tuple[MetricSpec, ...]
+        Metrics this task makes clients send beyond the core ones (``contract.reply_schema``); a reply
+        carrying an undeclared metric is dropped (``docs/trust.md §1``).
     """
 
     name: ClassVar[str]
@@ -122,6 +130,8 @@ class Task(ABC):
     adapter_targets: ClassVar[Literal["attention", "attention-mlp"]] = "attention"
     config_section: ClassVar[type[Section] | None] = None
     summary: ClassVar[str] = ""
+    report_schema: ClassVar[type[BaseModel] | None] = None
+    reply_metrics: ClassVar[tuple[MetricSpec, ...]] = ()
 
     def __init__(self, *, seed: int, max_length: int) -> None:
         self.seed = seed

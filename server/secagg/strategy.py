@@ -72,7 +72,7 @@ class SecAggStrategy(CorollaStrategy):
             self._dropped = []
             return self.inner.aggregate_train(server_round, list(replies))
         sent, messages, outcome = pending
-        self._dropped = [DroppedReply(d.node, f"secagg {d.stage}: {d.reason}") for d in outcome.dropped]
+        self._dropped = [DroppedReply(d.node, f"secagg {d.stage}: {d.reason}", f"secagg-{d.stage}") for d in outcome.dropped]
         if isinstance(outcome, RoundDropped):
             log(WARNING, "aggregate_train: %s; the global arrays stay unchanged", outcome)
             return None, MetricRecord({CLIENTS: 0, DROPPED: len(self._dropped), ROUND_DROPPED: 1})

@@ -59,8 +59,14 @@ def test_metric_missing_in_some_clients_is_reduced_over_holders() -> None:
 def test_list_metrics_are_reduced_elementwise() -> None:
     records = [_rd(num__examples=1, curve=[1.0, 2.0]), _rd(num__examples=1, curve=[3.0, 6.0])]
     assert reduce_metrics(records)["curve"] == pytest.approx([2.0, 4.0])
-    with pytest.raises(ValueError, match="different lengths"):
-        reduce_metrics([_rd(num__examples=1, curve=[1.0]), _rd(num__examples=1, curve=[1.0, 2.0])])
+
+
+@pytest.mark.parametrize("values", [([1.0], [1.0, 2.0]), (1.0, [1.0]), ([1.0], 2.0)], ids=["lengths", "scalar-list", "list-scalar"])
+def test_metrics_that_do_not_line_up_are_left_out_not_raised(values: tuple) -> None:
+    records = [_rd(num__examples=1, curve=values[0], train_loss=1.0), _rd(num__examples=3, curve=values[1], train_loss=3.0)]
+    got = reduce_metrics(records)
+    assert "curve" not in got
+    assert got[TRAIN_LOSS] == pytest.approx(2.5) and got[NUM_EXAMPLES] == 4
 
 
 def test_accepts_bare_metric_records_and_requires_the_weight() -> None:

@@ -90,7 +90,7 @@ BAD_CASES = {  # case -> part of the logged reason
     "wrong dtype": "dtype float64, expected float32",
     "missing num-examples": "missing `num-examples`",
     "error reply": "error reply (code 2): CUDA out of memory",
-    "no metrics": "missing metrics record",
+    "no metrics": "missing record(s) ['metrics']",
 }
 
 
@@ -128,7 +128,7 @@ def test_each_malformed_reply_is_dropped_and_the_rest_aggregate(setup, case: str
         np.testing.assert_allclose(value, want[key], rtol=1e-6, atol=1e-7)
     node = bad.metadata.src_node_id
     assert len(strategy.last_dropped) == 1
-    dropped_node, reason = strategy.last_dropped[0]
+    dropped_node, reason = strategy.last_dropped[0].node_id, strategy.last_dropped[0].reason
     assert dropped_node == node and BAD_CASES[case] in reason
     assert any(f"node {node}" in rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING)
 
@@ -190,5 +190,5 @@ def test_aggregate_evaluate_drops_bad_replies() -> None:
     assert metrics is not None
     assert metrics["eval_loss"] == pytest.approx(3.5)
     assert metrics[DROPPED] == 2 and metrics[CLIENTS] == 2
-    assert [n for n, _ in strategy.last_dropped_evaluate] == [300, 301]
+    assert [d.node_id for d in strategy.last_dropped_evaluate] == [300, 301]
     assert strategy.aggregate_evaluate(1, []) is None

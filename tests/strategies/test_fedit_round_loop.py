@@ -88,7 +88,7 @@ def test_two_rounds_with_one_garbage_client() -> None:
         assert train[DEV_REL_MEAN] > 0
         evaluate = result.evaluate_metrics_clientapp[rnd]
         assert evaluate[EVAL_LOSS] == pytest.approx((0 * 10 + 1 * 5 + 2 * 30) / 45)
-    assert [n for n, _ in strategy.last_dropped] == [101]
+    assert [d.node_id for d in strategy.last_dropped] == [101]
     # Assert: order within a round is train -> aggregate -> federated evaluate -> evaluate_fn
     assert [c[0] for c in calls] == [0, 1, 2]
     assert [c[2] for c in calls] == [0, 6, 12]  # 3 train + 3 evaluate messages per round
@@ -119,7 +119,7 @@ def test_round_where_every_client_fails_keeps_the_previous_arrays() -> None:
 
     assert result.train_metrics_clientapp[1] == MetricRecord({CLIENTS: 0, DROPPED: 3})
     assert all(reply.has_error() and "client crashed" in reply.error.reason for _, reply in grid.log[:3])
-    assert [n for n, _ in strategy.last_dropped] == [101]  # round 2: only the garbage client
+    assert [d.node_id for d in strategy.last_dropped] == [101]  # round 2: only the garbage client
     # round 2 trained from the unchanged initial arrays
     for key, value in from_record(result.arrays).items():
         np.testing.assert_allclose(value, _fedit_step(G0)[key], rtol=1e-6, atol=1e-6)

@@ -47,6 +47,7 @@ from client.tasks.guideq.questioning import (
     TemplateQuestioner,
 )
 from client.tasks.guideq.config import GuideqConfig
+from client.tasks.guideq.report import GuideqReport
 from client.tasks.registry import register_task
 from contract import ConfigError, RunConfig
 
@@ -67,6 +68,7 @@ class GuidedClassification(Task):
     model_kind: ClassVar[ModelKind] = "sequence-classification"
     label_column: ClassVar[str | None] = "label"
     main_metric: ClassVar[str] = "accuracy"
+    report_schema = GuideqReport
     config_section = GuideqConfig
     summary = "GUIDEQ (arXiv 2411.05991): classification, keyword lexica from occlusion, guided questions"
 

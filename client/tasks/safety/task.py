@@ -39,6 +39,7 @@ from client.tasks.safety.activations import (
 from client.tasks.safety.analysis import analyse_update, merge_client_reports, ref_basis
 from client.tasks.safety.config import SafetyConfig
 from client.tasks.safety.reference import Reference, base_weights, load_reference, module_key
+from client.tasks.safety.report import SafetyReport
 from client.tasks.safety.updates import projected_payload, update_factors
 from contract import RunConfig
 from contract.config import parse_fractions
@@ -64,6 +65,7 @@ class SafetySubspaces(Task):
     """
 
     config_section = SafetyConfig
+    report_schema = SafetyReport
     _reference: Reference | None = None
     _sent: dict[str, np.ndarray] | None = None
     _refactor_loss: float | None = None
