@@ -110,7 +110,7 @@ class RoundRecorder:
         # 1. what clients reported (aggregated) and task plugins merged: never a server-owned name
         row: dict[str, Any] = {"train_loss": train.pop(TRAIN_LOSS, None)}
         row.update({k: v for k, v in train.items() if k != NUM_EXAMPLES})
-        row.update({f"fed_{k}": v for k, v in fed_eval.items() if k != NUM_EXAMPLES})
+        row.update({f"fed_{k}": v for k, v in fed_eval.items() if k not in (NUM_EXAMPLES, PARTITION_ID)})
         row.update(self.chain.relay.round_metrics.get(server_round, {}))  # task-plugin metrics
         for name in [k for k in row if _server_owned(k)]:
             del row[name]

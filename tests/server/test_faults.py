@@ -60,7 +60,9 @@ def test_run_completes_counts_the_dropped_and_stays_exact_over_survivors(strateg
         assert rows[rnd]["dropped"] == expected_dropped and rows[rnd]["clients"] == NODES - expected_dropped
         assert len(_survivors(grid, rnd)) == NODES - expected_dropped
     assert sum(r["dropped"] for r in rows) >= 2  # the seed really injects faults in this run
-    assert json.loads((tmp_path / "faults" / "summary.json").read_text())["dropped"] == sum(r["dropped"] for r in rows)
+    dropped = json.loads((tmp_path / "faults" / "summary.json").read_text())["dropped"]
+    assert dropped["total"] == sum(r["dropped"] for r in rows) == sum(dropped["by_reason"].values())
+    assert set(dropped["by_reason"]) <= {"error-reply", "array-non-finite"}  # faults.fail / faults.malformed
     # exactness over the survivors of the last round (round 1's fold is in the base both ways)
     if strategy == "fedex":
         merged = merged_weights(tmp_path / "faults")

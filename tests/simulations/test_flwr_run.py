@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -45,10 +47,36 @@ def flower_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
             continue
 
 
-def _run(env: dict[str, str], out: Path, clients: int, overrides: list[str]):
-    app = find_app_dir()
+def _run(env: dict[str, str], out: Path, clients: int, overrides: list[str], *, app: Path | None = None):
+    app = app or find_app_dir()
     _, flat = resolve_config(app, [*overrides, f'output-dir="{out}" run-name="e2e"'])
     return launch(app, flat, num_supernodes=clients, env=env, echo=False), out / "e2e"
+
+
+TAMPERING_APP = "tests/simulations/tampering_app.py"
+
+
+def _tampering_app_dir(root: Path) -> Path:
+    """A copy of the Corolla app whose ClientApp is :mod:`tests.simulations.tampering_app` (it wraps ``client.app``)."""
+    source = find_app_dir()
+    app = root / "tampering-app"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in ("adapters", "client", "contract", "privacy", "server", "strategies"):
+        shutil.copytree(source / package, app / package, ignore=ignore)
+    (app / "tests" / "simulations").mkdir(parents=True)
+    for init in ("tests/__init__.py", "tests/simulations/__init__.py"):
+        (app / init).write_text("")
+    shutil.copy(source / TAMPERING_APP, app / TAMPERING_APP)
+    pyproject = (source / "pyproject.toml").read_text()
+    pyproject = pyproject.replace('clientapp = "client.app:app"', 'clientapp = "tests.simulations.tampering_app:app"')
+    pyproject = pyproject.replace('fab-include = [', 'fab-include = ["tests/__init__.py", "tests/simulations/__init__.py", '
+                                  f'"{TAMPERING_APP}", ', 1)
+    assert "tests.simulations.tampering_app:app" in pyproject and TAMPERING_APP in pyproject
+    (app / "pyproject.toml").write_text(pyproject)
+    for extra in ("README.md",):
+        if (source / extra).is_file():
+            shutil.copy(source / extra, app / extra)
+    return app
 
 
 def _ledger_rows(path: Path) -> list[dict[str, str]]:
@@ -128,7 +156,7 @@ def test_faults_and_a_resume_through_the_ray_engine(flower_env: dict[str, str], 
     rows = read_rounds(folder / "rounds.jsonl")
     assert [r["round"] for r in rows] == [0, 1, 2]
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["dropped"] >= 2 and summary["timed_out"] == 0  # the seed's draws: 2 faulty clients a round
+    assert summary["dropped"]["total"] >= 2 and summary["timed_out"] == 0  # the seed's draws: 2 faulty clients a round
     assert all(r["clients"] + r["dropped"] == 4 and r["clients"] >= 1 for r in rows[1:])
     # the finished run continues for one more round from its checkpoint, in its own folder
     more, _ = _run(flower_env, tmp_path, 4, [faulty.replace("num-server-rounds=2", "num-server-rounds=3") + f' resume-from="{folder}"'])
@@ -188,3 +216,26 @@ def test_mixed_ranks_through_the_ray_engine(flower_env: dict[str, str], tmp_path
     assert sum(1 for r in ledger if r["phase"] == "setup" and r["direction"] == "up") == 4  # one census answer per node
     up = {summary["client_ranks"][r["node"]]: int(r["bytes"]) for r in ledger if r["phase"] == "train" and r["direction"] == "up" and r["round"] == "2"}
     assert up[2] < up[4] < up[8]
+
+
+def test_tampered_replies_through_the_ray_engine_are_dropped_with_their_reasons(
+    flower_env: dict[str, str], tmp_path: Path
+) -> None:
+    # a ClientApp wrapping Corolla's own: partition 2 reports a NaN partition-id (this ended the run with
+    # `ValueError: cannot convert float NaN to integer` before), partition 3 an update of 3e38 everywhere
+    app = _tampering_app_dir(tmp_path)
+    result, folder = _run(
+        flower_env, tmp_path, 4,
+        ['strategy.name="fedex" model.name="tiny-llama" task.name="arithmetic" num-server-rounds=2 '
+         'train.local-steps=2 adapter.rank=4 eval.max-examples=16'],
+        app=app,
+    )
+    assert result.ok, result.output[-3000:]
+    assert "finished:completed" == result.status
+    rows = read_rounds(folder / "rounds.jsonl")
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert all((r["clients"], r["dropped"]) == (2, 2) for r in rows[1:])
+    assert all(r["dropped/metric-non-finite"] == 1 and r["dropped/update-norm"] == 1 for r in rows[1:])
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["dropped"] == {"total": 4, "by_reason": {"metric-non-finite": 2, "update-norm": 2}}
+    assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["eval_loss"]) for r in rows[1:])
