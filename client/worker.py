@@ -90,7 +90,7 @@ BUILDS = BuildCounter()
 _NOT_WORKER_STATE = frozenset(
     {"num_server_rounds", "fraction_train", "fraction_evaluate", "min_train_nodes", "output_dir", "run_name",
      "strategy", "train", "data", "eval", "privacy", "faults", "resume_from",
-     "round_timeout", "audit"}
+     "round_timeout", "audit", "validation"}
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pytest
@@ -17,8 +17,14 @@ import pytest
 from client.app import app as client_app
 from client.tasks import register_task
 from client.tasks.arithmetic import ArithmeticWordProblems
-from client.tasks.base import AdapterUpdate, ClientReport, ReportMerge
+from client.tasks.base import AdapterUpdate, ClientReport, ReportMerge, Task
+from flwr.app import Array, ArrayRecord, ConfigRecord
+from pydantic import BaseModel, ConfigDict, Field
+
 from server.app import run
+from server.plugin_relay import PluginRelay
+from strategies.fedit import FedIT
+from tests.strategies.helpers import make_reply
 from server.run_folder import read_rounds
 from contract import BROADCAST, REPORT, message_bytes, parse_run_config
 from tests.server.conftest import TINY_RUN
@@ -142,3 +148,69 @@ def test_an_unreadable_report_is_skipped_and_the_update_still_counts(tmp_path: P
     row = read_rounds(path / "rounds.jsonl")[1]
     assert row["clients"] == 3 and row["dropped"] == 0
     assert row["probe_reports"] == 2.0 and row["plugin_bad_reports"] == 1.0
+
+
+# --- untrusted reports, one relay in isolation (docs/trust.md §5) ---------------------------------------
+
+
+class _ProbeReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class _MergeProbe(Task):
+    """A server-side task whose merge breaks in the ways a report can make it break."""
+
+    name = "merge-probe"
+    model_kind = "causal-lm"
+    report_schema = _ProbeReport
+
+    def build_datasets(self) -> Any:
+        raise NotImplementedError("server-side merge probe: no data")
+
+    def collate(self, tokenizer: Any, rows: list[dict[str, Any]]) -> Any:
+        raise NotImplementedError("server-side merge probe: no data")
+
+    def example_losses(self, model: Any, batch: Any) -> Any:
+        raise NotImplementedError("server-side merge probe: no data")
+
+    def evaluate(self, model: Any, tokenizer: Any, rows: list[dict[str, Any]], *, batch_size: int) -> Any:
+        raise NotImplementedError("server-side merge probe: no data")
+
+    def merge_reports(self, server_round: int, reports: list[ClientReport], *, sent: dict[str, np.ndarray]) -> ReportMerge:
+        values = [r.report["value"] for r in reports if r.report]
+        if 13.0 in values and len(values) > 1:
+            raise ValueError("13 does not merge with others")  # a report that breaks only in company
+        scale = 1e308 if 7.0 in values else 1.0  # 7 makes the broadcast overflow to inf
+        total = sum(values) * scale * 10
+        return ReportMerge(broadcast={"total": total}, metrics={"reports": float(len(values)), "total": total},
+                           detail={"values": values})
+
+
+def _relay_round(tmp_path: Path, reports: list[str | None]) -> PluginRelay:
+    g = {"w": np.zeros((2, 2), np.float32)}
+    relay = PluginRelay(FedIT(), _MergeProbe(seed=0, max_length=8), tmp_path)
+    list(relay.configure_train(1, ArrayRecord({"w": Array(g["w"])}), ConfigRecord(), FakeGrid(client_app, 2)))
+    replies = []
+    for i, text in enumerate(reports):
+        reply = make_reply({"w": np.full((2, 2), float(i), np.float32)}, 10, node_id=100 + i)
+        if text is not None:
+            reply.content[REPORT] = ConfigRecord({"json": text})
+        replies.append(reply)
+    relay.aggregate_train(1, replies)
+    return relay
+
+
+def test_reports_that_break_the_merge_are_skipped_one_by_one_and_the_rest_merge(tmp_path: Path) -> None:
+    relay = _relay_round(tmp_path, ['{"value": 1.0}', '{"value": 13.0}', '{"value": 7.0}', '{"value": 2.0}',
+                                    '{"value": "abc"}', '[' * 50_000, '{"value": NaN}', None])
+    assert relay.round_metrics[1] == {"reports": 2.0, "total": 30.0, "plugin_bad_reports": 5.0}
+    assert relay.broadcast == {"total": 30.0} and relay.dropped_by_reason(1) == {}
+    assert json.loads((tmp_path / "plugins" / "round-001.json").read_text()) == {"values": [1.0, 2.0]}
+
+
+def test_a_merge_that_fails_on_its_own_keeps_the_run_and_the_previous_broadcast(tmp_path: Path) -> None:
+    relay = _relay_round(tmp_path, ['{"value": 7.0}'])
+    assert relay.round_metrics[1] == {"plugin_bad_reports": 1.0, "reports": 0.0, "total": 0.0}
+    relay = _relay_round(tmp_path, [])
+    assert relay.broadcast == {"total": 0.0}
