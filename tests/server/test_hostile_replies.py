@@ -48,13 +48,13 @@ FIRST_NODE = 100  # FakeGrid's node ids: FIRST_NODE + partition
 FEDEX = {
     "strategy.name": "fedex", "model.name": "tiny-llama", "task.name": "arithmetic", "num-server-rounds": 2,
     "train.local-steps": 2, "train.batch-size": 8, "adapter.rank": 4, "data.partitioner": "iid",
-    "eval.max-examples": 8, "fraction-evaluate": 1.0,
+    "eval.max-examples": 4, "fraction-evaluate": 1.0,
 }
 GUIDEQ = {
     "strategy.name": "fedit", "model.name": "minilm-l6", "task.name": "guideq", "task.max-length": 64,
-    "num-server-rounds": 2, "train.local-steps": 2, "train.batch-size": 8, "adapter.rank": 4,
+    "num-server-rounds": 2, "train.local-steps": 1, "train.batch-size": 8, "adapter.rank": 4,
     "data.partitioner": "iid", "eval.central": False, "guideq.num-train": 96, "guideq.num-test": 16,
-    "guideq.explain-examples": 4,
+    "guideq.explain-examples": 2,
 }
 FEDSB = {
     "strategy.name": "fedsb", "model.name": "tiny-llama", "task.name": "arithmetic", "num-server-rounds": 1,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, MessageType, RecordDict
+from flwr.app import ConfigRecord, MessageType, MetricRecord, RecordDict
 
 from contract import ARRAYS, CONFIG
 from contract.base_delta import BASE_DELTA, BASE_FROM_VERSION, BASE_VERSION
@@ -12,6 +12,8 @@ from strategies import FedExLoRA, FLoRA
 from strategies.base_versioning import BaseVersioning
 from strategies.layout import LoraPair
 from strategies.maths.transport import ResidualTransport
+from strategies.protocol import DroppedReply
+from strategies.validation import MalformedReply
 from tests.strategies.fake_grid import set_task_identity
 from tests.strategies.helpers import lora_arrays, lora_layout, make_reply, to_record
 
@@ -93,3 +95,28 @@ def test_flora_folds_the_mean_update_and_restarts_the_adapter() -> None:
     np.testing.assert_allclose(strategy.base_deltas()["q"], ideal, rtol=1e-5, atol=1e-6)
     assert not merged["q.lora_B.weight"].any() and np.abs(merged["q.lora_A.weight"]).max() <= 1 / np.sqrt(8)
     np.testing.assert_allclose(merged["classifier.weight"], sum(pi * c["classifier.weight"] for pi, c in zip(p, clients, strict=True)), rtol=1e-6)
+
+
+def test_only_accepted_replies_move_a_node_and_a_dropped_one_is_served_from_version_0() -> None:
+    versions = BaseVersioning()
+    versions.fold(delta())
+    versions.fold(delta())
+    versions.note_replies([make_reply(None, metrics={BASE_VERSION: 2}, node_id=7),
+                           make_reply(None, metrics={BASE_VERSION: 2}, node_id=8)])
+    replies = [make_reply(None, metrics={BASE_VERSION: 1}, node_id=7), make_reply(None, metrics={BASE_VERSION: 1}, node_id=8),
+               make_reply(None, error="failed", node_id=9)]
+    versions.note_replies(replies, [DroppedReply(8, "bad", "metric-range"), DroppedReply(9, "failed", "error-reply")])
+    assert versions.node_version == {7: 1}  # 8's reply was dropped: forgotten; 9 sent an error: unchanged (never known)
+    by_node = {m.metadata.dst_node_id: m for m in versions.messages(round_record(), [7, 8], MessageType.TRAIN)}
+    assert by_node[7].content[CONFIG][BASE_FROM_VERSION] == 1
+    assert by_node[8].content[CONFIG][BASE_FROM_VERSION] == 0  # the cumulative delta, which every node accepts
+
+
+def test_a_base_version_the_server_never_sent_is_a_malformed_reply() -> None:
+    versions = BaseVersioning()
+    versions.fold(delta())
+    versions.check_reported(MetricRecord({BASE_VERSION: 1}))
+    versions.check_reported(MetricRecord({}))
+    with pytest.raises(MalformedReply, match="`base-version` = 999, but the server's base is at version 1") as info:
+        versions.check_reported(MetricRecord({BASE_VERSION: 999}))
+    assert info.value.code == "protocol"
