@@ -164,7 +164,7 @@ def reduce_metrics(
         for metric_record in _metric_records(record):
             metrics.update(metric_record)
         weight = metrics.get(weighted_by_key)
-        if not _is_number(weight):
+        if not isinstance(weight, int | float) or isinstance(weight, bool):
             raise ValueError(
                 f"reply {i} has no scalar `{weighted_by_key}` metric; every client reply MUST "
                 f"report it (see contract.train_reply_content)"

@@ -95,7 +95,8 @@ def gradient_shapes(model: Any) -> Expected:
     base weight, ``Conv1D`` transposed back, as ``adapters.lora_sb.estimate_gradients`` returns it)."""
     out: Expected = {}
     for name, layer in sorted(adapted_layers(unwrap(model)).items()):
-        shape = tuple(int(d) for d in layer.get_base_layer().weight.shape)
+        weight = layer.get_base_layer().get_parameter("weight")  # W: (m, n); Conv1D stores (n, m)
+        shape = tuple(int(d) for d in weight.shape)
         out[name] = (shape[::-1] if getattr(layer, "fan_in_fan_out", False) else shape, np.dtype(np.float32))
     return out
 

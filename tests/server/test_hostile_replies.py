@@ -26,6 +26,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from contract import ARRAYS, METRICS, parse_run_config
+from contract.reply_schema import DEFAULT_MAX_UPDATE_NORM
 from server.app import run
 from server.checkpoint import Checkpoint
 from server.run_folder import read_rounds
@@ -40,6 +41,7 @@ from tests.server.hostile import (
     report,
     with_metrics,
 )
+from strategies.validation import update_norm
 from tests.strategies.fake_grid import FakeGrid
 
 HONEST = 2
@@ -201,9 +203,15 @@ def _federation(values: dict[str, Any], cases: list[Case], cache: ReplyCache, fo
     hostile = {FIRST_NODE + HONEST + i: case for i, case in enumerate(cases)}
     handler = Federation(cache, hostile, {node: node - FIRST_NODE for node in hostile})
     config = {**values, "output-dir": str(folder), "run-name": name}
+    grid = FakeGrid(handler, nodes, run_config=config, first_node_id=FIRST_NODE)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="flwr"):
-        path = run(FakeGrid(handler, nodes, run_config=config, first_node_id=FIRST_NODE), parse_run_config(config)).path
+        path = run(grid, parse_run_config(config)).path
+    for instruction, reply in grid.log:  # the default update-norm bound is generous for every honest update
+        if instruction.metadata.message_type == "train" and instruction.metadata.dst_node_id not in hostile and reply.has_content():
+            sent = {k: a.numpy() for k, a in instruction.content[ARRAYS].items()}
+            got = {k: a.numpy() for k, a in reply.content[ARRAYS].items()}
+            assert update_norm(got, sent) < DEFAULT_MAX_UPDATE_NORM / 1000
     drops: dict[int, set[str]] = {}
     for record in caplog.records:
         match = _DROP.search(record.getMessage())
