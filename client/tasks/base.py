@@ -211,7 +211,9 @@ class Task(ABC):
         self, server_round: int, reports: list[ClientReport], *, sent: dict[str, np.ndarray]
     ) -> ReportMerge:
         """Server, after aggregation: combine this round's accepted replies (``sent`` is the global
-        payload the clients trained from)."""
+        payload the clients trained from). Each report already fits :attr:`report_schema`. Keep it
+        free of side effects: when a report makes it raise, the server calls it again on subsets
+        to find and skip that report (``docs/trust.md §5``)."""
         return ReportMerge()
 
     def apply_broadcast(self, state: dict[str, Any]) -> None:
