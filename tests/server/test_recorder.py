@@ -19,7 +19,7 @@ def _recorder(tmp_path: Path, *, train: dict[str, Any], fed: dict[str, Any], plu
     ledger.add(server_round=1, node=7, direction="up", phase="train", nbytes=123)
     chain = SimpleNamespace(
         meter=SimpleNamespace(ledger=ledger, train_metrics={1: MetricRecord(train)}, evaluate_metrics={1: MetricRecord(fed)}),
-        driver=SimpleNamespace(timed_out={1: 1}),
+        driver=SimpleNamespace(timed_out={1: 1}, epsilon=None),
         relay=SimpleNamespace(round_metrics={1: plugin}, dropped_by_reason=lambda rnd: {"array-header": 2, "update-norm": 1}),
     )
     return RoundRecorder(RunFolder(tmp_path), chain, None, main_metric="accuracy", num_rounds=1, rows=[],  # type: ignore[arg-type]
