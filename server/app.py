@@ -48,7 +48,6 @@ from server.secagg import secagg_summary, secure_strategy
 from server.split_check import check_delta, check_split, federation_size
 from server.strategy_chain import StrategyChain, wrap_strategy
 from strategies import build_strategy
-from strategies.registry import strategy_info
 from strategies.client_ranks import ClientRanks
 from strategies.protocol import CorollaStrategy
 from strategies.registry import strategy_info

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import socket
 from collections.abc import Iterator
@@ -68,7 +69,7 @@ def _tampering_app_dir(root: Path) -> Path:
         (app / init).write_text("")
     shutil.copy(source / TAMPERING_APP, app / TAMPERING_APP)
     pyproject = (source / "pyproject.toml").read_text()
-    pyproject = pyproject.replace('clientapp = "client.app:app"', 'clientapp = "tests.simulations.tampering_app:app"')
+    pyproject = re.sub(r'(?m)^clientapp = .*$', 'clientapp = "tests.simulations.tampering_app:app"', pyproject)
     pyproject = pyproject.replace('fab-include = [', 'fab-include = ["tests/__init__.py", "tests/simulations/__init__.py", '
                                   f'"{TAMPERING_APP}", ', 1)
     assert "tests.simulations.tampering_app:app" in pyproject and TAMPERING_APP in pyproject
