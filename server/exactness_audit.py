@@ -123,7 +123,7 @@ class Audited(StrategyWrapper[WireCodec]):
         sent = self._sent.pop(server_round, None)
         if self.audit is None or arrays is None or metrics is None or sent is None:
             return arrays, metrics
-        dropped = {node for node, _ in self.inner.inner.inner.last_dropped}
+        dropped = {drop.node_id for drop in self.inner.inner.inner.last_dropped}
         accepted = [r for r in replies if r.has_content() and r.metadata.src_node_id not in dropped]
         if not accepted:
             return arrays, metrics
