@@ -153,8 +153,9 @@ def update_norm(arrays: Mapping[str, np.ndarray], sent: Mapping[str, np.ndarray]
     total = 0.0
     for key, value in arrays.items():
         reference = sent.get(key)
-        same = reference is not None and reference.shape == value.shape
-        delta = value.astype(np.float64) - reference if same else value.astype(np.float64)
+        delta = value.astype(np.float64)
+        if reference is not None and reference.shape == value.shape:
+            delta = delta - reference
         total += float(np.dot(delta.ravel(), delta.ravel()))
     return float(np.sqrt(total))
 
