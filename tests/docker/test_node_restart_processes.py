@@ -71,12 +71,18 @@ def test_a_restarted_supernode_keeps_its_epsilon_and_gets_its_frozen_factors_bac
         runner.start()
         try:
             _wait_round(out / "restart" / "rounds.jsonl", 1, timeout=RUN_TIMEOUT_S)
-            for name in ("supernode-1", "superexec-clientapp-1"):  # a crash: no clean shutdown
+            # SIGTERM: the SuperNode deactivates itself, so the SuperLink takes the same key again at once (after a
+            # SIGKILL it refuses to activate the key, exit code 305, until the old session's heartbeat expires)
+            for name, sig in (("supernode-1", signal.SIGTERM), ("superexec-clientapp-1", signal.SIGKILL)):
                 (component,) = [c for c in topo.components if c.name == name]
-                os.killpg(component.proc.pid, signal.SIGKILL)
+                os.killpg(component.proc.pid, sig)
                 component.proc.wait(timeout=30)
             port = free_port(topo.host)
-            topo.start_supernode(1, port=port, name="supernode-1-restarted")
+            for attempt in range(60):  # as compose's `restart: unless-stopped` does
+                node = topo.start_supernode(1, port=port, name=f"supernode-1-restarted-{attempt}")
+                time.sleep(3)
+                if node.alive():
+                    break
             topo.start_superexec("superexec-clientapp-1-restarted", f"{topo.host}:{port}", ca=topo.certs / "ca.crt")
             runner.join(timeout=RUN_TIMEOUT_S)
         finally:
