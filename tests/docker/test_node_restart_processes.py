@@ -83,7 +83,8 @@ def test_a_restarted_supernode_keeps_its_epsilon_and_gets_its_frozen_factors_bac
                 time.sleep(3)
                 if node.alive():
                     break
-            topo.start_superexec("superexec-clientapp-1-restarted", f"{topo.host}:{port}", ca=topo.certs / "ca.crt")
+            topo.start_superexec("superexec-clientapp-1-restarted", f"{topo.host}:{port}", ca=topo.certs / "ca.crt",
+                                 runtime_api="1")
             runner.join(timeout=RUN_TIMEOUT_S)
         finally:
             watchdog.cancel()
