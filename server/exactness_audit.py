@@ -130,7 +130,7 @@ class Audited(StrategyWrapper[WireCodec]):
         # a key a client did not send (RoLoRA's and FedSVD's fixed half) is the one it received
         clients = [{**sent, **decode_arrays({k: a.numpy() for k, a in r.content.array_records[ARRAYS].items()}, self.inner.wire_dtype)}
                    for r in accepted]
-        counts = [int(float(r.content.metric_records[METRICS][NUM_EXAMPLES])) for r in accepted]  # type: ignore[arg-type]
+        counts = [int(float(r.content.metric_records[METRICS][NUM_EXAMPLES])) for r in accepted]  # type: ignore[arg-type]  # a validated scalar metric
         try:
             error, per_module = self.audit.measure(sent, clients, counts, {**sent, **{k: a.numpy() for k, a in arrays.items()}})
         except (KeyError, ValueError) as exc:  # a measurement problem never ends a run: say so, go on

@@ -174,7 +174,7 @@ def plain_peft_rate(plan: Plan, model_name: str, base: str, dp: bool) -> float:
     from adapters.precision import BasePrecision
     from client.tasks.registry import build_task
 
-    precision = BasePrecision(device="auto", dtype="bfloat16" if base == "nf4" else base,  # type: ignore[arg-type]
+    precision = BasePrecision(device="auto", dtype="bfloat16" if base == "nf4" else base,  # type: ignore[arg-type]  # base is one of BasePrecision's dtypes here
                               quantization="nf4" if base == "nf4" else "none")
     built = build_base_model(model_name, kind="causal-lm", precision=precision)
     model = get_peft_model(built.model, LoraConfig(r=plan.rank, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
@@ -201,10 +201,10 @@ def plain_peft_rate(plan: Plan, model_name: str, base: str, dp: bool) -> float:
         loss.backward()
         if dp:  # clip per example and noise, as DP-SGD does (the cost that matters)
             for p in params:
-                sample = p.grad_sample  # type: ignore[attr-defined]
+                sample = p.grad_sample  # type: ignore[attr-defined]  # set by Opacus's GradSampleModule
                 norms = sample.flatten(1).norm(dim=1).clamp(min=1.0)
                 p.grad = (sample / norms.view(-1, *[1] * (sample.dim() - 1))).sum(0) + torch.randn_like(p)
-                p.grad_sample = None  # type: ignore[attr-defined]
+                p.grad_sample = None  # type: ignore[attr-defined]  # Opacus's per-sample gradient attribute
         optimizer.step()
         _sync()
         if step:
