@@ -28,6 +28,7 @@ from .base_delta import BASE_VERSION
 from .config import Section, register_section
 from .factor_roles import GLOBAL_VERSION
 from .frozen import FROZEN_CONFIRMED
+from .ranks import ADAPTER_RANK
 from .records import EPSILON, NUM_EXAMPLES, PARTITION_ID, TRAIN_LOSS
 
 ReplyKind = Literal["train", "evaluate"]
@@ -143,6 +144,8 @@ CORE_METRICS: tuple[MetricSpec, ...] = (
                doc="1 once the node verified and installed the frozen factors"),
     MetricSpec(GLOBAL_VERSION, "int", 0, None, ("train", "evaluate"),
                doc="the global-adapter version the node holds (RoLoRA, FedSVD, FedSA)"),
+    MetricSpec(ADAPTER_RANK, "int", 1, None, ("train", "evaluate"),
+               doc="the LoRA rank the node trained at (mixed ranks; the strategy checks it against the census)"),
     MetricSpec("eval_", "float", None, None, ("evaluate",), allow_nan=True, prefix=True,
                doc="the task's evaluation metrics (`eval_<name>`; NaN: undefined on this shard); rows: `fed_eval_<name>`"),
 )
