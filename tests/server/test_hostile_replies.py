@@ -8,7 +8,7 @@ hostile node sends nothing usable (final global arrays, the strategy's state, ce
 losses, counts). Honest replies are replayed from the baseline (``tests.server.hostile``): a hostile
 run that sent the honest nodes anything the baseline did not is a failure by itself.
 
-The default suite runs each table in one federation (one run for all its cases); ``-m slow``
+The default suite runs each table in one federation (one run for all its cases); ``-m exhaustive``
 runs every case in a federation of its own.
 """
 
@@ -299,14 +299,14 @@ def test_the_suite_covers_at_least_thirty_kinds() -> None:
     assert len(names) == len(set(names)) and len(names) >= 30
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("case", REPLY_CASES, ids=lambda c: c.name)
 def test_each_bad_reply_alone(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path, drops = _check_table(FEDEX, [case], tmp_path, caplog)
     _check_drops([case], drops, path, rounds=2)
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("case", REPORT_CASES, ids=lambda c: c.name)
 def test_each_bad_report_alone(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path, _ = _check_table(GUIDEQ, [case], tmp_path, caplog, baseline_case=Case("plain", None))
