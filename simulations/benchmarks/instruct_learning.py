@@ -8,7 +8,7 @@ Reported per strategy: the generation score (each skill's own reasoning-gym scor
 overall and per skill at round 0 (the base model) and after every round, the held-out loss, and
 the bytes moved (per round and in total). Sized for a 2-core CPU (about 4 s per local step of 16
 SmolLM2 examples there): ``--steps``, ``--batch``, ``--max-new-tokens`` and ``--examples`` set the
-cost. Usage: ``python -m simulations.benchmarks.instruct_learning [--strategies fedit fedsb fedex ffa]
+cost; ``--fraction-train`` (default 0.5) samples 5 of the 10 clients each round. Usage: ``python -m simulations.benchmarks.instruct_learning [--strategies fedit fedsb fedex ffa]
 [--rounds 5] [--clients 10] [--out runs/benchmarks/instruct_learning.json]``.
 """
 
@@ -33,6 +33,7 @@ def overrides_for(strategy: str, args: argparse.Namespace) -> dict[str, Any]:
     """The run-config overrides of one strategy's run."""
     return {
         "strategy.name": strategy, "model.name": args.model, "task.name": "instruct",
+        "fraction-train": args.fraction_train,
         "task.max-length": args.max_length, "num-server-rounds": args.rounds, "seed": args.seed,
         "train.local-steps": args.steps, "train.batch-size": args.batch, "train.lr": args.lr,
         "adapter.rank": args.rank, "adapter.alpha": 2.0 * args.rank,
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--fraction-train", type=float, default=0.5, help="clients sampled per round (0.5: 5 of 10)")
     parser.add_argument("--steps", type=int, default=3, help="local steps per client per round")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)

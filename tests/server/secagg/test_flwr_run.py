@@ -43,7 +43,9 @@ def test_fedsb_with_secagg_and_a_client_failing_after_masking(flower_env: dict[s
         assert (wire.PHASES[stage], "up") in phases
     assert ("train", "up") not in phases
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()
-    assert json.loads((folder / "summary.json").read_text())["dropped"] == sum(r["dropped"] for r in rows[1:])
+    assert json.loads((folder / "summary.json").read_text())["dropped"] == {
+        "total": sum(r["dropped"] for r in rows[1:]), "by_reason": {"secagg-collect": sum(failing.values())},
+    }
 
 
 def test_fedex_with_secagg_fails_cleanly(flower_env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
