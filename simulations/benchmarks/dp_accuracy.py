@@ -37,11 +37,13 @@ def overrides_for(strategy: str, epsilon: float, *, rounds: int, max_grad_norm: 
     return values
 
 
-def run_cell(app: Path, out: Path, strategy: str, epsilon: float, args: argparse.Namespace) -> dict[str, Any]:
-    """One simulation; returns its final metrics (raises if the run did not complete)."""
+def run_cell(app: Path, out: Path, strategy: str, epsilon: float, args: argparse.Namespace,
+             more: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One simulation; returns its final metrics (raises if the run did not complete). ``more``: further
+    overrides of this cell (applied last)."""
     name = f"{strategy}-eps{epsilon:g}"
     extra = overrides_for(strategy, epsilon, rounds=args.rounds, max_grad_norm=args.max_grad_norm)
-    extra.update({"output-dir": str(out), "run-name": name})
+    extra.update({**(more or {}), "output-dir": str(out), "run-name": name})
     _, flat = resolve_config(app, [toml_overrides(extra)])
     started = time.perf_counter()
     result = launch(app, flat, num_supernodes=args.clients, echo=False)
@@ -56,7 +58,9 @@ def run_cell(app: Path, out: Path, strategy: str, epsilon: float, args: argparse
         "accuracy": last["eval_accuracy"],
         "eval_loss": last["eval_loss"],
         "accuracy_per_round": [r["eval_accuracy"] for r in rows],
+        "personal_accuracy": last.get("fed_eval_personal_accuracy"),
         "bytes_per_round_up": rows[-1]["bytes_up"],
+        "bytes_per_round_down": rows[-1]["bytes_down"],
         "wall_s": round(time.perf_counter() - started, 1),
     }
 
