@@ -13,27 +13,22 @@ keeps the folded residuals and brings every node's base up to date (``docs/algor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-from contract import ARRAYS, DEV_REL_MEAN, DEV_REL_PREFIX
+from contract import DEV_REL_MEAN, DEV_REL_PREFIX
 
-from .base_versioning import BaseVersioning
+from .base_folding import BaseFoldingFedIT
 from .client_ranks import ClientRanks
 from .comm_cost import CommCost, CommInputs
-from .fedit import FedIT
 from .layout import LoraPair
 from .flora import kaiming_uniform_a
 from .maths.averaging import weighted_mean
 from .maths.mixed_rank import fedex_mixed
 from .maths.transport import ResidualTransport
-from .mixed_ranks import MixedRanks
-from .protocol import StrategyState
 from .registry import StrategyInfo, register_strategy
-from .validation import Expected
 
 ResidualCharge = Literal["pivot", "centred", "stacked", "dense"]
 
@@ -75,13 +70,15 @@ def fedex_comm(
     docs="docs/algorithms.md §4, §5, §10.3, §18.3; arXiv:2410.09432",
     mixed_ranks=True,  # exact: the residual is taken over each client's own product
 ))
-class FedExLoRA(FedIT):
+class FedExLoRA(BaseFoldingFedIT):
     """FedEx-LoRA (arXiv 2410.09432): FedIT's factor means plus the residual folded into the base.
 
     Requires a ``layout`` (which payload keys are each module's factors, their form and scale).
     Everything else is FedIT's: sampling, reply validation, metric reduction and the deviation
     metrics (which here report how much each round's residual corrects).
     """
+
+    name = "fedex"
 
     def __init__(
         self, *, layout: Mapping[str, LoraPair] | None = None, client_ranks: ClientRanks | None = None, **kwargs: Any
@@ -91,9 +88,7 @@ class FedExLoRA(FedIT):
                 "strategy.name = fedex needs the adapter layout (which payload arrays are each module's "
                 "factors); got none. Use adapter.name = lora or abba (or auto)"
             )
-        super().__init__(layout=layout, **kwargs)
-        self.versions = BaseVersioning()
-        self.mixed = MixedRanks(client_ranks, layout, strategy="fedex") if client_ranks is not None else None
+        super().__init__(layout=layout, client_ranks=client_ranks, **kwargs)
         self._mixed_dev: dict[str, float] = {}
 
     def aggregate_arrays(
@@ -145,11 +140,6 @@ class FedExLoRA(FedIT):
         self.versions.fold(residuals)
         return merged
 
-    def expected_for(self, reply: Message) -> Expected:
-        """With mixed ranks: the factors at the sender's rank (``docs/algorithms.md §18``)."""
-        expected = super().expected_for(reply)
-        return expected if self.mixed is None else self.mixed.expected_for(expected, reply)
-
     def train_diagnostics(
         self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
     ) -> dict[str, float]:
@@ -161,47 +151,3 @@ class FedExLoRA(FedIT):
         out = {f"{DEV_REL_PREFIX}{module}": value for module, value in self._mixed_dev.items()}
         out[DEV_REL_MEAN] = float(np.mean(list(self._mixed_dev.values())))
         return out
-
-    def base_deltas(self) -> dict[str, np.ndarray]:
-        """The cumulative base delta per module, ``(m, n)`` float32 (empty before round 1)."""
-        return self.versions.base_deltas()
-
-    def export_state(self) -> StrategyState:
-        """The versioned residual log (:meth:`BaseVersioning.export_state`)."""
-        return self.versions.export_state()
-
-    def restore_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-        """Inverse of :meth:`export_state`."""
-        self.versions.restore_state(arrays, meta)
-
-    def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
-        """One message per node, each with the base delta from the version that node holds (and, with
-        mixed ranks, its adapter at its own rank)."""
-        if self.mixed is None:
-            return self.versions.messages(record, node_ids, message_type)
-        mixed, arrays = self.mixed, record.array_records[ARRAYS]
-        return self.versions.messages(record, mixed.known(node_ids), message_type, lambda node: mixed.payload(arrays, node))
-
-    def resync(self, message: Message) -> Message:
-        """Resend the cumulative base delta from version 0 to a node that lost its base (a restart)."""
-        return self.versions.resync(message)
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate as FedIT, then note the base version each accepted reply reports."""
-        replies = list(replies)
-        arrays, metrics = super().aggregate_train(server_round, replies)
-        self.versions.note_replies(replies, self.last_dropped)
-        return arrays, self.versions.stamp(metrics)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Reduce evaluate metrics as FedIT, then note the accepted replies' base versions."""
-        replies = list(replies)
-        metrics = super().aggregate_evaluate(server_round, replies)
-        self.versions.note_replies(replies, self.last_dropped_evaluate)
-        return metrics
-
-    def check_protocol(self, metrics: MetricRecord) -> None:
-        """Refuse a base version above the server's (:meth:`BaseVersioning.check_reported`)."""
-        self.versions.check_reported(metrics)

@@ -14,27 +14,20 @@ adapter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-from contract import ARRAYS
-
-from .base_versioning import BaseVersioning
+from .base_folding import BaseFoldingFedIT
 from .client_ranks import ClientRanks
 from .comm_cost import CommCost, CommInputs
 from .factor_forms import PAIR
-from .fedit import FedIT
 from .layout import LoraPair
 from .maths.averaging import weighted_mean
 from .maths.stacking import flora_stack
 from .maths.transport import ResidualTransport
-from .mixed_ranks import MixedRanks
-from .protocol import StrategyState
 from .registry import StrategyInfo, register_strategy
-from .validation import Expected
 
 
 def flora_comm(inputs: CommInputs, *, client_ranks: Sequence[int] | None = None) -> CommCost:
@@ -59,11 +52,13 @@ def kaiming_uniform_a(shape: tuple[int, int], rng: np.random.Generator) -> np.nd
     docs="docs/algorithms.md §5, §6, §18.2; arXiv:2409.05976",
     mixed_ranks=True,  # stacking is exact for any ranks (FLoRA's headline)
 ))
-class FLoRA(FedIT):
+class FLoRA(BaseFoldingFedIT):
     """FLoRA (arXiv 2409.05976): stack client factors, fold the product into the base, re-initialise.
 
     Requires a ``layout`` whose modules are all LoRA pairs (``B A``): stacking is defined for them.
     """
+
+    name = "flora"
 
     def __init__(
         self, *, layout: Mapping[str, LoraPair] | None = None, client_ranks: ClientRanks | None = None, **kwargs: Any
@@ -79,9 +74,7 @@ class FLoRA(FedIT):
                 f"strategy.name = flora stacks LoRA pairs B·A; the layout has modules of form {others}. "
                 "Use adapter.name = lora (or auto), or strategy.name = fedex for those adapters"
             )
-        super().__init__(layout=layout, **kwargs)
-        self.versions = BaseVersioning()
-        self.mixed = MixedRanks(client_ranks, layout, strategy="flora") if client_ranks is not None else None
+        super().__init__(layout=layout, client_ranks=client_ranks, **kwargs)
 
     def aggregate_arrays(
         self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
@@ -113,57 +106,8 @@ class FLoRA(FedIT):
         self.versions.fold(round_deltas)
         return merged
 
-    def expected_for(self, reply: Message) -> Expected:
-        """With mixed ranks: the factors at the sender's rank (``docs/algorithms.md §18``)."""
-        expected = super().expected_for(reply)
-        return expected if self.mixed is None else self.mixed.expected_for(expected, reply)
-
     def train_diagnostics(
         self, server_round: int, arrays_list: Sequence[Mapping[str, np.ndarray]], weights: np.ndarray
     ) -> dict[str, float]:
         """FedIT's deviation with one rank; none with mixed ranks (factor means of different shapes do not exist)."""
         return super().train_diagnostics(server_round, arrays_list, weights) if self.mixed is None else {}
-
-    def base_deltas(self) -> dict[str, np.ndarray]:
-        """The cumulative merged update per module, ``(m, n)`` float32 (empty before round 1)."""
-        return self.versions.base_deltas()
-
-    def export_state(self) -> StrategyState:
-        """The versioned log of merged updates (:meth:`BaseVersioning.export_state`)."""
-        return self.versions.export_state()
-
-    def restore_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-        """Inverse of :meth:`export_state`."""
-        self.versions.restore_state(arrays, meta)
-
-    def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
-        """One message per node, each with the merged updates it has not applied yet (and, with mixed
-        ranks, its adapter at its own rank)."""
-        if self.mixed is None:
-            return self.versions.messages(record, node_ids, message_type)
-        mixed, arrays = self.mixed, record.array_records[ARRAYS]
-        return self.versions.messages(record, mixed.known(node_ids), message_type, lambda node: mixed.payload(arrays, node))
-
-    def resync(self, message: Message) -> Message:
-        """Resend the cumulative base delta from version 0 to a node that lost its base (a restart)."""
-        return self.versions.resync(message)
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate as FedIT, then note the base version each accepted reply reports."""
-        replies = list(replies)
-        arrays, metrics = super().aggregate_train(server_round, replies)
-        self.versions.note_replies(replies, self.last_dropped)
-        return arrays, self.versions.stamp(metrics)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Reduce evaluate metrics as FedIT, then note the accepted replies' base versions."""
-        replies = list(replies)
-        metrics = super().aggregate_evaluate(server_round, replies)
-        self.versions.note_replies(replies, self.last_dropped_evaluate)
-        return metrics
-
-    def check_protocol(self, metrics: MetricRecord) -> None:
-        """Refuse a base version above the server's (:meth:`BaseVersioning.check_reported`)."""
-        self.versions.check_reported(metrics)
