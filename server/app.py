@@ -41,7 +41,7 @@ from server.metering import DOWN, UP
 from server.privacy_statement import privacy_statement
 from server.rank_census import RankCensus
 from server.progress import ProgressGrid
-from server.recorder import RoundRecorder, dropped_summary
+from server.recorder import DROPPED_EVALUATE, RoundRecorder, dropped_summary
 from server.run_folder import RunFolder
 from server.run_state import RunState, load_checkpoint
 from server.secagg import secagg_summary, secure_strategy
@@ -118,6 +118,7 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
             "bytes_down": chain.meter.ledger.total(direction=DOWN),
             "bytes_up": chain.meter.ledger.total(direction=UP),
             "dropped": dropped_summary(recorder.rows),
+            "dropped_evaluate": dropped_summary(recorder.rows, field=DROPPED_EVALUATE),
             "timed_out": sum(int(r.get("timed_out", 0)) for r in recorder.rows),
             "rounds_without_replies": sum(is_empty(r) for r in recorder.rows),
             **state.summary(),

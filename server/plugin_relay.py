@@ -61,10 +61,15 @@ class PluginRelay(StrategyWrapper[CorollaStrategy]):
         self.round_metrics: dict[int, dict[str, float]] = {}
         self._sent: dict[int, ArrayRecord] = {}
         self._dropped: dict[int, Counter[str]] = {}
+        self._dropped_evaluate: dict[int, Counter[str]] = {}
 
     def dropped_by_reason(self, server_round: int) -> dict[str, int]:
         """How many train replies of ``server_round`` the strategy dropped, per rule broken."""
         return dict(self._dropped.get(server_round, Counter()))
+
+    def dropped_evaluate_by_reason(self, server_round: int) -> dict[str, int]:
+        """How many evaluate replies of ``server_round`` the strategy dropped, per rule broken."""
+        return dict(self._dropped_evaluate.get(server_round, Counter()))
 
     def _attach(self, messages: Iterable[Message]) -> list[Message]:
         messages = list(messages)
@@ -87,6 +92,12 @@ class PluginRelay(StrategyWrapper[CorollaStrategy]):
         if sent is not None and self.task.implements("merge_reports"):
             self._merge(server_round, replies, sent)
         return arrays, metrics
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Delegate, then count the evaluate replies the strategy dropped, per rule."""
+        metrics = self.inner.aggregate_evaluate(server_round, replies)
+        self._dropped_evaluate[server_round] = Counter(drop.code for drop in self.inner.last_dropped_evaluate)
+        return metrics
 
     def _report(self, reply: Message) -> ClientReport:
         """One accepted reply's report, decoded and checked against the task's ``report_schema``."""

@@ -40,26 +40,30 @@ def _fmt(value: Any, width: int) -> str:
 
 DROPPED_PREFIX = "dropped/"
 """Row fields ``dropped/<rule>``: this round's dropped train replies per rule broken (``docs/trust.md §3``)."""
+DROPPED_EVALUATE = "dropped_evaluate"
+"""Row field: this round's dropped evaluate replies; ``dropped_evaluate/<rule>`` per rule broken."""
 
 _SERVER_FIELDS = frozenset({
     "round", "clients", "dropped", "timed_out", "bytes_down", "bytes_up", "bytes_setup", "bytes_down_total",
-    "bytes_up_total", "wall_s", EPSILON, "epsilon_bounded_nodes",
+    "bytes_up_total", "wall_s", EPSILON, "epsilon_bounded_nodes", DROPPED_EVALUATE,
 })
 
 
 def _server_owned(name: str) -> bool:
     """Row fields only the server writes: its counters, bytes, time and central evaluation."""
-    return name in _SERVER_FIELDS or name.startswith(("eval_", DROPPED_PREFIX))
+    return name in _SERVER_FIELDS or name.startswith(("eval_", DROPPED_PREFIX, f"{DROPPED_EVALUATE}/"))
 
 
-def dropped_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """``summary.json``'s ``dropped``: ``{"total": n, "by_reason": {rule: n}}`` over every round's train replies."""
+def dropped_summary(rows: list[dict[str, Any]], *, field: str = "dropped") -> dict[str, Any]:
+    """``summary.json``'s ``dropped`` (train replies; ``field="dropped_evaluate"``: evaluate replies):
+    ``{"total": n, "by_reason": {rule: n}}`` over every round, from the rows' ``<field>`` and ``<field>/<rule>``."""
+    prefix = f"{field}/"
     by_reason: Counter[str] = Counter()
     for row in rows:
         for key, value in row.items():
-            if key.startswith(DROPPED_PREFIX):
-                by_reason[key.removeprefix(DROPPED_PREFIX)] += int(value)
-    return {"total": sum(int(r.get("dropped", 0)) for r in rows), "by_reason": dict(sorted(by_reason.items()))}
+            if key.startswith(prefix):
+                by_reason[key.removeprefix(prefix)] += int(value)
+    return {"total": sum(int(r.get(field, 0)) for r in rows), "by_reason": dict(sorted(by_reason.items()))}
 
 
 def _count(value: MetricRecordValues) -> int:
@@ -115,11 +119,14 @@ class RoundRecorder:
         for name in [k for k in row if _server_owned(k)]:
             del row[name]
         # 2. the server's own fields, last
+        evaluate_drops = self.chain.relay.dropped_evaluate_by_reason(server_round)
         row.update({
             "round": server_round,
             "clients": clients,
             "dropped": dropped,
             **{f"{DROPPED_PREFIX}{code}": n for code, n in sorted(self.chain.relay.dropped_by_reason(server_round).items())},
+            DROPPED_EVALUATE: sum(evaluate_drops.values()),
+            **{f"{DROPPED_EVALUATE}/{code}": n for code, n in sorted(evaluate_drops.items())},
             "timed_out": int(self.chain.driver.timed_out.get(server_round, 0)),
             "bytes_down": ledger.total(server_round=server_round, direction=DOWN),
             "bytes_up": ledger.total(server_round=server_round, direction=UP),
