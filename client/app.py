@@ -10,6 +10,7 @@ the server resolved (``ADAPTER_KIND`` in its config record), and the worker is b
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from logging import WARNING
 
 from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, MetricRecordValues, RecordDict
@@ -25,6 +26,7 @@ from client.faults import InjectedFailure, draw_fault, malform
 from client.frozen_sync import CONFIRMED, sync_frozen
 from client.node_state import NodeStateMissing, state_missing_reply
 from client.privacy_history import HistoryMissing, check_history, history_path, persist_history, restore_history
+from client.rank_pruning import RankPruning
 from client.secagg import register_secagg
 from client.training import PrivateRound, local_train
 from client.tasks.base import AdapterUpdate
@@ -94,6 +96,20 @@ def _own_rank(config: RunConfig, worker: Worker, context: Context, partition_id:
     return rank
 
 
+def _pruning(msg: Message, config: RunConfig, context: Context, partition_id: int) -> RankPruning | None:
+    """HetLoRA's rank self-pruning when the instruction carries its rule (``client.rank_pruning``)."""
+    configured = client_rank(config.adapter.rank_list(), config.adapter.rank, partition_id, context.node_config)
+    return RankPruning.of(msg.content, context, configured=configured)
+
+
+def _use_rank(worker: Worker) -> Callable[[int], dict]:
+    """``rank -> layout``: give the worker's adapter that rank and return its layout."""
+    def use(rank: int) -> dict:
+        worker.use_rank(rank)
+        return worker.layout
+    return use
+
+
 def _instruction_int(msg: Message, key: str) -> int:
     """The integer ``key`` of the instruction's config record (``server-round``, ``init-examples``)."""
     value = msg.content.config_records[CONFIG].get(key)
@@ -130,15 +146,18 @@ def _restore_privacy(msg: Message, context: Context, private: PrivateRound, *, p
 
 
 def _load_global(
-    worker: Worker, content: RecordDict, factors: RoundFactors, *, wire_dtype: str, personal: bool = True
+    worker: Worker, content: RecordDict, factors: RoundFactors, *, wire_dtype: str, personal: bool = True,
+    pruning: RankPruning | None = None,
 ) -> dict:
     """Install the global payload (and any plugin broadcast) in the worker's model; return it.
 
     The payload arrives in ``adapter.wire-dtype`` and is decoded to float32 (``contract.wire``). A partial
     payload (``client.factor_roles``) is completed first: personal local layers for training, zeros (the
-    global model) for ``personal=False``."""
+    global model) for ``personal=False``. With ``pruning`` the adapter first takes the round's rank."""
     arrays = decode_record(content.array_records[ARRAYS], wire_dtype)
     received = {key: array.numpy() for key, array in arrays.items()}
+    if pruning is not None:  # the round's rank: the node's own or the payload's, the smaller
+        received = pruning.fit(received, _use_rank(worker))
     received = factors.complete(received, worker.model, personal=personal)
     load(worker.model, received)
     state = decode_json_record(content, BROADCAST)
@@ -165,7 +184,8 @@ def train(msg: Message, context: Context) -> Message:
     except NodeStateMissing as exc:
         return state_missing_reply(msg, exc)
     factors = RoundFactors.of(msg.content, context)
-    received = _load_global(worker, msg.content, factors, wire_dtype=config.adapter.wire_dtype)
+    pruning = _pruning(msg, config, context, partition_id)
+    received = _load_global(worker, msg.content, factors, wire_dtype=config.adapter.wire_dtype, pruning=pruning)
     rows = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
     private = _private_round(config, context)
     if private is not None:
@@ -188,6 +208,7 @@ def train(msg: Message, context: Context) -> Message:
                 weight_decay=config.train.weight_decay,
                 seed=_client_seed(config.seed, server_round, partition_id),
                 private=private,
+                regulariser=pruning.regulariser(worker.model) if pruning is not None else None,
             )
     except BudgetExhausted as exc:
         log(WARNING, "partition %d, round %d: %s", partition_id, server_round, exc)
@@ -199,6 +220,9 @@ def train(msg: Message, context: Context) -> Message:
     payload = worker.task.transform_update(worker.model, update)
     payload = update.after if payload is None else payload
     payload = factors.reply(payload)  # without local and fixed layers
+    if pruning is not None:  # HetLoRA: a faded tail is cut off, the reply at the smaller rank
+        payload = pruning.prune(payload, worker.layout)
+        rank = pruning.rank
     if fault == "malformed":
         payload = malform(payload)
     report = worker.task.client_report(worker.model, worker.tokenizer, rows, update=update)
@@ -218,6 +242,8 @@ def train(msg: Message, context: Context) -> Message:
         reply[REPORT] = encode_json_record(report)
     pending.commit(context)
     factors.commit(update.after)
+    if pruning is not None:
+        pruning.commit()
     return Message(content=reply, reply_to=msg)
 
 
@@ -233,7 +259,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     except NodeStateMissing as exc:
         return state_missing_reply(msg, exc)
     factors = RoundFactors.of(msg.content, context)
-    received = _load_global(worker, msg.content, factors, wire_dtype=config.adapter.wire_dtype, personal=False)
+    pruning = _pruning(msg, config, context, partition_id)
+    received = _load_global(
+        worker, msg.content, factors, wire_dtype=config.adapter.wire_dtype, personal=False, pruning=pruning
+    )
+    if pruning is not None:
+        rank = pruning.rank
     rows = worker.test_rows(partition_id=partition_id, num_partitions=num_partitions, seed=config.seed)
     result = worker.task.evaluate(worker.model, worker.tokenizer, rows, batch_size=config.eval.batch_size)
     metrics: dict[str, MetricRecordValues] = {f"eval_{name}": float(value) for name, value in result.values.items()}

@@ -13,6 +13,7 @@ the accountant's history is written back to ``Context.state`` only when the roun
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,14 +72,23 @@ def local_train(
     weight_decay: float,
     seed: int,
     private: PrivateRound | None = None,
+    regulariser: Callable[[], torch.Tensor] | None = None,
 ) -> TrainStats:
     """Run ``steps`` AdamW steps of ``task``'s loss on ``rows``; returns the mean batch loss.
+
+    ``regulariser`` (HetLoRA's tail penalty, ``client.rank_pruning``) is added to every step's loss;
+    the reported loss is the task's alone. It is not per-example, so DP-SGD refuses it.
 
     Raises
     ------
     privacy.BudgetExhausted
         For a DP round that would take ε past ``privacy.target-epsilon``; nothing was trained.
+    ValueError
+        A ``regulariser`` in a DP round.
     """
+    if private is not None and regulariser is not None:
+        raise ValueError("a loss regulariser cannot run under DP-SGD (its gradient is not per-example); "
+                         "set hetlora.prune-lambda = 0 or privacy.enabled = false")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters; the adapter was not applied")
@@ -91,7 +101,7 @@ def local_train(
         torch.manual_seed(seed)  # dropout masks (and Poisson sampling under DP) follow the client's seed
         if private is None:
             for idx in batch_indices(len(rows), steps=steps, batch_size=batch_size, seed=seed):
-                _step(model, optimizer, task, tokenizer, rows, idx, losses)
+                _step(model, optimizer, task, tokenizer, rows, idx, losses, regulariser)
         else:
             dp = privatize(
                 model,
@@ -123,13 +133,14 @@ def _step(
     rows: list[dict[str, Any]],
     idx: np.ndarray,
     losses: list[float],
+    regulariser: Callable[[], torch.Tensor] | None = None,
 ) -> None:
-    """One optimizer step on the rows ``idx``; appends the batch loss."""
+    """One optimizer step on the rows ``idx`` (plus ``regulariser()``); appends the batch's task loss."""
     batch = task.collate(tokenizer, [rows[i] for i in idx])
     optimizer.zero_grad(set_to_none=True)
     loss = task.example_losses(model, batch).mean()
     if not torch.isfinite(loss):
         raise FloatingPointError(f"local loss became {loss.item()}; lower `train.lr`")
-    loss.backward()
+    (loss if regulariser is None else loss + regulariser()).backward()
     optimizer.step()
     losses.append(loss.item())

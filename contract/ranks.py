@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 ADAPTER_RANK = "adapter-rank"
 """Reply metric: the LoRA rank the replying client trains (and census reply)."""
 
@@ -66,3 +68,22 @@ def client_rank(ranks: tuple[int, ...], default: int, partition_id: int, node_co
     if not ranks:
         return default
     return ranks[partition_id % len(ranks)]
+
+
+def truncate_pair(
+    a: np.ndarray, b: np.ndarray, rank: int, scale_from: float, scale_to: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A rank-``R`` adapter's first ``rank`` components as a rank-``rank`` adapter.
+
+    ``A: (R, n)``, ``B: (m, R)`` -> ``A': (rank, n)``, ``B': (m, rank)`` with ``s_to B' A'`` equal to the
+    first ``rank`` components of ``s_from B A``: ``A'`` rows are multiplied by ``s_from / s_to`` where
+    ``B``'s column is non-zero; rows over an all-zero ``B`` column contribute nothing and are copied
+    unscaled (a fresh LoRA ``A`` keeps PEFT's initial distribution). ``rank > R`` is refused.
+    """
+    r_big = a.shape[0]
+    if not 1 <= rank <= r_big or b.shape[1] != r_big:
+        raise ValueError(f"cannot truncate A {a.shape}, B {b.shape} to rank {rank}")
+    live = np.any(b[:, :rank] != 0, axis=0)  # (rank,)
+    factor = np.where(live, scale_from / scale_to, 1.0)  # (rank,)
+    a_new = (a[:rank].astype(np.float64) * factor[:, None]).astype(a.dtype)  # (rank, n)
+    return a_new, np.ascontiguousarray(b[:, :rank])  # (rank, n), (m, rank)

@@ -50,7 +50,7 @@ from server.strategy_chain import StrategyChain, wrap_strategy
 from strategies import build_strategy
 from strategies.client_ranks import ClientRanks
 from strategies.protocol import CorollaStrategy
-from strategies.registry import strategy_info
+from strategies.registry import needs_rank_census, strategy_info
 from strategies.validation import ReplyPolicy
 
 load_installed_extensions()  # other packages' strategies, kinds and tasks (docs/extending.md §1)
@@ -134,8 +134,11 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
 
 
 def client_ranks(config: RunConfig) -> ClientRanks | None:
-    """``adapter.ranks`` as the strategy and the census share it (``None``: one rank for all)."""
-    return ClientRanks(config.adapter.rank_list(), config.adapter.alpha) if config.adapter.mixed_ranks() else None
+    """``adapter.ranks`` as the strategy and the census share it (``None``: one rank for all, fixed). A
+    strategy whose nodes' ranks may come to differ (HetLoRA's self-pruning) gets one with one rank listed."""
+    if not needs_rank_census(config):
+        return None
+    return ClientRanks(config.adapter.rank_list() or (config.adapter.rank,), config.adapter.alpha)
 
 
 def server_side_config(config: RunConfig, ranks: ClientRanks | None) -> RunConfig:

@@ -49,3 +49,16 @@ class ClientRanks:
         if rank not in self.ranks:
             raise ValueError(f"node {node_id} reports rank {rank}, not one of adapter.ranks = {self.ranks}")
         self.by_node[node_id] = rank
+
+    def prune(self, node_id: int, rank: int) -> bool:
+        """Note that a node now trains the smaller ``rank`` (HetLoRA's self-pruning, ``docs/algorithms.md §19``);
+        True if it changed. A rank above the node's, below 1, or for a node not in the census is refused."""
+        current = self.of(node_id)
+        if current is None or not 1 <= rank <= current:
+            raise ValueError(f"node {node_id} cannot move from rank {current} to rank {rank}: only a smaller rank is accepted")
+        self.by_node[node_id] = rank
+        return rank != current
+
+    def mean(self) -> float:
+        """The mean rank over the nodes of the census (0.0 before the census)."""
+        return sum(self.by_node.values()) / len(self.by_node) if self.by_node else 0.0

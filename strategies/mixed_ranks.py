@@ -3,7 +3,8 @@
 :class:`MixedRanks` is composed by the strategies that take per-client ranks (FLoRA, FedEx-LoRA,
 HetLoRA, FlexLoRA). The server's global adapter has the largest configured rank ``R``; node ``k`` of
 rank ``r_k`` is sent its first ``r_k`` components (:func:`~strategies.maths.mixed_rank.truncate_pair`,
-effective units) and must reply with factors of rank ``r_k`` (and the rank in ``adapter-rank``).
+effective units) and must reply with factors of rank ``r_k`` (and the rank in ``adapter-rank``); with
+HetLoRA's self-pruning (:attr:`MixedRanks.prune_floor`) a smaller rank, which the node keeps from then on.
 Every other array (a trained head) travels unchanged.
 """
 
@@ -26,6 +27,9 @@ from .maths.averaging import weighted_mean
 from .maths.mixed_rank import truncate_pair
 from .validation import Expected, MalformedReply
 
+RANK_RULE = "adapter-rank"
+"""Drop rule (``docs/trust.md §3``): a reply's rank is not the one its node was sent (or may prune to)."""
+
 
 class MixedRanks:
     """Per-node payloads and expected replies for one run's :class:`ClientRanks` over a LoRA ``layout``."""
@@ -41,6 +45,7 @@ class MixedRanks:
         self.layout = dict(layout)
         self._record: ArrayRecord | None = None  # the global record the cache below was cut from
         self._cache: dict[int, ArrayRecord] = {}  # rank -> payload of that record
+        self.prune_floor: int | None = None  # HetLoRA's self-pruning: replies may report a rank down to it
 
     def scale(self, rank: int) -> float:
         """``α / r``."""
@@ -117,15 +122,38 @@ class MixedRanks:
             out[pair.b_key] = ((m, rank), dtype_b)
         return out
 
+    def reported_rank(self, msg: Message) -> object:
+        """The ``adapter-rank`` a reply reports (``None``: none; not yet type-checked)."""
+        if msg.has_content() and METRICS in msg.content.metric_records:
+            return msg.content.metric_records[METRICS].get(ADAPTER_RANK)
+        return None
+
     def expected_for(self, expected: Expected, msg: Message) -> Expected:
-        """The reply shape of ``msg``'s sender; :class:`MalformedReply` when its rank is unknown or its
-        reported ``adapter-rank`` differs from the census."""
+        """The reply shape of ``msg``'s sender at the rank it reports; :class:`MalformedReply` (rule
+        ``adapter-rank``) when its rank is unknown, or it reports a rank other than the census's, or, with
+        :attr:`prune_floor` set (HetLoRA's self-pruning), a rank outside ``[min(floor, r), r]``."""
         node = msg.metadata.src_node_id
         rank = self.ranks.of(node)
         if rank is None:
-            raise MalformedReply(f"node {node} has no rank in the census")
-        if msg.has_content() and METRICS in msg.content.metric_records:
-            reported = msg.content.metric_records[METRICS].get(ADAPTER_RANK)
-            if reported is not None and reported != rank:
-                raise MalformedReply(f"`{ADAPTER_RANK}` = {reported!r}, but the node was sent rank {rank}")
-        return self.expected(expected, rank)
+            raise MalformedReply(f"node {node} has no rank in the census", RANK_RULE)
+        reported = self.reported_rank(msg)
+        if reported is None or reported == rank and isinstance(reported, int) and not isinstance(reported, bool):
+            return self.expected(expected, rank)
+        if self.prune_floor is None:
+            raise MalformedReply(f"`{ADAPTER_RANK}` = {reported!r}, but the node was sent rank {rank}", RANK_RULE)
+        floor = min(self.prune_floor, rank)
+        if isinstance(reported, bool) or not isinstance(reported, int) or not floor <= reported <= rank:
+            raise MalformedReply(
+                f"`{ADAPTER_RANK}` = {reported!r}: a node sent rank {rank} may only keep it or prune to a rank in "
+                f"[{floor}, {rank}]", RANK_RULE,
+            )
+        return self.expected(expected, reported)
+
+    def note_pruned(self, replies: Sequence[Message]) -> int:
+        """Record the smaller rank of every accepted reply that reports one; returns how many nodes pruned."""
+        pruned = 0
+        for msg in replies:
+            reported = self.reported_rank(msg)
+            if isinstance(reported, int) and not isinstance(reported, bool):
+                pruned += self.ranks.prune(msg.metadata.src_node_id, reported)
+        return pruned

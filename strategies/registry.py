@@ -70,6 +70,13 @@ class StrategyInfo:
     reply_metrics : tuple[MetricSpec, ...] (default: ())
         Metrics this strategy makes clients send beyond the core ones (``contract.reply_schema``);
         the server drops a reply carrying an undeclared metric (``docs/trust.md §1``).
+    config_problems : Callable[[RunConfig], list[str]] | None (default: None)
+        The strategy's own checks of a run config that names it (combinations its section cannot see
+        alone, e.g. a key that needs ``privacy.enabled = false``), one line per problem.
+    rank_census : Callable[[RunConfig], bool] | None (default: None)
+        Whether a run needs the per-node rank census even with one rank for all (``adapter.ranks`` empty):
+        its nodes' ranks may come to differ (HetLoRA's self-pruning). The constructor then receives
+        ``client_ranks=`` as with ``mixed_ranks``.
     """
 
     name: str
@@ -83,6 +90,8 @@ class StrategyInfo:
     mixed_ranks: bool = False
     fixed_rank_reason: str = ""
     reply_metrics: tuple[MetricSpec, ...] = ()
+    config_problems: Callable[[RunConfig], list[str]] | None = None
+    rank_census: Callable[[RunConfig], bool] | None = None
 
     def __post_init__(self) -> None:
         """Reject declarations the platform cannot use, naming the field and the fix."""
@@ -106,6 +115,11 @@ class StrategyInfo:
             raise TypeError(f"{where}.reply_metrics must be a tuple of contract.reply_schema.MetricSpec, got {self.reply_metrics!r}")
         if self.section is not None and not (isinstance(self.section, type) and issubclass(self.section, Section)):
             raise TypeError(f"{where}.section must be a contract.config.Section subclass, got {self.section!r}")
+        for hook in ("config_problems", "rank_census"):
+            if getattr(self, hook) is not None and not callable(getattr(self, hook)):
+                raise TypeError(f"{where}.{hook} must be a function of the run config, got {getattr(self, hook)!r}")
+        if self.rank_census is not None and not self.mixed_ranks:
+            raise ValueError(f"{where}.rank_census needs mixed_ranks=True: its nodes' ranks may come to differ")
 
     @property
     def auto_kind(self) -> str:
@@ -246,7 +260,41 @@ def strategy_config_problems(config: RunConfig) -> list[str]:
         resolve_adapter_kind(config.strategy.name, config.adapter.name)
     except ValueError as exc:
         return [str(exc)]
-    return mixed_rank_problems(config, resolve_adapter_kind(config.strategy.name, config.adapter.name))
+    info = strategy_info(config.strategy.name)
+    return (
+        mixed_rank_problems(config, resolve_adapter_kind(config.strategy.name, config.adapter.name))
+        + other_section_problems(config)
+        + (info.config_problems(config) if info.config_problems is not None else [])
+    )
+
+
+def other_section_problems(config: RunConfig) -> list[str]:
+    """Keys of another strategy's section set away from their defaults: they would do nothing, so they are refused."""
+    problems = []
+    for info in registered_strategies():
+        if info.section is None or info.name == config.strategy.name:
+            continue
+        try:
+            values = config.section(info.section).model_dump(by_alias=True)
+        except LookupError:  # registered after this config was parsed: it cannot hold the keys
+            continue
+        defaults = info.section().model_dump(by_alias=True)
+        changed = [f"{info.name}.{key} = {value!r}" for key, value in values.items() if value != defaults[key]]
+        if changed:
+            problems.append(
+                f"{', '.join(changed)}: the `{info.name}.*` keys apply only to `strategy.name` = {info.name!r}, but the run uses "
+                f"{config.strategy.name!r}; remove them or set strategy.name = {info.name!r}"
+            )
+    return problems
+
+
+def needs_rank_census(config: RunConfig) -> bool:
+    """Whether the run keeps a per-node rank census: ``adapter.ranks`` mixes ranks, or the strategy's
+    ``rank_census`` says its nodes' ranks may come to differ (``docs/algorithms.md §18``, ``§19``)."""
+    if config.adapter.mixed_ranks():
+        return True
+    census = strategy_info(config.strategy.name).rank_census
+    return census is not None and census(config)
 
 
 MIXED_RANK_KIND = "lora"

@@ -82,10 +82,12 @@ class StepTimer:
 
         real = training._step
 
-        def timed(model: Any, optimizer: Any, task: Any, tokenizer: Any, rows: Any, idx: Any, losses: Any) -> None:
+        def timed(
+            model: Any, optimizer: Any, task: Any, tokenizer: Any, rows: Any, idx: Any, losses: Any, regulariser: Any = None
+        ) -> None:
             _sync()
             start = time.perf_counter()
-            real(model, optimizer, task, tokenizer, rows, idx, losses)
+            real(model, optimizer, task, tokenizer, rows, idx, losses, regulariser)
             _sync()
             self.seconds += time.perf_counter() - start
             batch = task.collate(tokenizer, [rows[i] for i in idx])

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.ranks import truncate_pair as truncate_pair  # the client truncates too (HetLoRA's pruning)
+
 from .averaging import normalise_weights
 from .transport import ResidualTransport
 
@@ -37,25 +39,6 @@ def _pairs(a_list: Sequence[np.ndarray], b_list: Sequence[np.ndarray]) -> tuple[
         if a_i.ndim != 2 or b_i.ndim != 2 or a_i.shape[0] != b_i.shape[1] or (b_i.shape[0], a_i.shape[1]) != (m, n):
             raise ValueError(f"client {i}: need A (r_i, {n}) and B ({m}, r_i), got A {a_i.shape}, B {b_i.shape}")
     return a, b
-
-
-def truncate_pair(
-    a: np.ndarray, b: np.ndarray, rank: int, scale_from: float, scale_to: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """A rank-``R`` adapter's first ``rank`` components as a rank-``rank`` adapter.
-
-    ``A: (R, n)``, ``B: (m, R)`` -> ``A': (rank, n)``, ``B': (m, rank)`` with ``s_to B' A'`` equal to the
-    first ``rank`` components of ``s_from B A``: ``A'`` rows are multiplied by ``s_from / s_to`` where
-    ``B``'s column is non-zero; rows over an all-zero ``B`` column contribute nothing and are copied
-    unscaled (a fresh LoRA ``A`` keeps PEFT's initial distribution). ``rank > R`` is refused.
-    """
-    r_big = a.shape[0]
-    if not 1 <= rank <= r_big or b.shape[1] != r_big:
-        raise ValueError(f"cannot truncate A {a.shape}, B {b.shape} to rank {rank}")
-    live = np.any(b[:, :rank] != 0, axis=0)  # (rank,)
-    factor = np.where(live, scale_from / scale_to, 1.0)  # (rank,)
-    a_new = (a[:rank].astype(np.float64) * factor[:, None]).astype(a.dtype)  # (rank, n)
-    return a_new, np.ascontiguousarray(b[:, :rank])  # (rank, n), (m, rank)
 
 
 def mean_update_factors(

@@ -17,6 +17,7 @@ import pytest
 
 from client.app import app as client_app
 from client.base_sync import STATE_DELTA, STATE_META
+from client.rank_pruning import STATE_RANK
 from contract import parse_run_config
 from server.adapter_setup import adapter_kind_problems
 from server.app import run
@@ -190,3 +191,30 @@ def test_hetlora_pads_truncates_and_logs_its_deviation(tmp_path: Path) -> None:
     exact = sum(w * u for w, u in zip(p, updates, strict=True))
     dev = np.linalg.norm(exact - b_pad @ a_pad) / np.linalg.norm(exact)
     assert round_rows(tmp_path / "mixed")[1][f"dev_rel/{m}"] == pytest.approx(dev, rel=1e-3)
+
+
+def test_hetlora_clients_prune_their_rank_and_the_server_follows(tmp_path: Path) -> None:
+    """arXiv 2401.06432 §3.2 (docs/algorithms.md §19): round 1 records every tail, a strong λ fades it by round 2,
+    the replies come back at r - ⌈γ r⌉, and round 3 sends every node only its pruned rank."""
+    values = {**RUN, "strategy.name": "hetlora", "num-server-rounds": 3, "output-dir": str(tmp_path),
+              "hetlora.prune-gamma": 0.5, "hetlora.prune-lambda": 1.0}
+    grid = FakeGrid(client_app, 2, run_config=values)  # ranks 2 and 4
+    run(grid, parse_run_config(values))
+    a_key = f"{MODULES[0]}.lora_A.weight"
+    reported = {rnd: {i.metadata.dst_node_id: r.content["metrics"]["adapter-rank"] for i, r in round_replies(grid, rnd)}
+                for rnd in (1, 2, 3)}
+    assert reported[1] == {node: RANKS[i] for i, node in enumerate(grid.node_ids)}  # nothing to compare with yet
+    pruned = {node for node, r in reported[2].items() if r < reported[1][node]}
+    assert pruned  # at least one client's rank dropped
+    for node in pruned:
+        assert reported[2][node] == max(reported[1][node] - -(-reported[1][node] // 2), 1)  # r - ⌈0.5 r⌉, floor 1
+    for instruction, reply in round_replies(grid, 3):
+        node = instruction.metadata.dst_node_id
+        assert instruction.content["arrays"][a_key].shape[0] == reported[2][node]  # sent its pruned rank
+        assert reply.content["arrays"][a_key].shape[0] == reported[3][node]
+        assert grid.contexts[node].state.config_records[STATE_RANK]["rank"] == reported[3][node]  # kept in Context.state
+    rows = round_rows(tmp_path / "mixed")
+    assert rows[2]["rank_pruned"] == len(pruned) and rows[2]["rank_mean"] < rows[1]["rank_mean"]
+    assert rows[2]["bytes_up"] < rows[1]["bytes_up"] and rows[3]["bytes_down"] < rows[2]["bytes_down"]
+    summary = json.loads((tmp_path / "mixed" / "summary.json").read_text())
+    assert summary["client_ranks"] == {str(node): r for node, r in reported[3].items()}
