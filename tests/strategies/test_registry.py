@@ -92,6 +92,8 @@ def test_malformed_names_are_rejected(name: str) -> None:
         ({"exact": 1}, "exact must be a bool"),
         ({"comm": 3}, "comm must be a communication formula"),
         ({"section": dict}, "section must be a contract.config.Section subclass"),
+        ({"config_problems": 3}, "config_problems must be a function"),
+        ({"rank_census": lambda config: True}, "rank_census needs mixed_ranks=True"),
     ],
 )
 def test_bad_infos_name_the_field(changes: dict[str, Any], match: str) -> None:
