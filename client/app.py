@@ -177,14 +177,14 @@ def train(msg: Message, context: Context) -> Message:
         raise InjectedFailure(f"faults.fail-fraction: partition {partition_id} fails round {server_round}")
     if fault == "slow":
         time.sleep(config.faults.slow_seconds)
-    rank = _own_rank(config, worker, context, partition_id)
+    pruning = _pruning(msg, config, context, partition_id)  # HetLoRA: the rank is settled with the payload
+    rank = _own_rank(config, worker, context, partition_id) if pruning is None else None
     try:
         pending = sync_base(worker.base, msg.content, context)
         frozen = sync_frozen(worker, msg.content, context)
     except NodeStateMissing as exc:
         return state_missing_reply(msg, exc)
     factors = RoundFactors.of(msg.content, context)
-    pruning = _pruning(msg, config, context, partition_id)
     received = _load_global(worker, msg.content, factors, wire_dtype=config.adapter.wire_dtype, pruning=pruning)
     rows = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
     private = _private_round(config, context)
@@ -252,14 +252,14 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the global adapter on this node's share of the task's test split."""
     config, worker = _worker(msg, context)
     partition_id, num_partitions = _node_partition(context)
-    rank = _own_rank(config, worker, context, partition_id)
+    pruning = _pruning(msg, config, context, partition_id)  # HetLoRA: the rank is settled with the payload
+    rank = _own_rank(config, worker, context, partition_id) if pruning is None else None
     try:
         pending = sync_base(worker.base, msg.content, context)
         frozen = sync_frozen(worker, msg.content, context)
     except NodeStateMissing as exc:
         return state_missing_reply(msg, exc)
     factors = RoundFactors.of(msg.content, context)
-    pruning = _pruning(msg, config, context, partition_id)
     received = _load_global(
         worker, msg.content, factors, wire_dtype=config.adapter.wire_dtype, personal=False, pruning=pruning
     )
