@@ -219,6 +219,26 @@ def test_mixed_ranks_through_the_ray_engine(flower_env: dict[str, str], tmp_path
     assert up[2] < up[4] < up[8]
 
 
+def test_hetlora_rank_self_pruning_through_the_ray_engine(flower_env: dict[str, str], tmp_path: Path) -> None:
+    """HetLoRA's self-pruning over real SuperNodes (docs/algorithms.md §19.1): each node's pruned rank lives in its
+    Context.state between rounds, and the server follows it (no reply dropped, smaller uploads)."""
+    result, folder = _run(
+        flower_env,
+        tmp_path,
+        2,
+        ['strategy.name="hetlora" model.name="tiny-llama" task.name="arithmetic" num-server-rounds=3 '
+         'adapter.rank=4 adapter.ranks="2,4" train.local-steps=2 eval.max-examples=16 '
+         'hetlora.prune-gamma=0.5 hetlora.prune-lambda=1.0'],
+    )
+    assert result.ok, result.output[-3000:]
+    summary = json.loads((folder / "summary.json").read_text())
+    rows = read_rounds(folder / "rounds.jsonl")
+    assert all(r["clients"] == 2 and r["dropped"] == 0 for r in rows[1:])
+    assert sum(r["rank_pruned"] for r in rows[1:]) >= 1 and rows[3]["rank_mean"] < rows[1]["rank_mean"]
+    assert sum(summary["client_ranks"].values()) < 2 + 4  # the final ranks: at least one node pruned
+    assert rows[3]["bytes_up"] < rows[1]["bytes_up"]
+
+
 def test_tampered_replies_through_the_ray_engine_are_dropped_with_their_reasons(
     flower_env: dict[str, str], tmp_path: Path
 ) -> None:
