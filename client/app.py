@@ -10,6 +10,7 @@ the server resolved (``ADAPTER_KIND`` in its config record), and the worker is b
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from collections.abc import Callable
 from logging import WARNING
 
@@ -20,7 +21,7 @@ from flwr.common.logger import log
 from adapters.lora_sb import estimate_gradients
 from adapters.payload import extract, load
 from adapters.precision import set_gradient_checkpointing
-from client.base_sync import sync_base
+from client.base_sync import PendingBase, sync_base
 from client.factor_roles import RoundFactors
 from client.faults import InjectedFailure, draw_fault, malform
 from client.frozen_sync import CONFIRMED, sync_frozen
@@ -166,6 +167,39 @@ def _load_global(
     return received
 
 
+@dataclass(frozen=True)
+class NodeSync:
+    """What a train or evaluate message settles before any work: HetLoRA's pruning rule (else the node's own
+    rank, with ``adapter.ranks``), the base version and frozen factors the message names (committed only
+    after success), the round's factor roles and the global payload installed in the model."""
+
+    pruning: RankPruning | None
+    rank: int | None
+    pending: PendingBase
+    frozen: bool
+    factors: RoundFactors
+    received: dict
+
+
+def _sync_node(
+    msg: Message, context: Context, config: RunConfig, worker: Worker, partition_id: int, *, personal: bool
+) -> NodeSync | Message:
+    """Bring this node to the state ``msg`` expects (:class:`NodeSync`), or the reply that says it cannot
+    (its base or frozen factors are gone: ``client.node_state``). ``personal``: train on the node's own
+    local layers (train) or evaluate the global model (evaluate)."""
+    pruning = _pruning(msg, config, context, partition_id)  # HetLoRA: the rank is settled with the payload
+    rank = _own_rank(config, worker, context, partition_id) if pruning is None else None
+    try:
+        pending = sync_base(worker.base, msg.content, context)
+        frozen = sync_frozen(worker, msg.content, context)
+    except NodeStateMissing as exc:
+        return state_missing_reply(msg, exc)
+    factors = RoundFactors.of(msg.content, context)
+    received = _load_global(worker, msg.content, factors, wire_dtype=config.adapter.wire_dtype, personal=personal,
+                            pruning=pruning)
+    return NodeSync(pruning, rank, pending, frozen, factors, received)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the adapter on this node's shard for ``train.local-steps`` steps."""
@@ -177,15 +211,10 @@ def train(msg: Message, context: Context) -> Message:
         raise InjectedFailure(f"faults.fail-fraction: partition {partition_id} fails round {server_round}")
     if fault == "slow":
         time.sleep(config.faults.slow_seconds)
-    pruning = _pruning(msg, config, context, partition_id)  # HetLoRA: the rank is settled with the payload
-    rank = _own_rank(config, worker, context, partition_id) if pruning is None else None
-    try:
-        pending = sync_base(worker.base, msg.content, context)
-        frozen = sync_frozen(worker, msg.content, context)
-    except NodeStateMissing as exc:
-        return state_missing_reply(msg, exc)
-    factors = RoundFactors.of(msg.content, context)
-    received = _load_global(worker, msg.content, factors, wire_dtype=config.adapter.wire_dtype, pruning=pruning)
+    node = _sync_node(msg, context, config, worker, partition_id, personal=True)
+    if isinstance(node, Message):
+        return node
+    pruning, rank, pending, frozen, factors, received = node.pruning, node.rank, node.pending, node.frozen, node.factors, node.received
     rows = worker.train_rows(config, partition_id=partition_id, num_partitions=num_partitions)
     private = _private_round(config, context)
     if private is not None:
@@ -252,19 +281,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the global adapter on this node's share of the task's test split."""
     config, worker = _worker(msg, context)
     partition_id, num_partitions = _node_partition(context)
-    pruning = _pruning(msg, config, context, partition_id)  # HetLoRA: the rank is settled with the payload
-    rank = _own_rank(config, worker, context, partition_id) if pruning is None else None
-    try:
-        pending = sync_base(worker.base, msg.content, context)
-        frozen = sync_frozen(worker, msg.content, context)
-    except NodeStateMissing as exc:
-        return state_missing_reply(msg, exc)
-    factors = RoundFactors.of(msg.content, context)
-    received = _load_global(
-        worker, msg.content, factors, wire_dtype=config.adapter.wire_dtype, personal=False, pruning=pruning
-    )
-    if pruning is not None:
-        rank = pruning.rank
+    node = _sync_node(msg, context, config, worker, partition_id, personal=False)
+    if isinstance(node, Message):
+        return node
+    pending, frozen, factors, received = node.pending, node.frozen, node.factors, node.received
+    rank = node.pruning.rank if node.pruning is not None else node.rank
     rows = worker.test_rows(partition_id=partition_id, num_partitions=num_partitions, seed=config.seed)
     result = worker.task.evaluate(worker.model, worker.tokenizer, rows, batch_size=config.eval.batch_size)
     metrics: dict[str, MetricRecordValues] = {f"eval_{name}": float(value) for name, value in result.values.items()}

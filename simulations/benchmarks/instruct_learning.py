@@ -90,18 +90,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/instruct_learning.json"))
     args = parser.parse_args(argv)
     app = find_app_dir()
-    runs = []
+    runs: list[dict[str, Any]] = []
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     with tempfile.TemporaryDirectory() as tmp:
         for strategy in args.strategies:
-            cell = run_strategy(app, Path(tmp), strategy, args)
+            try:
+                cell = run_strategy(app, Path(tmp), strategy, args)
+            except RuntimeError as exc:  # one failed run must not lose the others' hour of results
+                runs.append({"strategy": strategy, "error": str(exc)[-2000:]})
+                print(f"{strategy:>6}: FAILED\n{exc}", flush=True)
+                write_result(args.out, {"config": config, "runs": runs})
+                continue
             runs.append(cell)
+            write_result(args.out, {"config": config, "runs": runs})  # after every strategy: partial results survive
             skills = " ".join(f"{s}={cell['score_per_skill_per_round'][s][0]:.3f}->{cell['score_per_skill_per_round'][s][-1]:.3f}"
                               for s in SKILLS)
             print(f"{strategy:>6}: score {cell['score_per_round'][0]:.3f} -> {cell['score_per_round'][-1]:.3f} ({skills}); "
                   f"{cell['bytes_total'] / 1e6:.2f} MB; {cell['wall_s']:.0f} s", flush=True)
-    result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "runs": runs}
-    write_result(args.out, result)
-    return result
+    return {"config": config, "runs": runs}
 
 
 if __name__ == "__main__":
