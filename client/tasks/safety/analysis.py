@@ -100,7 +100,14 @@ def analyse_update(updates: dict[str, Factored], reference: Reference, *, rhos: 
     if pooled.size:
         metrics.update({"principal_cos_mean": float(pooled.mean()), "principal_cos_max": float(pooled.max()),
                         "principal_cos_median": float(np.median(pooled))})
-    return {"metrics": metrics, "modules": modules, "bases": bases}
+    return {"metrics": _defined(metrics), "modules": {k: _defined(v) for k, v in modules.items()}, "bases": bases}
+
+
+def _defined(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without the undefined ones: a ratio over a zero update (or zero reference) energy is
+    NaN, and a report must be strict JSON (``docs/trust.md §5``), so an undefined metric is left out, as
+    if not measured; the server's merge averages each metric over the clients that report it."""
+    return {k: v for k, v in values.items() if not (isinstance(v, float) and not np.isfinite(v))}
 
 
 def inter_client_mso(bases: Sequence[dict[str, Any]], eta: float) -> np.ndarray:

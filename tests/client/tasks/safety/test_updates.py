@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from adapters.kind_registry import get_adapter_kind
 from client.tasks.safety.analysis import analyse_update, inter_client_mso, merge_client_reports
 from client.tasks.safety.reference import load_basis, save_basis
+from client.tasks.safety.report import SafetyReport
 from client.tasks.safety.subspace import Factored, energy_in, svd_dense, svd_factored
 from client.tasks.safety.updates import projected_payload, update_factors
 
@@ -91,3 +94,18 @@ def test_analysis_planted_and_merge(tmp_path):
     assert set(detail["clients"]) == {"0", "1", "2"} and "layer.q" in detail["clients"]["0"]["modules"]
     svd = svd_factored(inside[MOD])
     assert energy_in(ref["layer.q"].U, svd) == pytest.approx(svd.energy)
+
+
+def test_a_zero_update_reports_only_defined_metrics_as_strict_json(tmp_path):
+    # a client whose update is zero (e.g. no step changed the adapter): every energy ratio is 0/0
+    rng = np.random.default_rng(3)
+    ref = {"layer.q": svd_dense(arr(rng, M, 3) @ arr(rng, 3, N))}
+    zero = {MOD: Factored(np.zeros((M, 2)), arr(rng, 2, N))}
+    rep = analyse_update(zero, ref, rhos=(0.15,), etas=(0.9,), report_rank=4)
+    assert "energy_rho_0.15" not in rep["metrics"] and "cos_to_ref" not in rep["metrics"]
+    assert "energy_rho_0.15" not in rep["modules"]["layer.q"] and rep["modules"]["layer.q"]["energy"] == 0.0
+    json.dumps(rep, allow_nan=False)  # what the client's report record requires
+    SafetyReport.model_validate(rep)  # what the server checks before merging
+    nonzero = analyse_update({MOD: Factored(arr(rng, M, 2), arr(rng, 2, N))}, ref, rhos=(0.15,), etas=(0.9,), report_rank=4)
+    metrics, _ = merge_client_reports([(0, 10, rep), (1, 30, nonzero)], etas=(0.9,))
+    assert metrics["safety_cos_to_ref"] == pytest.approx(nonzero["metrics"]["cos_to_ref"])  # the zero client does not dilute it
