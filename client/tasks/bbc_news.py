@@ -129,6 +129,12 @@ class BBCNews(TopicClassification):
         """Topic names, indexed by label id."""
         return CLASS_NAMES
 
+    def train_pool(self, datasets: DatasetDict, num_partitions: int) -> Dataset:
+        """The corpus's own train articles, however many clients: a real corpus does not grow with the
+        federation (``topics`` generates more rows; inheriting that would train the clients on synthetic
+        ``topics`` sentences while the server evaluates on BBC articles)."""
+        return datasets["train"]
+
     def build_datasets(self) -> DatasetDict:
         """``train`` and ``test`` articles, columns ``text``/``label``."""
         train, test = split_articles(load_articles(), seed=self.seed, test_fraction=self.test_fraction)

@@ -50,3 +50,16 @@ def test_batches_and_losses_follow_the_topics_path(minilm_tokenizer, tiny_bert) 
     assert losses.shape == (6,) and bool((losses > 0).all())
     metrics = task.evaluate(tiny_bert, minilm_tokenizer, rows, batch_size=4)
     assert set(metrics.values) == {"loss", "accuracy"} and metrics.num_examples == 6
+
+
+@pytest.mark.parametrize("clients", [10, 1000])
+def test_clients_train_on_the_bbc_articles_whatever_the_federation_size(clients: int) -> None:
+    # bbc-news inherits topics' training path but not its generated train pool: with the pool the clients
+    # trained on synthetic topics sentences (another class order) while the server evaluated BBC articles
+    from client.tasks.bbc_news import BBCNews
+    from contract import parse_run_config
+
+    task = BBCNews(seed=0, max_length=64)
+    task.configure(parse_run_config({"task.name": "bbc-news", "task.examples-per-client": 50}))
+    datasets = task.build_datasets()
+    assert task.train_pool(datasets, clients) is datasets["train"]
