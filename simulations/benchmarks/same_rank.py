@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/same_rank.json"))
     args = parser.parse_args(argv)
     app = find_app_dir()
-    cells = []
+    cells: list[dict[str, Any]] = []
+    result = {"benchmark": "same_rank", "rank": args.rank, "rounds": args.rounds, "clients": args.clients,
+              "epsilon": args.epsilon, "cells": cells}
     print(f"{'strategy':>9} {'ε':>5} {'accuracy':>9} {'personal':>9} {'MB up/rnd':>10} {'MB down/rnd':>12} {'secs':>7}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for strategy, epsilon in cells_to_run(args):
@@ -57,9 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             personal = "-" if cell["personal_accuracy"] is None else f"{cell['personal_accuracy']:.3f}"
             print(f"{strategy:>9} {epsilon:>5g} {cell['accuracy']:>9.3f} {personal:>9} {cell['bytes_per_round_up'] / 1e6:>10.3f} "
                   f"{cell['bytes_per_round_down'] / 1e6:>12.3f} {cell['wall_s']:>7.1f}", flush=True)
-    result = {"benchmark": "same_rank", "rank": args.rank, "rounds": args.rounds, "clients": args.clients,
-              "epsilon": args.epsilon, "cells": cells}
-    write_result(args.out, result)
+            write_result(args.out, result)  # after every cell: a later cell's failure must not lose an hour
     return result
 
 
