@@ -82,6 +82,8 @@ class ServerSetup(NamedTuple):
     config: RunConfig
     calibration: Callable[[], CalibrationSample]
     federated_gradients: Callable[[], GradientSum]
+    learning_rate: float
+    """The clients' AdamW rate for this run (``train.lr`` with ``auto`` resolved by the strategy)."""
 
 
 class AdapterKind(ABC):

@@ -46,6 +46,7 @@ from contract import (
     EPSILON_SPENT,
     GRADIENT_ESTIMATE,
     INIT_EXAMPLES,
+    LEARNING_RATE,
     METRICS,
     NUM_EXAMPLES,
     PARTITION_ID,
@@ -117,6 +118,17 @@ def _instruction_int(msg: Message, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"the server's {msg.metadata.message_type} instruction has `{key}` = {value!r}, not an integer")
     return value
+
+
+def _learning_rate(msg: Message, config: RunConfig) -> float:
+    """This round's AdamW rate: ``train.lr``, or for ``auto`` the rate the server resolved from the strategy
+    (``contract.LEARNING_RATE``; clients never import strategies; docs/algorithms.md §17)."""
+    if config.train.lr != "auto":
+        return float(config.train.lr)
+    value = msg.content.config_records[CONFIG].get(LEARNING_RATE)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:  # NaN fails too
+        raise ValueError(f"train.lr = auto needs the server's `{LEARNING_RATE}` in (0, 10]; the instruction has {value!r}")
+    return float(value)
 
 
 def _client_seed(seed: int, server_round: int, partition_id: int) -> int:
@@ -233,7 +245,7 @@ def train(msg: Message, context: Context) -> Message:
                 rows,
                 steps=config.train.local_steps,
                 batch_size=config.train.batch_size,
-                lr=config.train.lr,
+                lr=_learning_rate(msg, config),
                 weight_decay=config.train.weight_decay,
                 seed=_client_seed(config.seed, server_round, partition_id),
                 private=private,
@@ -286,7 +298,10 @@ def evaluate(msg: Message, context: Context) -> Message:
         return node
     pending, frozen, factors, received = node.pending, node.frozen, node.factors, node.received
     rank = node.pruning.rank if node.pruning is not None else node.rank
-    rows = worker.test_rows(partition_id=partition_id, num_partitions=num_partitions, seed=config.seed)
+    if factors.local:  # a personalised strategy (FedSA): score on test data drawn like this node's training data
+        rows = worker.local_test_rows(config, partition_id=partition_id, num_partitions=num_partitions)
+    else:
+        rows = worker.test_rows(partition_id=partition_id, num_partitions=num_partitions, seed=config.seed)
     result = worker.task.evaluate(worker.model, worker.tokenizer, rows, batch_size=config.eval.batch_size)
     metrics: dict[str, MetricRecordValues] = {f"eval_{name}": float(value) for name, value in result.values.items()}
     personal = factors.personal_scores(  # FedSA: this node's own B on the same test rows

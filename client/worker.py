@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from logging import INFO
 from typing import Any
 
+import numpy as np
 from flwr.common.logger import log
 
 from adapters.base_delta import BaseWeights
@@ -39,6 +40,8 @@ class Worker:
     base: BaseWeights
     layout: dict[str, dict[str, Any]] = field(default_factory=dict)  # adapters.payload.layout(model), fixed
     frozen_hash: str | None = None  # hash of the frozen adapter factors installed in ``model``
+    _label_counts: tuple[list[Any], np.ndarray] = field(default=([], np.zeros((0, 0), dtype=np.int64)), repr=False)
+    _label_counts_key: tuple[Any, ...] | None = field(default=None, repr=False)
 
     def use_rank(self, rank: int) -> None:
         """Give the adapter rank ``rank`` (per-client ranks, ``docs/algorithms.md §18``); the layout follows."""
@@ -70,6 +73,46 @@ class Worker:
             label_column=None,
         )
         return shard.to_list()
+
+    def local_test_rows(self, config: RunConfig, *, partition_id: int, num_partitions: int) -> list[dict[str, Any]]:
+        """This client's test shard drawn like its training shard: per class, the test rows of that class
+        are split across clients in proportion to their training examples of it (disjoint; together
+        they are the test rows of every class some client trains on). The personalised score of a
+        strategy with local layers is measured on it (FedSA-LoRA, ``docs/algorithms.md §14``): a
+        personal model is meant for data like its own. An ``iid`` split, or a task without labels,
+        gets the IID share (:meth:`test_rows`)."""
+        column = self.task.label_column
+        if column is None or config.data.partitioner == "iid":
+            return self.test_rows(partition_id=partition_id, num_partitions=num_partitions, seed=config.seed)
+        classes, counts = self._train_label_counts(config, num_partitions, column)  # counts: (K, C)
+        test = self.datasets["test"]
+        labels = np.asarray(test[column])
+        rng = np.random.default_rng(config.seed)
+        picked: list[int] = []
+        for c, label in enumerate(classes):
+            rows = np.flatnonzero(labels == label)
+            rng.shuffle(rows)
+            share = counts[:, c]
+            if share.sum() == 0:
+                continue
+            bounds = np.concatenate([[0], np.floor(np.cumsum(share) / share.sum() * len(rows)).astype(int)])  # (K+1,)
+            picked.extend(int(i) for i in rows[bounds[partition_id]:bounds[partition_id + 1]])
+        return test.select(sorted(picked)).to_list()
+
+    def _train_label_counts(self, config: RunConfig, num_partitions: int, column: str) -> tuple[list[Any], np.ndarray]:
+        """Every partition's training examples per label, ``(classes, counts (K, C))``; cached per split."""
+        key = (config.data.partitioner, config.data.alpha, config.seed, num_partitions)
+        if self._label_counts_key != key:
+            shards = [[row[column] for row in self.train_rows(config, partition_id=k, num_partitions=num_partitions)]
+                      for k in range(num_partitions)]
+            classes = sorted({label for shard in shards for label in shard})
+            index = {label: c for c, label in enumerate(classes)}
+            counts = np.zeros((num_partitions, len(classes)), dtype=np.int64)
+            for k, shard in enumerate(shards):
+                for label in shard:
+                    counts[k, index[label]] += 1
+            self._label_counts, self._label_counts_key = (classes, counts), key
+        return self._label_counts
 
 
 _CACHE: dict[str, Worker] = {}

@@ -41,6 +41,10 @@ ADAPTER_KIND = "adapter-kind"
 """The adapter kind (``lora``, ``ffa``, ``lora-sb``, ``abba``, ...) the server resolved for this run
 (``adapter.name``, or the strategy's first kind when ``auto``); in every train and evaluate config
 record, and clients build their model with exactly this kind (they never import strategies)."""
+LEARNING_RATE = "learning-rate"
+"""The AdamW learning rate of this round's local training, in every train config record: ``train.lr``,
+or the strategy's recommended rate when it is ``auto`` (``StrategyInfo.learning_rate``,
+``docs/algorithms.md §17``); clients never import strategies, so the server resolves it."""
 # Strategy- or lead-owned train-config keys go here, so clients never spell them by hand.
 EPSILON_SPENT = "privacy-epsilon-spent"
 """In every train instruction of a DP run: the ε this node last reported to the server (0.0 if it never

@@ -42,7 +42,7 @@ from contract import (
 )
 from server.metering import DOWN, SETUP, UP, ByteLedger
 from strategies.layout import layout_from_config
-from strategies.registry import mixed_rank_problems, strategy_info
+from strategies.registry import learning_rate, mixed_rank_problems, strategy_info
 from strategies.validation import Expected, MalformedReply, check_metrics, check_records, decode_array
 
 CALIBRATION_STREAM = 7  # the calibration sample's RNG stream, [seed, 7]: apart from every other use of `seed`
@@ -172,6 +172,7 @@ def initialise_adapter(
             federated_gradients=lambda: federated_gradients(
                 grid, config, ledger, adapter_kind=adapter_kind, expected=gradient_shapes(model)
             ),
+            learning_rate=learning_rate(config),
         )
     )
 

@@ -28,7 +28,7 @@ from adapters.frozen import frozen_factors
 from adapters.payload import layout
 from client.tasks.setup import TaskAndModel, build_task_and_model
 from contract.extensions import load_installed_extensions
-from contract import ADAPTER_KIND, EPSILON_SPENT, ConfigError, MetricSchema, RunConfig, ValidationConfig, parse_run_config
+from contract import ADAPTER_KIND, EPSILON_SPENT, LEARNING_RATE, ConfigError, MetricSchema, RunConfig, ValidationConfig, parse_run_config
 from server.adapter_setup import resolve_run_adapter_kind, strategy_adapter_params
 from server.central_eval import CentralEvaluator
 from server.epsilon_bound import EpsilonBound
@@ -50,7 +50,7 @@ from server.strategy_chain import StrategyChain, wrap_strategy
 from strategies import build_strategy
 from strategies.client_ranks import ClientRanks
 from strategies.protocol import CorollaStrategy
-from strategies.registry import needs_rank_census, strategy_info
+from strategies.registry import learning_rate, needs_rank_census, strategy_info
 from strategies.validation import ReplyPolicy
 
 load_installed_extensions()  # other packages' strategies, kinds and tasks (docs/extending.md §1)
@@ -239,7 +239,7 @@ def _run_rounds(
         return f"{chain.meter.ledger.total() / 1e6:.2f} MB so far{latest}"
 
     initial = ArrayRecord({key: Array(value) for key, value in state.start_arrays.items()})
-    train_config = ConfigRecord({ADAPTER_KIND: adapter_kind})
+    train_config = ConfigRecord({ADAPTER_KIND: adapter_kind, LEARNING_RATE: learning_rate(config)})
     if config.privacy.enabled:
         train_config[EPSILON_SPENT] = 0.0  # each node's value is set by the ε ledger (server.epsilon_ledger)
     random.setstate(state.rng_state)  # Flower samples nodes with the global `random`

@@ -36,10 +36,10 @@ def strategies_listing() -> Listing:
 
     rows = tuple(
         (info.name, _plain(info.summary), "yes" if info.exact else "no", ", ".join(info.adapter_kinds),
-         _section_keys(info.section))
+         f"{info.learning_rate:g}", _section_keys(info.section))
         for info in registered_strategies()
     )
-    columns = ("strategy", "description", "exact", "adapter kinds (auto: first)", "config section")
+    columns = ("strategy", "description", "exact", "adapter kinds (auto: first)", "train.lr auto", "config section")
     return Listing("Aggregation strategies (strategy.name)", columns, rows)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from contract.config import ConfigError, RunConfig, Section, register_section
+from contract.config import DEFAULT_LEARNING_RATE, ConfigError, RunConfig, Section, register_section
 from contract.reply_schema import MetricSpec
 
 from .comm_cost import CommFormula
@@ -73,6 +73,9 @@ class StrategyInfo:
     config_problems : Callable[[RunConfig], list[str]] | None (default: None)
         The strategy's own checks of a run config that names it (combinations its section cannot see
         alone, e.g. a key that needs ``privacy.enabled = false``), one line per problem.
+    learning_rate : float (default: ``contract.config.DEFAULT_LEARNING_RATE``, 0.02)
+        The local AdamW rate ``train.lr = "auto"`` means under this strategy (the server sends the
+        resolved rate in every train message, ``contract.LEARNING_RATE``); cite the evidence in ``docs``.
     rank_census : Callable[[RunConfig], bool] | None (default: None)
         Whether a run needs the per-node rank census even with one rank for all (``adapter.ranks`` empty):
         its nodes' ranks may come to differ (HetLoRA's self-pruning). The constructor then receives
@@ -92,6 +95,7 @@ class StrategyInfo:
     reply_metrics: tuple[MetricSpec, ...] = ()
     config_problems: Callable[[RunConfig], list[str]] | None = None
     rank_census: Callable[[RunConfig], bool] | None = None
+    learning_rate: float = DEFAULT_LEARNING_RATE
 
     def __post_init__(self) -> None:
         """Reject declarations the platform cannot use, naming the field and the fix."""
@@ -118,6 +122,9 @@ class StrategyInfo:
         for hook in ("config_problems", "rank_census"):
             if getattr(self, hook) is not None and not callable(getattr(self, hook)):
                 raise TypeError(f"{where}.{hook} must be a function of the run config, got {getattr(self, hook)!r}")
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 10:
+            raise ValueError(f"{where}.learning_rate must be a number in (0, 10] (train.lr's range), got {lr!r}")
         if self.rank_census is not None and not self.mixed_ranks:
             raise ValueError(f"{where}.rank_census needs mixed_ranks=True: its nodes' ranks may come to differ")
 
@@ -208,6 +215,11 @@ def strategy_class(name: str) -> type[CorollaStrategy]:
         For an unknown name, listing the registered ones.
     """
     return _entry(name).cls
+
+
+def learning_rate(config: RunConfig) -> float:
+    """The clients' AdamW rate for this run: ``train.lr``, or the strategy's own rate for ``auto``."""
+    return config.train.learning_rate(strategy_info(config.strategy.name).learning_rate)
 
 
 def build_strategy(name: str, *, config: RunConfig | None = None, **params: Any) -> CorollaStrategy:

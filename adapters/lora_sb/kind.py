@@ -68,11 +68,11 @@ class LoraSB(AdapterKind):
             sample = setup.calibration()
             initialise_lora_sb(
                 setup.model, sample.batches, sample.loss_fn,
-                eta=effective_lr(config.train.lr, num_train=sample.examples, batch_size=batch_size), seed=config.seed,
+                eta=effective_lr(setup.learning_rate, num_train=sample.examples, batch_size=batch_size), seed=config.seed,
             )
             return
         total = setup.federated_gradients()
-        eta = effective_lr(config.train.lr, num_train=total.examples, batch_size=batch_size)
+        eta = effective_lr(setup.learning_rate, num_train=total.examples, batch_size=batch_size)
         install_factors(setup.model, init_from_gradients(total.gradients, config.adapter.rank, eta=eta, seed=config.seed))
         log(INFO, "LoRA-SB set-up: B and A from the summed gradients of %s examples on %s nodes",
             total.examples, total.nodes)

@@ -6,7 +6,17 @@ Modules: ``section`` (the base and shared value parsers), ``core``, ``privacy`` 
 ``registry`` (:func:`register_section` and the assembled class) and ``parse``.
 """
 
-from .core import AdapterConfig, AuditConfig, DataConfig, EvalConfig, ModelConfig, StrategyConfig, TaskConfig, TrainConfig
+from .core import (
+    DEFAULT_LEARNING_RATE,
+    AdapterConfig,
+    AuditConfig,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    StrategyConfig,
+    TaskConfig,
+    TrainConfig,
+)
 from .faults import FaultsConfig
 from .parse import ConfigError, allowed_keys, default_run_config, describe_key, parse_run_config
 from .privacy import MAX_DELTA, PrivacyConfig
@@ -18,6 +28,7 @@ __all__ = [
     "AdapterConfig",
     "AuditConfig",
     "ConfigError",
+    "DEFAULT_LEARNING_RATE",
     "DataConfig",
     "EvalConfig",
     "FaultsConfig",

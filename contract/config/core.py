@@ -8,7 +8,7 @@ platform's, so they are typed attributes of :class:`~contract.config.run_config.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -157,16 +157,29 @@ class AdapterConfig(Section):
         return [t.strip() for t in self.target_modules.split(",") if t.strip()]
 
 
+DEFAULT_LEARNING_RATE = 0.02
+"""What ``train.lr = "auto"`` means for a strategy that declares no rate of its own
+(``StrategyInfo.learning_rate``); the rate the README's default set-up was measured at."""
+
+
 class TrainConfig(Section):
     """``train.*``: the local optimisation each selected client runs per round."""
 
     local_steps: int = Field(10, ge=1, le=1_000_000, description="optimizer steps per client per round")
-    lr: float = Field(0.02, gt=0, le=10, description="AdamW learning rate")
+    lr: Annotated[float, Field(gt=0, le=10)] | Literal["auto"] = Field(
+        "auto",
+        description="AdamW learning rate; `auto` = the strategy's recommended rate "
+        "(0.02; `fedex` 0.005, docs/algorithms.md §17; `corolla strategies` lists them)",
+    )
     batch_size: int = Field(16, ge=1, le=65_536, description="examples per local step")
     weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW weight decay")
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass (less memory, ~30 % more compute; not with DP)"
     )
+
+    def learning_rate(self, recommended: float) -> float:
+        """``train.lr``, with ``auto`` read as ``recommended`` (the strategy's rate; the server sends it)."""
+        return recommended if self.lr == "auto" else float(self.lr)
 
 
 class DataConfig(Section):

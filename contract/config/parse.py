@@ -79,7 +79,7 @@ def parse_run_config(flat: Mapping[str, Any], *, partial: bool = False) -> RunCo
     try:
         config = model.model_validate(nested)
     except ValidationError as exc:
-        problems += [_describe(err, flat) for err in exc.errors()]
+        problems += [_describe(err, flat, alternatives) for err, alternatives in _merge_union_errors(exc.errors(), flat)]
     if problems:
         raise ConfigError("invalid Corolla run config:\n  - " + "\n  - ".join(problems))
     assert config is not None
@@ -95,7 +95,30 @@ def _section_of(field: FieldInfo) -> type[Section] | None:
     return annotation if isinstance(annotation, type) and issubclass(annotation, Section) else None
 
 
-def _describe(error: Mapping[str, Any], flat: Mapping[str, Any]) -> str:
+def _merge_union_errors(
+    errors: list[Any], flat: Mapping[str, Any]
+) -> list[tuple[Mapping[str, Any], list[str]]]:
+    """One error per key: pydantic reports a value that fits no member of a union (``train.lr``: a number
+    or ``"auto"``) once per member, under locations such as ``train.lr.constrained-float``; keep the first
+    member's error at the user's key and the others' messages as alternatives."""
+    merged: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    out: list[tuple[Mapping[str, Any], list[str]]] = []
+    for err in errors:
+        loc = [str(p) for p in err["loc"] if p != "__root__"]
+        prefix = next((n for n in range(len(loc), 0, -1) if ".".join(loc[:n]) in flat), len(loc))
+        if prefix == len(loc):
+            out.append((err, []))
+            continue
+        key = ".".join(loc[:prefix])
+        if key in merged:
+            merged[key][1].append(str(err["msg"]).removeprefix("Input should be "))
+        else:
+            merged[key] = ({**err, "loc": tuple(loc[:prefix])}, [])
+            out.append(merged[key])
+    return out
+
+
+def _describe(error: Mapping[str, Any], flat: Mapping[str, Any], alternatives: list[str] | None = None) -> str:
     key = ".".join(str(p) for p in error["loc"] if p != "__root__")
     value = flat.get(key, error.get("input"))
     description = describe_key(key)
@@ -108,6 +131,8 @@ def _describe(error: Mapping[str, Any], flat: Mapping[str, Any]) -> str:
         message = f"{message} ({type(value).__name__} given; no conversion is made: {_TYPE_HINTS[kind].format(key=key)})"
     elif kind == "finite_number":
         message = f"{message} (inf and nan are never valid settings)"
+    if alternatives:
+        message = f"{message}; or {' or '.join(alternatives)}"
     return f"`{key}` = {value!r}: {message}{meaning}. Fix it in [tool.flwr.app.config] or with --run-config '{key}=...'."
 
 

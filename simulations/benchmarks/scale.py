@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,10 +125,17 @@ class RssSampler:
             time.sleep(self.interval)
 
 
-def simulate(app: Path, out: Path, name: str, clients: int, values: dict[str, Any], *, rounds_path: bool = False) -> dict[str, Any]:
-    """One real simulation with RSS sampling; returns its rows and memory figures."""
+def simulate(
+    app: Path, out: Path, name: str, clients: int, values: dict[str, Any], *, rounds_path: bool = False,
+    on_home: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """One real simulation with RSS sampling; returns its rows and memory figures.
+
+    ``on_home`` sees the run's ``FLWR_HOME`` before it starts (a profiler finds its processes by it)."""
     home = Path(tempfile.mkdtemp(prefix="flwr-home-"))
     env = isolated_env(home)
+    if on_home is not None:
+        on_home(str(home))
     _, flat = resolve_config(app, [toml_overrides({**values, "output-dir": str(out), "run-name": name})])
     started = time.perf_counter()
     try:

@@ -19,8 +19,9 @@ from adapters.payload import extract, load
 from client.app import app as client_app
 from client.tasks import clear_partition_cache
 from client.training import local_train
-from contract import ADAPTER_KIND, parse_run_config
+from contract import ADAPTER_KIND, LEARNING_RATE, parse_run_config
 from server.adapter_setup import resolve_run_adapter_kind
+from strategies.registry import learning_rate
 
 
 def _set_identity() -> None:
@@ -42,7 +43,7 @@ def floor_seconds(values: dict[str, Any], *, num_partitions: int, clients: int) 
         load(worker.model, initial)
         rows = worker.train_rows(config, partition_id=partition, num_partitions=num_partitions)
         local_train(worker.model, worker.task, worker.tokenizer, rows, steps=config.train.local_steps,
-                    batch_size=config.train.batch_size, lr=config.train.lr, weight_decay=config.train.weight_decay,
+                    batch_size=config.train.batch_size, lr=learning_rate(config), weight_decay=config.train.weight_decay,
                     seed=partition)
         extract(worker.model)
     return (time.perf_counter() - started) / clients
@@ -59,7 +60,8 @@ def naive_seconds(values: dict[str, Any], *, num_partitions: int, clients: int) 
     for partition in range(clients):
         worker_module._CACHE.clear()  # the naive ClientApp: nothing survives between messages,
         clear_partition_cache()  # neither the model nor the data split
-        message = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1, ADAPTER_KIND: adapter_kind})}),
+        instruction = ConfigRecord({"server-round": 1, ADAPTER_KIND: adapter_kind, LEARNING_RATE: learning_rate(config)})
+        message = Message(RecordDict({"arrays": arrays, "config": instruction}),
                           dst_node_id=100 + partition, message_type="train")
         context = Context(run_id=1, node_id=100 + partition, state=RecordDict(), run_config=dict(values),
                           node_config={"partition-id": partition, "num-partitions": num_partitions})

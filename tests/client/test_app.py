@@ -12,7 +12,7 @@ from adapters.payload import extract
 from client.app import app as client_app
 from adapters.kind_registry import adapter_kind_of
 from client.training import batch_indices
-from contract import ADAPTER_KIND, parse_run_config
+from contract import ADAPTER_KIND, LEARNING_RATE, parse_run_config
 from tests.strategies.fake_grid import set_task_identity
 
 RUN = {
@@ -112,3 +112,30 @@ def test_batches_are_seeded_without_replacement_within_an_epoch() -> None:
     again = batch_indices(10, steps=5, batch_size=4, seed=3)
     assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
     assert not all(np.array_equal(a, b) for a, b in zip(batches, batch_indices(10, steps=5, batch_size=4, seed=4), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("train_lr", "sent", "used"),
+    [("auto", 0.005, 0.005), (0.03, 0.005, 0.03), ("auto", None, None), ("auto", float("nan"), None), ("auto", 50.0, None)],
+)
+def test_train_lr_auto_trains_at_the_rate_the_server_resolved(
+    monkeypatch: pytest.MonkeyPatch, train_lr: object, sent: float | None, used: float | None
+) -> None:
+    # docs/algorithms.md §17: the strategy's rate reaches clients, who never import strategies, in the message
+    import client.app as client_module
+
+    rates: list[float] = []
+    real_train = client_module.local_train
+    monkeypatch.setattr(client_module, "local_train", lambda *a, **k: rates.append(k["lr"]) or real_train(*a, **k))
+    message = train_message(initial_arrays(), 100)
+    if sent is not None:
+        message.content["config"][LEARNING_RATE] = sent
+    ctx = context(0)
+    ctx.run_config["train.lr"] = train_lr
+    if used is None:
+        with pytest.raises(ValueError, match=f"train.lr = auto needs the server's `{LEARNING_RATE}` in \\(0, 10\\]"):
+            client_app(message, ctx)
+        assert rates == []
+    else:
+        reply_arrays(client_app(message, ctx))
+        assert rates == [used]

@@ -92,3 +92,27 @@ def test_bad_config_fails_before_anything_runs(tmp_path: Path, bad: dict) -> Non
     with pytest.raises(ValueError, match="adapter.rank|strategy.name"):
         run(FakeGrid(client_app, 1, run_config=values), parse_run_config(values))
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("strategy", "rate"), [("fedex", 0.005), ("fedit", 0.02)])
+def test_train_lr_auto_sends_the_strategys_rate_and_clients_train_at_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strategy: str, rate: float
+) -> None:
+    # docs/algorithms.md §17: `train.lr = "auto"` is FedEx-LoRA's 0.005, the default 0.02 elsewhere
+    import client.app as client_module
+    from contract import LEARNING_RATE
+
+    values = {**TINY_RUN, "strategy.name": strategy, "train.lr": "auto", "num-server-rounds": 1,
+              "train.local-steps": 1, "eval.max-examples": 8, "output-dir": str(tmp_path)}
+    sent: list[object] = []
+    used: list[float] = []
+    real_train = client_module.local_train
+
+    def recording(message, context):
+        if message.metadata.message_type == "train":
+            sent.append(message.content["config"].get(LEARNING_RATE))
+        return client_app(message, context)
+
+    monkeypatch.setattr(client_module, "local_train", lambda *a, **k: used.append(k["lr"]) or real_train(*a, **k))
+    run(FakeGrid(recording, 2, run_config=values), parse_run_config(values))
+    assert sent == [rate, rate] and used == [rate, rate]

@@ -161,3 +161,17 @@ def test_fedsvd_sends_b_only_and_exports_an_orthonormal_a(tmp_path: Path) -> Non
         np.testing.assert_allclose(a @ a.T, np.eye(a.shape[0]), rtol=0, atol=1e-5)
     rows = read_rounds(path / "rounds.jsonl")
     assert rows[-1]["a_orthonormal_error"] < 1e-5
+
+
+def test_fedsa_clients_score_on_test_rows_drawn_like_their_training_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # docs/algorithms.md §14: personalised models are scored on each client's like-train test shard
+    calls: list[str] = []
+    local, iid = client.worker.Worker.local_test_rows, client.worker.Worker.test_rows
+    monkeypatch.setattr(client.worker.Worker, "local_test_rows", lambda self, *a, **k: calls.append("local") or local(self, *a, **k))
+    monkeypatch.setattr(client.worker.Worker, "test_rows", lambda self, *a, **k: calls.append("iid") or iid(self, *a, **k))
+    for strategy, expected in (("fedsa", ["local", "iid"]), ("fedit", ["iid"])):  # tiny-llama's task has no labels
+        calls.clear()
+        values = {**SMALL, "strategy.name": strategy, "output-dir": str(tmp_path), "num-server-rounds": 1,
+                  "fraction-evaluate": 1.0, "run-name": strategy, "train.local-steps": 1}
+        run(FakeGrid(client_app, 2, run_config=values), parse_run_config(values))
+        assert calls == expected * 2, strategy  # one evaluate message per node

@@ -83,6 +83,7 @@ def test_strategies_prints_a_table_of_the_registrations(capsys: pytest.CaptureFi
         assert row["adapter kinds (auto: first)"] == ", ".join(info.adapter_kinds)
     assert listing.row("fedsb")["exact"] == "yes" and listing.row("fedit")["exact"] == "no"
     assert listing.row("fedsb")["adapter kinds (auto: first)"] == "lora-sb"
+    assert (listing.row("fedex")["train.lr auto"], listing.row("fedit")["train.lr auto"]) == ("0.005", "0.02")
     _printed(capsys, "strategies", listing)
 
 

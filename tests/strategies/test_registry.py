@@ -10,7 +10,7 @@ import pytest
 from flwr.serverapp.strategy import FedAvg
 
 import strategies
-from contract.config import AdapterConfig, ConfigError, RunConfig, StrategyConfig, default_run_config
+from contract.config import AdapterConfig, ConfigError, RunConfig, StrategyConfig, default_run_config, parse_run_config
 from strategies import registry
 from strategies.comm_cost import CommInputs, factor_average_comm
 from strategies.fedit import FedIT
@@ -94,6 +94,9 @@ def test_malformed_names_are_rejected(name: str) -> None:
         ({"section": dict}, "section must be a contract.config.Section subclass"),
         ({"config_problems": 3}, "config_problems must be a function"),
         ({"rank_census": lambda config: True}, "rank_census needs mixed_ranks=True"),
+        ({"learning_rate": 0.0}, r"learning_rate must be a number in \(0, 10\]"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a number"),
+        ({"learning_rate": "0.01"}, "learning_rate must be a number"),
     ],
 )
 def test_bad_infos_name_the_field(changes: dict[str, Any], match: str) -> None:
@@ -178,3 +181,15 @@ def test_config_check_returns_the_kind_or_lists_the_problem() -> None:
     with pytest.raises(ConfigError, match="unknown strategy 'nope'"):
         registry.check_strategy_config(config("nope"))
     assert registry.strategy_config_problems(config("fedit")) == []
+
+
+def test_train_lr_auto_resolves_to_the_strategys_rate_and_an_explicit_rate_wins() -> None:
+    # docs/algorithms.md §17: FedEx-LoRA's own rate; every other built-in keeps the default 0.02
+    def lr(values: dict[str, Any]) -> float:
+        return registry.learning_rate(parse_run_config(values))
+
+    assert default_run_config().train.lr == "auto"
+    assert lr({"strategy.name": "fedex"}) == 0.005
+    assert lr({"strategy.name": "flora"}) == lr({"strategy.name": "fedit"}) == 0.02
+    assert lr({"strategy.name": "fedex", "train.lr": 0.03}) == 0.03
+    assert lr({"strategy.name": "fedex", "train.lr": 1}) == 1.0

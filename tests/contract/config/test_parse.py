@@ -178,3 +178,13 @@ def test_privacy_delta_is_below_one_hundredth() -> None:
     with pytest.raises(ConfigError, match="`privacy.delta` = 0.5: Input should be less than 0.01"):
         parse_run_config({"privacy.enabled": True, "privacy.noise-multiplier": 1.0, "privacy.delta": 0.5})
     assert parse_run_config({"privacy.delta": 1e-6}).privacy.delta == 1e-6
+
+
+@pytest.mark.parametrize(("key", "value"), [("train.lr", -1.0), ("train.lr", "fast"), ("audit.exactness", "x")])
+def test_a_value_fitting_no_member_of_a_union_gets_one_line_at_the_users_key(key: str, value: object) -> None:
+    # `train.lr` is a number or "auto": pydantic reports each member under `train.lr.<member>`
+    with pytest.raises(ConfigError) as err:
+        parse_run_config({key: value})
+    lines = [line for line in str(err.value).splitlines() if line.startswith("  - ")]
+    assert len(lines) == 1 and lines[0].startswith(f"  - `{key}` = {value!r}: ")
+    assert "; or 'auto'" in lines[0] and f"--run-config '{key}=...'" in lines[0]
