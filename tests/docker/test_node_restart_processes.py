@@ -1,4 +1,4 @@
-"""A SuperNode killed and restarted between rounds, in the process deployment (opt-in: ``-m restart``).
+"""A SuperNode killed and restarted between rounds, in the process deployment (slow: minutes).
 
 The Docker topology as processes (``simulations.deploy.Topology``: TLS, SuperNode authentication,
 ``--isolation process``). A Fed-SB run with DP over 3 rounds; once round 1 is recorded, SuperNode 1
@@ -38,7 +38,7 @@ from simulations.deploy import CONNECTION, Topology, free_port
 from simulations.flower_env import flower_env
 from simulations.launch import LaunchResult, find_app_dir, launch
 
-pytestmark = pytest.mark.restart
+pytestmark = pytest.mark.slow  # passed here in 202 s and 164 s at load 6-9
 
 RUN_TIMEOUT_S = 900
 RUN: dict[str, Any] = {
