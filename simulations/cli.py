@@ -69,10 +69,16 @@ def _run(args: argparse.Namespace) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    result = launch(
-        app_dir, overrides, num_supernodes=args.clients, cpus_per_client=args.cpus_per_client,
-        gpus_per_client=args.gpus_per_client, connection=args.connection, ray_address=args.ray_address,
-    )
+    from simulations.flower_env import ForeignSuperLink
+
+    try:
+        result = launch(
+            app_dir, overrides, num_supernodes=args.clients, cpus_per_client=args.cpus_per_client,
+            gpus_per_client=args.gpus_per_client, connection=args.connection, ray_address=args.ray_address,
+        )
+    except ForeignSuperLink as exc:
+        print(f"Corolla: {exc}", file=sys.stderr)
+        return 2
     if not result.ok:
         print(f"Corolla: run {result.run_id} did not complete: status {result.status}", file=sys.stderr)
         return 1

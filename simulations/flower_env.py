@@ -74,3 +74,42 @@ def flower_binary(name: str) -> str:
     if found is None:
         raise FileNotFoundError(f"`{name}` not found: install flwr in this environment (pip install flwr)")
     return found
+
+
+class ForeignSuperLink(RuntimeError):
+    """The managed local SuperLink that ``flwr run`` would reuse was started from another directory."""
+
+
+def check_managed_superlink(app_dir: Path, env: Mapping[str, str]) -> None:
+    """Refuse to reuse a managed SuperLink started from another directory than ``app_dir``.
+
+    ``flwr run`` reuses whatever local SuperLink answers on ``FLWR_LOCAL_CONTROL_API_PORT``, and the
+    simulation processes it starts (the Ray workers that run the ClientApps) work in *its* directory,
+    which comes first on their import path: with two checkouts of Corolla, a run from the second one
+    trains with the first one's modules (seen here: a schema change missing on the clients' side
+    failed every reply). Nothing listening, or a SuperLink of this directory, is fine.
+
+    Raises
+    ------
+    ForeignSuperLink
+        Naming the other directory, the process and how to stop it.
+    """
+    import psutil
+
+    port = int(env.get("FLWR_LOCAL_CONTROL_API_PORT", DEFAULT_CONTROL_PORT))
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status != psutil.CONN_LISTEN or not conn.laddr or conn.laddr.port != port or conn.pid is None:
+            continue
+        try:
+            proc = psutil.Process(conn.pid)
+            cwd = Path(proc.cwd()).resolve()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return  # cannot tell: leave it to Flower
+        if cwd != Path(app_dir).resolve():
+            raise ForeignSuperLink(
+                f"a local SuperLink started from {cwd} (pid {conn.pid}) answers on port {port}; `flwr run` would "
+                f"reuse it, and its simulation processes import that directory's modules, not {Path(app_dir).resolve()}'s. "
+                f"Stop it (kill {conn.pid}) or run from {cwd}; two checkouts at once need their own ports "
+                "(FLWR_LOCAL_SUPERLINK_HTTP_API_PORT, FLWR_LOCAL_CONTROL_API_PORT) and FLWR_HOME."
+            )
+        return

@@ -28,7 +28,7 @@ from typing import Any
 from flwr.common.config import flatten_dict, parse_config_args
 
 from contract import ConfigError, RunConfig, parse_run_config
-from simulations.flower_env import flower_binary, flower_env
+from simulations.flower_env import check_managed_superlink, flower_binary, flower_env
 
 @dataclass(frozen=True)
 class LaunchResult:
@@ -142,10 +142,12 @@ def launch(
             raise ValueError("--ray-address applies to simulations; a --connection names a deployment, pass one of them")
         from simulations.ray_cluster import superlink_on_cluster
 
-        with superlink_on_cluster(ray_address, env) as cluster_env:
+        with superlink_on_cluster(ray_address, env, cwd=app_dir) as cluster_env:
             return launch(app_dir, overrides, num_supernodes=num_supernodes, cpus_per_client=cpus_per_client,
                           gpus_per_client=gpus_per_client, env=cluster_env, echo=echo, on_line=on_line)
     env = flower_env(env, managed=connection is None)
+    if connection is None:
+        check_managed_superlink(app_dir, env)  # ForeignSuperLink: another checkout's SuperLink would run this
     cmd = [flower_binary("flwr"), "run", str(app_dir)]
     if connection:
         cmd.append(connection)

@@ -97,11 +97,14 @@ def _healthy(port: int) -> bool:
 
 
 @contextmanager
-def superlink_on_cluster(address: str, base_env: Mapping[str, str] | None = None) -> Iterator[dict[str, str]]:
+def superlink_on_cluster(
+    address: str, base_env: Mapping[str, str] | None = None, *, cwd: Path | None = None
+) -> Iterator[dict[str, str]]:
     """A SuperLink (simulation mode, loopback, its own ``FLWR_HOME`` and ports) whose simulations
     join the Ray cluster at ``address``; yields the environment for ``flwr run`` to use it.
 
-    The SuperLink is this context's child and is stopped on exit.
+    The SuperLink is this context's child, works in ``cwd`` (the app's directory: its simulation
+    processes import from there, ``simulations.flower_env.check_managed_superlink``) and is stopped on exit.
     """
     check_ray_address(address)
     with tempfile.TemporaryDirectory(prefix="corolla-ray-") as home:
@@ -120,7 +123,7 @@ def superlink_on_cluster(address: str, base_env: Mapping[str, str] | None = None
             "--port", str(api_port), "--database", str(Path(home) / "state.db"),
         ]
         with log.open("wb") as sink:
-            proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=cwd)
         try:
             deadline = time.monotonic() + _SUPERLINK_START_S
             while not _healthy(api_port):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from simulations.deploy import Topology
-from simulations.flower_env import flower_binary, flower_env
+from simulations.flower_env import ForeignSuperLink, check_managed_superlink, flower_binary, flower_env
 
 
 def test_every_process_finds_this_environment_and_installs_nothing() -> None:
@@ -44,3 +45,29 @@ def test_executables_come_from_this_environment_or_a_clear_error() -> None:
     assert flower_binary("flwr") == str(Path(sys.executable).parent / "flwr")
     with pytest.raises(FileNotFoundError, match="`no-such-flower-tool` not found: install flwr"):
         flower_binary("no-such-flower-tool")
+
+
+def _listener(cwd: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A process working in ``cwd`` that listens on a free loopback port (a stand-in SuperLink)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import socket,sys,time\ns=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+         "print(s.getsockname()[1], flush=True); time.sleep(120)"],
+        cwd=cwd, stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+def test_a_managed_superlink_of_another_directory_is_refused_naming_it(tmp_path: Path) -> None:
+    other, mine = tmp_path / "other-checkout", tmp_path / "this-checkout"
+    other.mkdir(), mine.mkdir()
+    proc, port = _listener(other)
+    try:
+        env = {"FLWR_LOCAL_CONTROL_API_PORT": str(port)}
+        with pytest.raises(ForeignSuperLink, match=rf"started from {other} \(pid {proc.pid}\) answers on port {port}"):
+            check_managed_superlink(mine, env)
+        check_managed_superlink(other, env)  # its own directory: reused as before
+    finally:
+        proc.kill()
+        proc.wait()
+    check_managed_superlink(mine, env)  # nothing listens: flwr run starts one here
