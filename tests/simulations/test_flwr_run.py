@@ -30,22 +30,30 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def flower_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    home = tmp_path_factory.mktemp("flwr-home")
-    env = {
+def _own_flower_home(home: Path) -> dict[str, str]:
+    """An environment whose managed SuperLink has its own home and ports (started by the first run)."""
+    return {
         **{k: v for k, v in __import__("os").environ.items()},
         "FLWR_HOME": str(home),
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),
         "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port()),
     }
-    yield env
+
+
+def _kill_flower_home(home: Path) -> None:
     for proc in psutil.process_iter():
         try:
             if proc.environ().get("FLWR_HOME") == str(home):
                 proc.kill()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
+
+
+@pytest.fixture(scope="module")
+def flower_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    home = tmp_path_factory.mktemp("flwr-home")
+    yield _own_flower_home(home)
+    _kill_flower_home(home)
 
 
 def _run(env: dict[str, str], out: Path, clients: int, overrides: list[str], *, app: Path | None = None):
@@ -239,18 +247,22 @@ def test_hetlora_rank_self_pruning_through_the_ray_engine(flower_env: dict[str, 
     assert rows[3]["bytes_up"] < rows[1]["bytes_up"]
 
 
-def test_tampered_replies_through_the_ray_engine_are_dropped_with_their_reasons(
-    flower_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_tampered_replies_through_the_ray_engine_are_dropped_with_their_reasons(tmp_path: Path) -> None:
     # a ClientApp wrapping Corolla's own: partition 2 reports a NaN partition-id (this ended the run with
-    # `ValueError: cannot convert float NaN to integer` before), partition 3 an update of 3e38 everywhere
+    # `ValueError: cannot convert float NaN to integer` before), partition 3 an update of 3e38 everywhere.
+    # Its own SuperLink: the module's one works in the checkout, and launch() refuses to run another
+    # app directory through it (simulations.flower_env.check_managed_superlink)
     app = _tampering_app_dir(tmp_path)
-    result, folder = _run(
-        flower_env, tmp_path, 4,
-        ['strategy.name="fedex" model.name="tiny-llama" task.name="arithmetic" num-server-rounds=2 '
-         'train.local-steps=2 adapter.rank=4 eval.max-examples=16'],
-        app=app,
-    )
+    home = tmp_path / "flwr-home"
+    try:
+        result, folder = _run(
+            _own_flower_home(home), tmp_path, 4,
+            ['strategy.name="fedex" model.name="tiny-llama" task.name="arithmetic" num-server-rounds=2 '
+             'train.local-steps=2 adapter.rank=4 eval.max-examples=16'],
+            app=app,
+        )
+    finally:
+        _kill_flower_home(home)
     assert result.ok, result.output[-3000:]
     assert "finished:completed" == result.status
     rows = read_rounds(folder / "rounds.jsonl")
