@@ -97,7 +97,11 @@ def check_managed_superlink(app_dir: Path, env: Mapping[str, str]) -> None:
     import psutil
 
     port = int(env.get("FLWR_LOCAL_CONTROL_API_PORT", DEFAULT_CONTROL_PORT))
-    for conn in psutil.net_connections(kind="tcp"):
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:  # macOS without root: cannot tell, leave it to Flower
+        return
+    for conn in connections:
         if conn.status != psutil.CONN_LISTEN or not conn.laddr or conn.laddr.port != port or conn.pid is None:
             continue
         try:
