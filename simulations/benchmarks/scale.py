@@ -63,7 +63,7 @@ def isolated_env(home: Path) -> dict[str, str]:
                        "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port())})
 
 
-def _processes(home: str) -> list[psutil.Process]:
+def simulation_processes(home: str) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter():
         try:
@@ -77,7 +77,7 @@ def _processes(home: str) -> list[psutil.Process]:
 def total_rss(home: str) -> int:
     """Bytes of resident memory summed over every process started under ``FLWR_HOME = home``."""
     total = 0
-    for proc in _processes(home):
+    for proc in simulation_processes(home):
         try:
             total += proc.memory_info().rss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -87,7 +87,7 @@ def total_rss(home: str) -> int:
 
 def shutdown(home: str) -> None:
     """Kill what the managed SuperLink left running (each measurement starts from nothing)."""
-    for proc in _processes(home):
+    for proc in simulation_processes(home):
         try:
             proc.kill()
         except (psutil.NoSuchProcess, psutil.AccessDenied):

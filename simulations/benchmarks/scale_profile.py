@@ -37,7 +37,7 @@ from typing import Any
 import psutil
 
 from simulations.benchmarks._output import write_result
-from simulations.benchmarks.scale import BASE, simulate
+from simulations.benchmarks.scale import BASE, simulate, simulation_processes
 from simulations.launch import find_app_dir
 
 KINDS = (  # (what the command line contains, the kind reported); the first match wins
@@ -124,10 +124,8 @@ class Profiler:
         if py_spy is None:
             raise RuntimeError("py-spy is not installed: pip install py-spy")
         while not self._stop.is_set():
-            for proc in psutil.process_iter():
+            for proc in simulation_processes(self.home):
                 try:
-                    if proc.environ().get("FLWR_HOME") != self.home:
-                        continue
                     kind = process_kind(proc.cmdline())
                     times = proc.cpu_times()
                     self.cpu[proc.pid] = (kind, times.user + times.system)
