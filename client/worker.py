@@ -17,6 +17,7 @@ from logging import INFO
 from typing import Any
 
 import numpy as np
+from datasets import Dataset
 from flwr.common.logger import log
 
 from adapters.base_delta import BaseWeights
@@ -50,7 +51,11 @@ class Worker:
 
     def train_rows(self, config: RunConfig, *, partition_id: int, num_partitions: int) -> list[dict[str, Any]]:
         """This client's shard of the training pool (seed-stable; flwr-datasets partitioners)."""
-        shard = partition_dataset(
+        return self.task.pool_rows(self._train_shard(config, partition_id=partition_id, num_partitions=num_partitions))
+
+    def _train_shard(self, config: RunConfig, *, partition_id: int, num_partitions: int) -> Dataset:
+        """This client's partition of the task's train pool (for a grown generated pool: its index rows)."""
+        return partition_dataset(
             self.task.train_pool(self.datasets, num_partitions),
             partitioner=config.data.partitioner,
             num_partitions=num_partitions,
@@ -59,7 +64,6 @@ class Worker:
             seed=config.seed,
             label_column=self.task.label_column,
         )
-        return shard.to_list()
 
     def test_rows(self, *, partition_id: int, num_partitions: int, seed: int) -> list[dict[str, Any]]:
         """This client's IID share of the global test split, for federated evaluation."""
@@ -103,8 +107,8 @@ class Worker:
         """Every partition's training examples per label, ``(classes, counts (K, C))``; cached per split."""
         key = (config.data.partitioner, config.data.alpha, config.seed, num_partitions)
         if self._label_counts_key != key:
-            shards = [[row[column] for row in self.train_rows(config, partition_id=k, num_partitions=num_partitions)]
-                      for k in range(num_partitions)]
+            shards = [self._train_shard(config, partition_id=k, num_partitions=num_partitions)[column]
+                      for k in range(num_partitions)]  # the label column only: no rows generated
             classes = sorted({label for shard in shards for label in shard})
             index = {label: c for c, label in enumerate(classes)}
             counts = np.zeros((num_partitions, len(classes)), dtype=np.int64)

@@ -34,7 +34,7 @@ from client.tasks._batching import (
     to_device,
 )
 from client.tasks.base import ModelKind, Task, TaskMetrics
-from client.tasks.generated_pool import GeneratedPool, federation_pool_size
+from client.tasks.generated_pool import POOL_ROW, GeneratedPool
 from client.tasks.registry import register_task
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ ITEMS: tuple[str, ...] = (
 )
 
 _INT = re.compile(r"-?\d+")
+_KIND = ClassLabel(names=list(KIND_NAMES))  # the label column
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,22 @@ def generate_split(seed: int, split: str, size: int) -> dict[str, list[Any]]:
     }
 
 
+def grown_kinds(seed: int, split: str, size: int) -> list[int]:
+    """The ``kind`` column of a grown pool of ``size`` rows (balanced, shuffled), without the problems:
+    the index pool a partitioner reads (``client.tasks.generated_pool``)."""
+    rng = random.Random(f"corolla-arithmetic:{seed}:{split}:grown")
+    kinds = [i % len(KIND_NAMES) for i in range(size)]
+    rng.shuffle(kinds)
+    return kinds
+
+
+def grown_row(seed: int, split: str, row: int, kind: int) -> dict[str, Any]:
+    """Row ``row`` of a grown pool, of the given ``kind``, from a random stream of its own: the same in
+    every process, whatever else is generated there."""
+    problem = make_problem(random.Random(f"corolla-arithmetic:{seed}:{split}:grown:{row}"), kind)
+    return {"question": problem.question, "answer": str(problem.answer), "kind": kind}
+
+
 def parse_answer(text: str) -> int | None:
     """The first (optionally negative) integer in ``text``, or ``None``."""
     match = _INT.search(text)
@@ -190,7 +207,10 @@ class ArithmeticWordProblems(Task):
         self.num_train = num_train
         self.num_test = num_test
         self.max_new_tokens = max_new_tokens
-        self._grown = GeneratedPool(lambda size: self._split("train", size))
+        self._grown = GeneratedPool(
+            lambda size: Dataset.from_dict({"kind": grown_kinds(seed, "train", size)}, features=Features({"kind": _KIND})),
+            lambda index_row: grown_row(seed, "train", index_row[POOL_ROW], index_row["kind"]),
+        )
 
     @staticmethod
     def prompt(question: str) -> str:
@@ -203,15 +223,17 @@ class ArithmeticWordProblems(Task):
                             for split, size in (("train", self.num_train), ("test", self.num_test))})
 
     def _split(self, split: str, size: int) -> Dataset:
-        features = Features({"question": Value("string"), "answer": Value("string"),
-                             "kind": ClassLabel(names=list(KIND_NAMES))})
+        features = Features({"question": Value("string"), "answer": Value("string"), "kind": _KIND})
         return Dataset.from_dict(generate_split(self.seed, split, size), features=features)
 
     def train_pool(self, datasets: DatasetDict, num_partitions: int) -> Dataset:
         """At least ``task.examples-per-client`` generated rows per client (``client.tasks.generated_pool``)."""
         per_client = self.config.task.examples_per_client if self.config is not None else 0
-        size = federation_pool_size(self.num_train, per_client, num_partitions)
-        return self._grown.get(datasets["train"], size)
+        return self._grown.for_federation(datasets["train"], per_client, num_partitions)
+
+    def pool_rows(self, shard: Dataset) -> list[dict[str, Any]]:
+        """The shard's rows; those of a grown pool generated here (``client.tasks.generated_pool``)."""
+        return self._grown.rows(shard)
 
     def _target_ids(self, tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
         ids = list(tokenizer(f" {answer}", add_special_tokens=False)["input_ids"])

@@ -161,6 +161,12 @@ class Task(ABC):
         that generates its data grows it with the federation (``task.examples-per-client``)."""
         return datasets["train"]
 
+    def pool_rows(self, shard: Dataset) -> list[dict[str, Any]]:
+        """The training rows of ``shard``, a partition of :meth:`train_pool`'s pool, in its order: the
+        shard's own rows by default; a task whose grown pool holds only what the partitioners read
+        generates the rows here (``client.tasks.generated_pool``)."""
+        return shard.to_list()
+
     @property
     def num_labels(self) -> int | None:
         """Number of classes for a classification head; ``None`` for causal LM tasks."""

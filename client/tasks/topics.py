@@ -39,13 +39,14 @@ from client.tasks._batching import (
     to_device,
 )
 from client.tasks.base import ModelKind, Task, TaskMetrics
-from client.tasks.generated_pool import GeneratedPool, federation_pool_size
+from client.tasks.generated_pool import POOL_ROW, GeneratedPool
 from client.tasks.registry import register_task
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 CLASS_NAMES: tuple[str, ...] = ("sports", "business", "science", "politics", "health")
+_LABEL = ClassLabel(names=list(CLASS_NAMES))  # the label column
 
 # Per class: subjects, past-tense verb phrases, objects.
 LEXICON: dict[str, dict[str, tuple[str, ...]]] = {
@@ -203,6 +204,25 @@ def generate_split(seed: int, split: str, size: int, *, p_distractor: float, p_w
     return {"text": texts, "label": labels}
 
 
+def grown_labels(seed: int, split: str, size: int, *, p_label_noise: float) -> dict[str, list[int]]:
+    """The index pool of a grown pool of ``size`` rows (``client.tasks.generated_pool``): each row's
+    ``label`` (balanced before label noise, the partitioners' column) and the ``topic`` its text is
+    generated from, without the texts."""
+    rng = random.Random(f"corolla-topics:{seed}:{split}:grown")
+    k = len(CLASS_NAMES)
+    topics = [i % k for i in range(size)]
+    rng.shuffle(topics)
+    labels = [_other_class(rng, y) if rng.random() < p_label_noise else y for y in topics]
+    return {"label": labels, "topic": topics}
+
+
+def grown_text(seed: int, split: str, row: int, topic: int, *, p_distractor: float, p_weak: float,
+               p_mixed: float, p_swap: float) -> str:
+    """The text of row ``row`` of a grown pool, about ``topic``, from a random stream of its own."""
+    rng = random.Random(f"corolla-topics:{seed}:{split}:grown:{row}")
+    return generate_example(rng, topic, p_distractor=p_distractor, p_weak=p_weak, p_mixed=p_mixed, p_swap=p_swap)
+
+
 @register_task
 class TopicClassification(Task):
     """Five-way news topic classification (sports, business, science, politics, health).
@@ -230,9 +250,15 @@ class TopicClassification(Task):
         super().__init__(seed=seed, max_length=max_length)
         if num_train < 1 or num_test < 1:
             raise ValueError(f"num_train and num_test must be >= 1, got {num_train}, {num_test}")
-        self._grown = GeneratedPool(lambda size: self._split("train", size))
         self._noise = {"p_distractor": p_distractor, "p_weak": p_weak, "p_mixed": p_mixed,
                        "p_swap": p_swap, "p_label_noise": p_label_noise}
+        text_noise = {key: p for key, p in self._noise.items() if key != "p_label_noise"}
+        self._grown = GeneratedPool(
+            lambda size: Dataset.from_dict(grown_labels(seed, "train", size, p_label_noise=p_label_noise),
+                                           features=Features({"label": _LABEL, "topic": Value("int64")})),
+            lambda index_row: {"text": grown_text(seed, "train", index_row[POOL_ROW], index_row["topic"], **text_noise),
+                               "label": index_row["label"]},
+        )
         for key, p in self._noise.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{key} must be in [0, 1], got {p}")
@@ -255,14 +281,17 @@ class TopicClassification(Task):
                             for split, size in (("train", self.num_train), ("test", self.num_test))})
 
     def _split(self, split: str, size: int) -> Dataset:
-        features = Features({"text": Value("string"), "label": ClassLabel(names=list(CLASS_NAMES))})
+        features = Features({"text": Value("string"), "label": _LABEL})
         return Dataset.from_dict(generate_split(self.seed, split, size, **self._noise), features=features)
 
     def train_pool(self, datasets: DatasetDict, num_partitions: int) -> Dataset:
         """At least ``task.examples-per-client`` generated rows per client (``client.tasks.generated_pool``)."""
         per_client = self.config.task.examples_per_client if self.config is not None else 0
-        size = federation_pool_size(self.num_train, per_client, num_partitions)
-        return self._grown.get(datasets["train"], size)
+        return self._grown.for_federation(datasets["train"], per_client, num_partitions)
+
+    def pool_rows(self, shard: Dataset) -> list[dict[str, Any]]:
+        """The shard's rows; those of a grown pool generated here (``client.tasks.generated_pool``)."""
+        return self._grown.rows(shard)
 
     def collate(self, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Tokenize ``text`` (truncated to ``max_length``), right-pad; adds ``labels``."""

@@ -74,15 +74,36 @@ def simulation_processes(home: str) -> list[psutil.Process]:
     return found
 
 
-def total_rss(home: str) -> int:
-    """Bytes of resident memory summed over every process started under ``FLWR_HOME = home``."""
-    total = 0
+# What each process of a simulation is, by its command line (first match wins); the rest is "other".
+_ROLES: tuple[tuple[str, str], ...] = (
+    ("flower-superlink", "superlink"), ("flwr-simulation", "flwr-simulation"), ("ClientAppActor", "ray-workers"),
+    ("ray", "ray-runtime"),
+)
+
+
+def process_role(cmdline: list[str]) -> str:
+    """``superlink``, ``flwr-simulation`` (the ServerApp and Flower's engine), ``ray-workers`` (the
+    ClientApp actors), ``ray-runtime`` (raylet, GCS, ...) or ``other``."""
+    line = " ".join(cmdline)
+    return next((role for needle, role in _ROLES if needle in line), "other")
+
+
+def rss_by_role(home: str) -> dict[str, int]:
+    """Bytes of resident memory of every process started under ``FLWR_HOME = home``, summed per
+    :func:`process_role`."""
+    totals: dict[str, int] = {}
     for proc in simulation_processes(home):
         try:
-            total += proc.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            role = process_role(proc.cmdline())
+            totals[role] = totals.get(role, 0) + proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-    return total
+    return totals
+
+
+def total_rss(home: str) -> int:
+    """Bytes of resident memory summed over every process started under ``FLWR_HOME = home``."""
+    return sum(rss_by_role(home).values())
 
 
 def shutdown(home: str) -> None:
@@ -100,6 +121,7 @@ class RssSampler:
     def __init__(self, home: str, rounds_path: Path | None = None, interval: float = 0.25) -> None:
         self.home, self.rounds_path, self.interval = home, rounds_path, interval
         self.peak = 0
+        self.peak_by_role: dict[str, int] = {}  # each role's own peak (not necessarily at the same moment)
         self.per_round: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -115,8 +137,11 @@ class RssSampler:
     def _loop(self) -> None:
         seen = 0
         while not self._stop.is_set():
-            rss = total_rss(self.home)
+            by_role = rss_by_role(self.home)
+            rss = sum(by_role.values())
             self.peak = max(self.peak, rss)
+            for role, value in by_role.items():
+                self.peak_by_role[role] = max(self.peak_by_role.get(role, 0), value)
             if self.rounds_path is not None and self.rounds_path.exists():
                 lines = len(self.rounds_path.read_text().splitlines())
                 if lines > seen:
@@ -146,6 +171,7 @@ def simulate(
     if not result.ok:
         raise RuntimeError(f"{name}: run {result.run_id} ended {result.status}\n{result.output[-3000:]}")
     return {"rows": read_rounds(out / name / "rounds.jsonl"), "peak_rss": sampler.peak, "per_round_rss": sampler.per_round,
+            "peak_rss_by_role": sampler.peak_by_role,
             "wall_s": time.perf_counter() - started}
 
 
@@ -167,10 +193,13 @@ def throughput(app: Path, out: Path, args: argparse.Namespace) -> list[dict[str,
             "total_clients": clients, "clients_per_round": trained, "client_rounds_per_s": 1 / ours,
             "ours_s_per_client_round": ours, "floor_s_per_client_round": floor, "naive_s_per_client_round": naive,
             "overhead": ours / floor, "speedup_vs_naive": naive / ours, "peak_rss_mb": run["peak_rss"] / 1e6,
+            "peak_rss_mb_by_process": {role: value / 1e6 for role, value in sorted(run["peak_rss_by_role"].items())},
         })
         c = cells[-1]
         print(f"{clients:>6} {trained:>6.0f} {c['client_rounds_per_s']:>9.2f} {ours * 1e3:>9.1f} {floor * 1e3:>9.1f} "
               f"{naive * 1e3:>9.1f} {c['overhead']:>8.2f} {c['speedup_vs_naive']:>8.2f} {c['peak_rss_mb']:>9.0f}", flush=True)
+        print("        peak RSS MB by process: " + ", ".join(f"{role} {mb:.0f}" for role, mb in c["peak_rss_mb_by_process"].items()),
+              flush=True)
     return cells
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import client.worker as worker_module
-from simulations.benchmarks.scale import BASE, shutdown, total_rss
+from simulations.benchmarks.scale import BASE, process_role, rss_by_role, shutdown, total_rss
 from simulations.benchmarks.scale_baselines import floor_seconds, naive_seconds
 from contract import parse_run_config
 
@@ -41,3 +41,25 @@ def test_rss_probe_finds_and_kills_every_process_of_one_flower_home(tmp_path: Pa
         assert child.wait(timeout=10) != 0
     finally:
         child.kill()
+
+
+def test_processes_are_attributed_to_flower_ray_or_other_by_command_line() -> None:
+    assert process_role(["/venv/bin/python", "/venv/bin/flower-superlink", "--insecure"]) == "superlink"
+    assert process_role(["/venv/bin/python", "/venv/bin/flwr-simulation", "--app", "x"]) == "flwr-simulation"
+    assert process_role(["ray::ClientAppActor.run"]) == "ray-workers"
+    assert process_role(["/venv/lib/python3.12/site-packages/ray/core/src/ray/raylet/raylet", "--x"]) == "ray-runtime"
+    assert process_role(["/usr/bin/python", "-c", "import time"]) == "other"
+
+
+def test_rss_by_role_sums_to_the_total(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env={**os.environ, "FLWR_HOME": home})
+    try:
+        deadline = time.time() + 10
+        while not rss_by_role(home) and time.time() < deadline:
+            time.sleep(0.05)
+        roles = rss_by_role(home)
+        assert set(roles) == {"other"} and roles["other"] > 1_000_000
+    finally:
+        child.kill()
+        child.wait()
