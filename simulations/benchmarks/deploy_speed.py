@@ -81,6 +81,7 @@ def run_mode(mode: str, app: Path, tmp: Path, args: argparse.Namespace) -> dict[
         "model_builds_per_node": builds,
         "accuracy": rows[-1].get("eval_accuracy"),
         "eval_loss": rows[-1].get("eval_loss"),
+        "final_eval": {k: v for k, v in rows[-1].items() if k.startswith("eval_") and isinstance(v, int | float)},
     })
     return out
 
