@@ -24,6 +24,7 @@ workers listened (paid once when a node starts, not per run). Usage::
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -36,16 +37,20 @@ from simulations.flower_env import flower_env
 from simulations.launch import find_app_dir, launch, resolve_config, toml_overrides
 
 MODES = ("simulation", "deploy-cold", "deploy-warm")
-BUILD_LINE = "client worker (pid"
+BUILD_LINE = re.compile(r"client worker \(pid (\d+)\): built .*?\(build (\d+) of this process\)")  # client.worker
 
 
 def _builds(topo: Topology, nodes: int) -> list[int]:
-    """Model builds per node: every ClientApp process's and the worker's."""
+    """Model builds per node: every ClientApp process's and the worker's, each counted once by its
+    ``(pid, build number)`` (a library that logs through the root logger makes Flower's handler print
+    every line twice)."""
     logs = topo.root / "logs"
     counts = []
     for i in range(1, nodes + 1):
         names = [f"superexec-clientapp-{i}.log", f"node-worker-{i}.log"]
-        counts.append(sum((logs / n).read_text(errors="replace").count(BUILD_LINE) for n in names if (logs / n).is_file()))
+        builds = {match.groups() for n in names if (logs / n).is_file()
+                  for match in BUILD_LINE.finditer((logs / n).read_text(errors="replace"))}
+        counts.append(len(builds))
     return counts
 
 
