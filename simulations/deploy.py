@@ -36,7 +36,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,15 @@ class Component:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+
+SUPEREXEC_TASK_POLL_S = "0.1"  # Flower's default is 1 s (FLWR_SUPEREXEC_TASK_POLL_INTERVAL; docs/scaling.md §3)
+
+
+def superexec_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a SuperExec: it looks for new tasks every 0.1 s instead of Flower's 1 s, unless the
+    caller set ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` (measured: 0.7 s less per deployed round)."""
+    return {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": SUPEREXEC_TASK_POLL_S, **env}
 
 
 @dataclass
@@ -172,12 +181,14 @@ class Topology:
                                  runtime_api=str(i))
         self.wait_nodes_online(self.nodes, timeout=timeout)
 
-    def spawn(self, name: str, cmd: list[str], *, home: Path | None = None, cwd: Path | None = None) -> Component:
-        """Start ``cmd`` in its own session (so ``stop`` can end its children too), logging to a file."""
+    def spawn(self, name: str, cmd: list[str], *, home: Path | None = None, cwd: Path | None = None,
+              env: Mapping[str, str] | None = None) -> Component:
+        """Start ``cmd`` in its own session (so ``stop`` can end its children too), logging to a file;
+        ``env`` replaces the topology's environment for this process."""
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
-        env = dict(self.env)
+        env = dict(self.env if env is None else env)
         if home is not None:
             home.mkdir(parents=True, exist_ok=True)
             env["FLWR_HOME"] = str(home)
@@ -230,7 +241,7 @@ class Topology:
         self, name: str, runtime_address: str, *, ca: Path | None = None, runtime_api: str = "superlink"
     ) -> Component:
         return self.spawn(name, self.superexec_command(runtime_address, ca=ca, runtime_api=runtime_api),
-                          home=self.root / "homes" / name)
+                          home=self.root / "homes" / name, env=superexec_env(self.env))
 
     def worker_socket(self, i: int) -> Path:
         """Node ``i``'s worker socket (short: Unix socket paths are limited to 107 bytes)."""

@@ -24,7 +24,7 @@ import yaml
 
 from flwr.common.config import parse_config_args
 
-from simulations.deploy import Topology, make_certs
+from simulations.deploy import Topology, make_certs, superexec_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -283,6 +283,14 @@ def test_compose_flags_match_the_tested_process_topology(tmp_path: Path) -> None
         compose_flags = set(flags(services()[name])) - {"--database"}  # compose persists SuperLink state
         assert compose_flags == local_flags, name
 
+
+
+def test_superexecs_poll_for_tasks_every_tenth_of_a_second_in_both_topologies() -> None:
+    """Flower's SuperExec waits 1 s between looks for a new ClientApp task by default; both topologies
+    set 0.1 s (docs/scaling.md §3), and a value the operator sets wins."""
+    assert re.search(r"^\s*FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0\.1 \\$", DOCKERFILE.read_text(), re.M)
+    assert superexec_env({"PATH": "/bin"}) == {"PATH": "/bin", "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
+    assert superexec_env({"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "2"})["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "2"
 
 # -- exposure and secrets per component (docker/README.md §7) ----------------------------------------
 def test_the_superlink_port_is_published_on_loopback_only() -> None:
