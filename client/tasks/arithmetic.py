@@ -144,8 +144,9 @@ def generate_split(seed: int, split: str, size: int) -> dict[str, list[Any]]:
 
 def grown_kinds(seed: int, split: str, size: int) -> list[int]:
     """The ``kind`` column of a grown pool of ``size`` rows (balanced, shuffled), without the problems:
-    the index pool a partitioner reads (``client.tasks.generated_pool``)."""
-    rng = random.Random(f"corolla-arithmetic:{seed}:{split}:grown")
+    the index pool a partitioner reads (``client.tasks.generated_pool``). The same kinds in the same
+    order as :func:`generate_split` of that size, so a split drawn on it is the one drawn on the full pool."""
+    rng = random.Random(f"corolla-arithmetic:{seed}:{split}")
     kinds = [i % len(KIND_NAMES) for i in range(size)]
     rng.shuffle(kinds)
     return kinds

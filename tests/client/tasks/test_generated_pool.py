@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from client.tasks.arithmetic import ArithmeticWordProblems
+from client.tasks.arithmetic import ArithmeticWordProblems, generate_split, grown_kinds
 from client.tasks.generated_pool import POOL_ROW, federation_pool_size
 from client.tasks.partition import partition_dataset
 from client.tasks.topics import TopicClassification
@@ -108,3 +108,8 @@ def test_the_fixed_pool_gives_its_own_rows() -> None:
     shard = partition_dataset(task.train_pool(datasets, 10), partitioner="iid", num_partitions=10, partition_id=2,
                               alpha=0.5, seed=0, label_column=None)
     assert task.pool_rows(shard) == shard.to_list()
+
+
+def test_grown_arithmetic_kinds_are_the_full_pools_so_every_split_is_unchanged() -> None:
+    for size in (7, 3050):
+        assert grown_kinds(3, "train", size) == generate_split(3, "train", size)["kind"]
