@@ -76,14 +76,15 @@ def simulation_processes(home: str) -> list[psutil.Process]:
 
 # What each process of a simulation is, by its command line (first match wins); the rest is "other".
 _ROLES: tuple[tuple[str, str], ...] = (
-    ("flower-superlink", "superlink"), ("flwr-simulation", "flwr-simulation"), ("ClientAppActor", "ray-workers"),
-    ("ray", "ray-runtime"),
+    ("flower-superlink", "superlink"), ("flower-superexec", "superexec"), ("flwr-simulation", "flwr-simulation"),
+    ("ClientAppActor", "ray-workers"), ("/flwr run", "flwr-cli"), ("ray", "ray-runtime"),
 )
 
 
 def process_role(cmdline: list[str]) -> str:
-    """``superlink``, ``flwr-simulation`` (the ServerApp and Flower's engine), ``ray-workers`` (the
-    ClientApp actors), ``ray-runtime`` (raylet, GCS, ...) or ``other``."""
+    """``superlink``, ``superexec``, ``flwr-simulation`` (the ServerApp and Flower's engine),
+    ``ray-workers`` (the ClientApp actors), ``flwr-cli`` (``flwr run --stream``), ``ray-runtime``
+    (raylet, GCS, ...) or ``other``."""
     line = " ".join(cmdline)
     return next((role for needle, role in _ROLES if needle in line), "other")
 

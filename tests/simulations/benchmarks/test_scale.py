@@ -47,6 +47,8 @@ def test_processes_are_attributed_to_flower_ray_or_other_by_command_line() -> No
     assert process_role(["/venv/bin/python", "/venv/bin/flower-superlink", "--insecure"]) == "superlink"
     assert process_role(["/venv/bin/python", "/venv/bin/flwr-simulation", "--app", "x"]) == "flwr-simulation"
     assert process_role(["ray::ClientAppActor.run"]) == "ray-workers"
+    assert process_role(["/venv/bin/python", "/venv/bin/flower-superexec", "--insecure"]) == "superexec"
+    assert process_role(["/venv/bin/python3", "/venv/bin/flwr", "run", "/app", "--stream"]) == "flwr-cli"
     assert process_role(["/venv/lib/python3.12/site-packages/ray/core/src/ray/raylet/raylet", "--x"]) == "ray-runtime"
     assert process_role(["/usr/bin/python", "-c", "import time"]) == "other"
 
