@@ -31,6 +31,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +94,32 @@ def _function(frame: str) -> str:
     return f"{head} ({where.rstrip(')').rsplit(':', 1)[0]})"
 
 
+@dataclass
+class Spy:
+    """One ``py-spy record`` attached to one process image (``cmdline`` as seen when it attached)."""
+
+    proc: subprocess.Popen[bytes] | None
+    raw: Path
+    kind: str
+    cmdline: tuple[str, ...] = ()
+
+
+def needs_spy(attached: list[Spy], cmdline: tuple[str, ...]) -> bool:
+    """Attach (again) to a process? Yes if nothing is attached, or if the last spy has ended and the
+    process now runs something else: Ray's ``setup_worker.py`` execs the actor's worker in the same
+    process, which ends a py-spy attached to the first image (the actor would go unprofiled)."""
+    if not attached:
+        return True
+    last = attached[-1]
+    return last.proc is not None and last.proc.poll() is not None and last.cmdline != cmdline
+
+
 class Profiler:
     """Attaches ``py-spy record`` to every new Python process under ``FLWR_HOME = home``; keeps CPU times."""
 
     def __init__(self, home: str, raw_dir: Path, rate: int) -> None:
         self.home, self.raw_dir, self.rate = home, raw_dir, rate
-        self.spies: dict[int, tuple[subprocess.Popen[bytes], Path, str]] = {}
+        self.spies: dict[int, list[Spy]] = {}
         self.cpu: dict[int, tuple[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -110,14 +131,15 @@ class Profiler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        for spy, _, _ in self.spies.values():  # py-spy writes its file on SIGINT (or when the target exits)
-            if spy.poll() is None:
-                spy.send_signal(signal.SIGINT)
-        for spy, _, _ in self.spies.values():
+        running = [spy.proc for spies in self.spies.values() for spy in spies if spy.proc is not None]
+        for proc in running:  # py-spy writes its file on SIGINT (or when the target exits)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in running:
             try:
-                spy.wait(timeout=30)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                spy.kill()
+                proc.kill()
 
     def _loop(self) -> None:
         py_spy = shutil.which("py-spy")
@@ -126,20 +148,22 @@ class Profiler:
         while not self._stop.is_set():
             for proc in simulation_processes(self.home):
                 try:
-                    kind = process_kind(proc.cmdline())
+                    cmdline = tuple(proc.cmdline())
+                    kind = process_kind(list(cmdline))
                     times = proc.cpu_times()
                     self.cpu[proc.pid] = (kind, times.user + times.system)
-                    if proc.pid in self.spies or "python" not in Path(proc.exe()).name:  # py-spy reads Python only
+                    attached = self.spies.setdefault(proc.pid, [])
+                    if not needs_spy(attached, cmdline) or "python" not in Path(proc.exe()).name:  # py-spy reads Python only
                         continue
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     continue
-                raw = self.raw_dir / f"{proc.pid}.txt"
+                raw = self.raw_dir / f"{proc.pid}-{len(attached)}.txt"
                 spy = subprocess.Popen(
                     [py_spy, "record", "--pid", str(proc.pid), "--rate", str(self.rate), "--format", "raw",
                      "--output", str(raw), "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )
-                self.spies[proc.pid] = (spy, raw, kind)
+                attached.append(Spy(spy, raw, kind, cmdline))
             time.sleep(0.5)
 
     def report(self, top: int) -> dict[str, Any]:
@@ -149,9 +173,9 @@ class Profiler:
             entry = kinds.setdefault(kind, {"processes": 0, "cpu_s": 0.0, "lines": []})
             entry["processes"] += 1
             entry["cpu_s"] += seconds
-        for _, raw, kind in self.spies.values():
-            if raw.exists():
-                kinds.setdefault(kind, {"processes": 0, "cpu_s": 0.0, "lines": []})["lines"] += raw.read_text().splitlines()
+        for spy in (spy for spies in self.spies.values() for spy in spies):
+            if spy.raw.exists():  # a process profiled under two images counts under the kind each had
+                kinds.setdefault(spy.kind, {"processes": 0, "cpu_s": 0.0, "lines": []})["lines"] += spy.raw.read_text().splitlines()
         return {
             kind: {"processes": e["processes"], "cpu_s": round(e["cpu_s"], 1), **summarise_collapsed(e["lines"], top)}
             for kind, e in sorted(kinds.items(), key=lambda item: -item[1]["cpu_s"])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
-from simulations.benchmarks.scale_profile import Profiler, process_kind, summarise_collapsed
+from simulations.benchmarks.scale_profile import Profiler, Spy, needs_spy, process_kind, summarise_collapsed
 
 RAW = [
     "<module> (flwr/simulation/app.py:10);run (flwr/simulation/vce.py:50);poll (flwr/simulation/vce.py:80) 30",
@@ -41,10 +43,26 @@ def test_the_report_sums_cpu_and_samples_per_kind(tmp_path: Path) -> None:
     (tmp_path / "1.txt").write_text("\n".join(RAW[:3]))
     (tmp_path / "2.txt").write_text(RAW[3])
     profiler.cpu = {1: ("simulation", 12.0), 2: ("ray worker", 3.0), 3: ("ray worker", 4.5), 4: ("other: raylet", 1.0)}
-    profiler.spies = {1: (None, tmp_path / "1.txt", "simulation"), 2: (None, tmp_path / "2.txt", "ray worker"),  # type: ignore[dict-item]
-                      3: (None, tmp_path / "missing.txt", "ray worker")}  # type: ignore[dict-item]
+    profiler.spies = {1: [Spy(None, tmp_path / "1.txt", "simulation")], 2: [Spy(None, tmp_path / "2.txt", "ray worker")],
+                      3: [Spy(None, tmp_path / "missing.txt", "ray worker")]}
     report = profiler.report(top=3)
     assert list(report) == ["simulation", "ray worker", "other: raylet"]  # by CPU seconds
     assert (report["simulation"]["cpu_s"], report["simulation"]["samples"]) == (12.0, 45)
     assert (report["ray worker"]["processes"], report["ray worker"]["cpu_s"], report["ray worker"]["samples"]) == (2, 7.5, 5)
     assert report["other: raylet"]["samples"] == 0
+
+
+def test_a_process_that_execs_another_image_is_profiled_again(tmp_path: Path) -> None:
+    setup = ("python", "ray/_private/workers/setup_worker.py")
+    actor = ("ray::ClientAppActor.run",)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert needs_spy([], setup)
+        assert needs_spy([Spy(ended, tmp_path / "a.txt", "other", setup)], actor)  # py-spy lost the first image
+        assert not needs_spy([Spy(ended, tmp_path / "a.txt", "other", actor)], actor)  # ended on the same image: leave it
+        assert not needs_spy([Spy(running, tmp_path / "a.txt", "other", setup)], actor)  # still sampling: renamed only
+    finally:
+        running.kill()
+        running.wait()
