@@ -104,10 +104,16 @@ class Spy:
     cmdline: tuple[str, ...] = ()
 
 
+# Launchers that exec another Python image in the same process within a second: a py-spy attached to
+# them keeps running on the stale image and records nothing after the exec (Ray's actors start this way).
+EXEC_LAUNCHERS = ("ray/_private/workers/setup_worker.py",)
+
+
 def needs_spy(attached: list[Spy], cmdline: tuple[str, ...]) -> bool:
-    """Attach (again) to a process? Yes if nothing is attached, or if the last spy has ended and the
-    process now runs something else: Ray's ``setup_worker.py`` execs the actor's worker in the same
-    process, which ends a py-spy attached to the first image (the actor would go unprofiled)."""
+    """Attach (again) to a process? Not while it is a launcher about to exec (:data:`EXEC_LAUNCHERS`);
+    yes if nothing is attached, or if the last spy has ended and the process now runs something else."""
+    if any(launcher in part for part in cmdline for launcher in EXEC_LAUNCHERS):
+        return False
     if not attached:
         return True
     last = attached[-1]

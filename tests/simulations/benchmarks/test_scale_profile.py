@@ -59,8 +59,9 @@ def test_a_process_that_execs_another_image_is_profiled_again(tmp_path: Path) ->
     ended.wait()
     running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        assert needs_spy([], setup)
-        assert needs_spy([Spy(ended, tmp_path / "a.txt", "other", setup)], actor)  # py-spy lost the first image
+        assert not needs_spy([], setup)  # Ray's launcher execs the actor in place: wait for the actor's image
+        assert needs_spy([], actor)
+        assert needs_spy([Spy(ended, tmp_path / "a.txt", "other", ("python", "x.py"))], actor)  # ended, now another image
         assert not needs_spy([Spy(ended, tmp_path / "a.txt", "other", actor)], actor)  # ended on the same image: leave it
         assert not needs_spy([Spy(running, tmp_path / "a.txt", "other", setup)], actor)  # still sampling: renamed only
     finally:
