@@ -46,11 +46,14 @@ def normalise(text: str) -> str:
 @lru_cache(maxsize=1)
 def _rouge() -> Any:
     try:
-        from rouge_score import rouge_scorer  # type: ignore[import-untyped]  # the package ships no type information
+        from rouge_score import rouge_scorer, tokenizers  # type: ignore[import-untyped]  # the package ships no type information
     except ImportError as exc:
         raise ImportError(f"task `instruct` scores generations with ROUGE-L from rouge-score: {INSTALL_HINT} "
                           "(or pip install rouge-score)") from exc
-    return rouge_scorer.RougeScorer(["rougeL"])
+    # Its default tokenizer, passed explicitly: without one rouge-score logs "Using default tokenizer." through
+    # absl, whose first log call installs a handler on the root logger, and every Flower log line of the
+    # process is printed twice from then on.
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=tokenizers.DefaultTokenizer(use_stemmer=False))
 
 
 def require_rouge() -> None:

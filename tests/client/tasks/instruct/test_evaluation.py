@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import math
 from pathlib import Path
 
@@ -124,3 +126,14 @@ def test_collate_labels_only_responses_and_gives_dropped_rows_no_loss(tmp_path: 
     losses = task.example_losses(model, batch)
     assert losses.shape == (3,) and losses[1].item() == 0
     assert losses[0].item() == pytest.approx(math.log(len(plain_tokenizer)), rel=1e-5)
+
+
+def test_scoring_leaves_the_root_logger_alone() -> None:
+    """rouge-score's default-tokenizer log goes through absl, which installs a root handler: every Flower log
+    line of a deployed node would then print twice. A fresh process, since pytest owns this one's root logger."""
+    code = ("import logging; from client.tasks.instruct.scoring import rouge_l; "
+            "assert rouge_l('the cat sat', 'the cat sat down') > 0; assert not logging.getLogger().handlers, "
+            "logging.getLogger().handlers")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[4])
+    assert result.returncode == 0, result.stderr[-2000:]
