@@ -129,11 +129,17 @@ def make_problem(rng: random.Random, kind: int) -> Problem:
     return Problem(kind=kind, operands=ops, question=question)
 
 
-def generate_split(seed: int, split: str, size: int) -> dict[str, list[Any]]:
-    """Columns ``question``/``answer``/``kind`` of one split; kinds are balanced."""
+def _split_kinds(seed: int, split: str, size: int) -> tuple[random.Random, list[int]]:
+    """The split's random stream and its balanced, shuffled kinds drawn first from it."""
     rng = random.Random(f"corolla-arithmetic:{seed}:{split}")
     kinds = [i % len(KIND_NAMES) for i in range(size)]
     rng.shuffle(kinds)
+    return rng, kinds
+
+
+def generate_split(seed: int, split: str, size: int) -> dict[str, list[Any]]:
+    """Columns ``question``/``answer``/``kind`` of one split; kinds are balanced."""
+    rng, kinds = _split_kinds(seed, split, size)
     problems = [make_problem(rng, k) for k in kinds]
     return {
         "question": [p.question for p in problems],
@@ -146,10 +152,7 @@ def grown_kinds(seed: int, split: str, size: int) -> list[int]:
     """The ``kind`` column of a grown pool of ``size`` rows (balanced, shuffled), without the problems:
     the index pool a partitioner reads (``client.tasks.generated_pool``). The same kinds in the same
     order as :func:`generate_split` of that size, so a split drawn on it is the one drawn on the full pool."""
-    rng = random.Random(f"corolla-arithmetic:{seed}:{split}")
-    kinds = [i % len(KIND_NAMES) for i in range(size)]
-    rng.shuffle(kinds)
-    return kinds
+    return _split_kinds(seed, split, size)[1]
 
 
 def grown_row(seed: int, split: str, row: int, kind: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +81,17 @@ _ROLES: tuple[tuple[str, str], ...] = (
 )
 
 
+def match_command(cmdline: Iterable[str], table: Iterable[tuple[str, str]]) -> str | None:
+    """The name of the first ``(needle, name)`` of ``table`` whose needle the command line contains."""
+    line = " ".join(cmdline)
+    return next((name for needle, name in table if needle in line), None)
+
+
 def process_role(cmdline: list[str]) -> str:
     """``superlink``, ``superexec``, ``flwr-simulation`` (the ServerApp and Flower's engine),
     ``ray-workers`` (the ClientApp actors), ``flwr-cli`` (``flwr run --stream``), ``ray-runtime``
     (raylet, GCS, ...) or ``other``."""
-    line = " ".join(cmdline)
-    return next((role for needle, role in _ROLES if needle in line), "other")
+    return match_command(cmdline, _ROLES) or "other"
 
 
 def rss_by_role(home: str) -> dict[str, int]:

@@ -38,7 +38,7 @@ from typing import Any
 import psutil
 
 from simulations.benchmarks._output import write_result
-from simulations.benchmarks.scale import BASE, simulate, simulation_processes
+from simulations.benchmarks.scale import BASE, match_command, simulate, simulation_processes
 from simulations.launch import find_app_dir
 
 KINDS = (  # (what the command line contains, the kind reported); the first match wins
@@ -54,11 +54,7 @@ KINDS = (  # (what the command line contains, the kind reported); the first matc
 def process_kind(cmdline: Iterable[str]) -> str:
     """The kind of a simulation process from its command line (``other: <name>`` when unknown)."""
     parts = list(cmdline)
-    text = " ".join(parts)
-    for needle, kind in KINDS:
-        if needle in text:
-            return kind
-    return f"other: {Path(parts[0]).name if parts else '?'}"
+    return match_command(parts, KINDS) or f"other: {Path(parts[0]).name if parts else '?'}"
 
 
 def summarise_collapsed(lines: Iterable[str], top: int = 15) -> dict[str, Any]:
